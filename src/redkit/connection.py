@@ -1,0 +1,213 @@
+"""connect(): one pooled redis-py asyncio client for standalone, TLS, unix
+socket, Sentinel or Cluster, verified before it is handed out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any, Union
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .errors import ConnectionUnavailable
+from .settings import RedisSettings
+
+__all__ = ["Client", "close", "connect", "describe_error", "is_cluster"]
+
+log = logging.getLogger("redkit.connection")
+
+Client = Union["Redis", "RedisCluster"]
+"""What :func:`connect` returns and every component accepts."""
+
+# Errors worth another connect attempt: the server may be starting or briefly
+# unreachable. Authentication and protocol errors are final.
+_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError)
+
+
+def is_cluster(client: Client) -> bool:
+    """True for a Redis Cluster client."""
+    return isinstance(client, RedisCluster)
+
+
+async def connect(settings: RedisSettings | None = None, **overrides: Any) -> Client:
+    """Build the client ``settings`` describe and check it with PING.
+
+    With no settings, :meth:`RedisSettings.from_env` is used; ``overrides``
+    replace single fields (``connect(url="redis://...")``). Start-up is tried
+    ``1 + max_retries`` times with exponential backoff and full jitter while
+    the failure looks transient; each attempt is bounded by
+    ``connect_timeout``. A cluster client is fully initialised (slots and
+    nodes known) before it is returned.
+
+    Raises :class:`ConnectionUnavailable` naming the address and the cause.
+    """
+    if settings is None:
+        settings = RedisSettings.from_env()
+    if overrides:
+        settings = settings.replace(**overrides)
+    attempts = settings.max_retries + 1
+    for attempt in range(attempts):
+        client = _build(settings)
+        try:
+            await asyncio.wait_for(_verify(client), settings.connect_timeout)
+            if settings.min_idle_conns and isinstance(client, Redis):
+                await _open_idle(client, min(settings.min_idle_conns, settings.pool_size))
+            return client
+        except BaseException as exc:
+            await _close_quietly(client)
+            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+                exc = redis_errors.TimeoutError(
+                    f"no answer to PING within {settings.connect_timeout:g}s"
+                )
+            if not isinstance(exc, Exception):
+                raise
+            if attempt + 1 < attempts and isinstance(exc, _TRANSIENT):
+                delay = random.uniform(0, min(2.0, 0.05 * 2**attempt))
+                log.info(
+                    "Redis at %s not reachable (%s), retrying in %.0f ms",
+                    settings.address,
+                    describe_error(exc),
+                    delay * 1000,
+                )
+                await asyncio.sleep(delay)
+                continue
+            raise ConnectionUnavailable(
+                f"cannot connect to Redis at {settings.address}: {describe_error(exc)}"
+            ) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def close(client: Client) -> None:
+    """Close a client made by :func:`connect` and its pool."""
+    await client.aclose()
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, password-free account of a connection failure."""
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return "authentication failed (wrong username or password)"
+    if isinstance(exc, redis_errors.ResponseError) and "NOAUTH" in str(exc):
+        return "the server requires a password"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def command_retry(settings: RedisSettings) -> Retry:
+    """redis-py's per-command retry: only when the connection itself failed,
+    never on a timeout, because a timed-out write may have been applied and
+    repeating INCR or EVALSHA would apply it twice."""
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.008, cap=0.5),
+        settings.max_retries,
+        supported_errors=(redis_errors.ConnectionError,),
+    )
+
+
+def _common_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    return {
+        "username": settings.username,
+        "password": settings.password,
+        # redis-py's asyncio client has one socket timeout for reads and
+        # writes; the larger of the two settings bounds both.
+        "socket_timeout": max(settings.read_timeout, settings.write_timeout),
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_keepalive": True,
+        "retry": command_retry(settings),
+        "client_name": None,
+    }
+
+
+def _ssl_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    if not settings.ssl:
+        return {}
+    return {
+        "ssl_ca_certs": settings.ssl_ca_certs,
+        "ssl_certfile": settings.ssl_certfile,
+        "ssl_keyfile": settings.ssl_keyfile,
+        "ssl_cert_reqs": settings.ssl_cert_reqs,
+    }
+
+
+def _build(settings: RedisSettings) -> Client:
+    common = _common_kwargs(settings)
+    if settings.cluster:
+        return RedisCluster(
+            host=settings.host,
+            port=settings.port,
+            max_connections=settings.pool_size,
+            ssl=settings.ssl,
+            **_ssl_kwargs(settings),
+            **common,
+        )
+    if settings.sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(settings.sentinels),
+            sentinel_kwargs={
+                "socket_timeout": settings.connect_timeout,
+                "socket_connect_timeout": settings.connect_timeout,
+                "username": settings.username,
+                "password": settings.password,
+            },
+            db=settings.db,
+            max_connections=settings.pool_size,
+            **_ssl_kwargs(settings),
+            **common,
+        )
+        master: Redis = sentinel.master_for(settings.sentinel_master or "")
+        return master
+    pool_kwargs: dict[str, Any] = dict(common)
+    retry = pool_kwargs.pop("retry")
+    if settings.unix_socket_path:
+        pool_kwargs.pop("socket_keepalive")
+        pool_kwargs.pop("socket_connect_timeout")
+        pool_kwargs["path"] = settings.unix_socket_path
+        pool_kwargs["connection_class"] = UnixDomainSocketConnection
+    else:
+        pool_kwargs["host"] = settings.host
+        pool_kwargs["port"] = settings.port
+        if settings.ssl:
+            pool_kwargs["connection_class"] = SSLConnection
+            pool_kwargs.update(_ssl_kwargs(settings))
+    pool = BlockingConnectionPool(
+        max_connections=settings.pool_size,
+        # Waiting for a free connection is bounded like any other wait.
+        timeout=settings.connect_timeout,
+        db=settings.db,
+        retry=retry,
+        **pool_kwargs,
+    )
+    return Redis(connection_pool=pool, retry=retry)
+
+
+async def _verify(client: Client) -> None:
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        await client.ping(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.ping()
+
+
+async def _open_idle(client: Redis, count: int) -> None:
+    pool = client.connection_pool
+    conns = []
+    try:
+        for _ in range(count):
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            conns.append(conn)
+            await conn.connect()
+    finally:
+        for conn in conns:
+            await pool.release(conn)
+
+
+async def _close_quietly(client: Client) -> None:
+    try:
+        await client.aclose()
+    except Exception:
+        log.debug("closing a failed client raised", exc_info=True)

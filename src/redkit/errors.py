@@ -1,0 +1,65 @@
+"""The redkit error tree.
+
+Every error redkit raises on purpose derives from :class:`RedkitError`, so an
+application can catch the library's failures in one place. Errors caused by a
+redis-py exception keep it as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConnectionUnavailable",
+    "LockError",
+    "LockLost",
+    "LockNotAcquired",
+    "RedisServerError",
+    "RedkitError",
+    "SerializationError",
+]
+
+
+class RedkitError(Exception):
+    """Base class of every error redkit raises on purpose."""
+
+
+class ConfigError(RedkitError, ValueError):
+    """Raised when a setting, environment variable or option has a value redkit
+    cannot use. The message names the setting and the bad value (never a
+    password). It is a ``ValueError`` too, so generic validation handlers see
+    it."""
+
+
+class ConnectionUnavailable(RedkitError, ConnectionError):
+    """Raised when Redis cannot be reached or does not answer in time: refused
+    connection, DNS failure, authentication failure, a paused or overloaded
+    server past the timeout. Components that fail closed (sessions, locks,
+    publishers, a fail-closed rate limiter) raise it; components that fail
+    open (cache, default rate limiter) count it and carry on. The message
+    names host and port, never the password."""
+
+
+class SerializationError(RedkitError, TypeError):
+    """Raised when a value cannot be encoded for Redis (an unsupported type,
+    a non-string mapping key) or bytes read back cannot be decoded into the
+    requested type. Nothing is written when encoding fails."""
+
+
+class RedisServerError(RedkitError):
+    """Raised by the embedded server launcher (:mod:`redkit.server`) when no
+    ``redis-server`` binary can be found, or a server process cannot be
+    started, answer, or form a cluster (for instance, its port is taken)."""
+
+
+class LockError(RedkitError):
+    """Base class of the lock errors."""
+
+
+class LockNotAcquired(LockError):
+    """Raised when a lock or semaphore permit could not be acquired: held by
+    someone else after every retry, or the wait timed out."""
+
+
+class LockLost(LockError):
+    """Raised by an operation on a lease that is no longer held: it expired,
+    was deleted, or another holder took it."""

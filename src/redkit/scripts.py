@@ -1,0 +1,49 @@
+"""Lua scripts kept as package ``.lua`` files, run with EVALSHA.
+
+On NOSCRIPT (a restarted server, a new cluster node, SCRIPT FLUSH) the
+script is sent once with EVAL, which also caches it on that node, so the
+next call is EVALSHA again. On a cluster, redis-py routes the call by its
+keys; the keys of one call must share a hash slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+__all__ = ["Script"]
+
+KeyOrArg = str | bytes | int | float
+
+
+class Script:
+    """One Lua script. ``await script(client, keys, args)`` runs it."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name} {self.sha[:10]}>"
+
+    @classmethod
+    def from_package(cls, package: str, filename: str) -> Script:
+        """Load ``filename`` shipped inside ``package`` (for example
+        ``Script.from_package("redkit.ratelimit", "lua/gcra.lua")``)."""
+        source = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+        return cls(f"{package}:{filename}", source)
+
+    async def __call__(
+        self, client: Any, keys: Sequence[KeyOrArg] = (), args: Sequence[KeyOrArg] = ()
+    ) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
