@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Case, Env, report, run_cases  # noqa: E402
-from redkit.server import EmbeddedRedis  # noqa: E402
+from bench.harness import Case, Env, report, run_cases
+from redkit.server import EmbeddedRedis
 
 
 def _modules(names: list[str]) -> list[str]:

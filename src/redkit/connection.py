@@ -140,7 +140,11 @@ def _build(settings: RedisSettings) -> Client:
         return RedisCluster(
             host=settings.host,
             port=settings.port,
-            max_connections=settings.pool_size,
+            # redis-py's cluster client cannot wait for a free connection: past
+            # the cap a command fails with MaxConnectionsError. A cap as small
+            # as a standalone pool would fail ordinary request bursts, so each
+            # node gets at least redis-py's own default of 100.
+            max_connections=max(settings.pool_size, 100),
             ssl=settings.ssl,
             **_ssl_kwargs(settings),
             **common,

@@ -20,7 +20,8 @@ __all__ = [
 
 
 class RedkitError(Exception):
-    """Base class of every error redkit raises on purpose."""
+    """Base class of every error redkit raises on purpose; catch it to handle
+    any redkit failure. Never raised itself."""
 
 
 class ConfigError(RedkitError, ValueError):
@@ -52,7 +53,8 @@ class RedisServerError(RedkitError):
 
 
 class LockError(RedkitError):
-    """Base class of the lock errors."""
+    """Base class of :class:`LockNotAcquired` and :class:`LockLost`, to catch
+    any lock failure in one place; never raised itself."""
 
 
 class LockNotAcquired(LockError):

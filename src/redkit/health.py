@@ -54,7 +54,7 @@ async def health(client: Client, *, timeout: float = 2.0) -> HealthStatus:
     role = "cluster" if isinstance(client, RedisCluster) else str(fields.get("role", "unknown"))
     return HealthStatus(
         "healthy",
-        latency_ms=latency_ms,
+        latency_ms=round(latency_ms, 3),
         server_version=_server_version(fields),
         role=role,
         used_memory=_int(fields.get("used_memory")),

@@ -80,7 +80,7 @@ class KeySpace:
         text = key.decode() if isinstance(key, bytes) else key
         return text.startswith(self._head)
 
-    def strip(self, key: str | bytes) -> str:
+    def relative(self, key: str | bytes) -> str:
         """``key`` without the prefix and its colon."""
         text = key.decode() if isinstance(key, bytes) else key
         if not text.startswith(self._head):

@@ -114,6 +114,9 @@ def free_port(host: str = "127.0.0.1", *, with_bus: bool = False) -> int:
 
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As redis-server does: a port whose old connections linger in
+        # TIME_WAIT is free to listen on again.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -374,13 +377,19 @@ class EmbeddedCluster:
         binary: str | None = None,
         node_timeout_ms: int = 5000,
         start_timeout: float = 30.0,
+        first_port: int | None = None,
     ) -> None:
         if masters < 1:
             raise ConfigError(f"a cluster needs at least one master, got {masters}")
+        if first_port is not None and not 0 < first_port <= 55536 - masters:
+            raise ConfigError(
+                f"first_port must leave room for the cluster bus (port + 10000), got {first_port}"
+            )
         self.binary = binary or find_redis_server()
         self.start_timeout = start_timeout
         self.nodes = [
             EmbeddedRedis(
+                None if first_port is None else first_port + index,
                 binary=self.binary,
                 extra_args=(
                     "--cluster-enabled",
@@ -391,7 +400,7 @@ class EmbeddedCluster:
                     str(node_timeout_ms),
                 ),
             )
-            for _ in range(masters)
+            for index in range(masters)
         ]
 
     def __repr__(self) -> str:
