@@ -12,7 +12,7 @@ import pytest
 from redkit import SerializationError
 from redkit.codec import JsonCodec, MsgpackCodec, get_codec
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "seed"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "go"
 
 
 @dataclasses.dataclass
