@@ -29,6 +29,7 @@ EXPECTED = {
     "close",
     "connect",
     "health",
+    "prometheus_text",
 }
 
 

@@ -16,6 +16,7 @@ from .errors import (
 )
 from .health import HealthStatus, health
 from .keys import KeySpace
+from .metrics import prometheus_text
 from .scripts import Script
 from .settings import RedisSettings
 
@@ -40,4 +41,5 @@ __all__ = [
     "close",
     "connect",
     "health",
+    "prometheus_text",
 ]
