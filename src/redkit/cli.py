@@ -195,6 +195,15 @@ def _version_tuple(version: str | None) -> tuple[int, int] | None:
         return None
 
 
+def _add_demo() -> None:
+    from .demo.__main__ import main as demo
+
+    main.add_command(demo)
+
+
+_add_demo()
+
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("COLUMNS", "100")
     main()

@@ -18,7 +18,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from .errors import ConnectionUnavailable
 from .settings import RedisSettings
 
-__all__ = ["Client", "close", "connect", "describe_error", "is_cluster"]
+__all__ = ["Client", "build_client", "close", "connect", "describe_error", "is_cluster"]
 
 log = logging.getLogger("redkit.connection")
 
@@ -81,6 +81,15 @@ async def connect(settings: RedisSettings | None = None, **overrides: Any) -> Cl
                 f"cannot connect to Redis at {settings.address}: {describe_error(exc)}"
             ) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_client(settings: RedisSettings) -> Client:
+    """The client ``settings`` describe, without any I/O: it connects on its
+    first command. For code that must hand a client to components before an
+    event loop runs (an ASGI app's middleware); :func:`connect` is the
+    checked way. A cluster client still needs ``await client.initialize()``
+    before a burst of first commands."""
+    return _build(settings)
 
 
 async def close(client: Client) -> None:

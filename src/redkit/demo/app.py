@@ -1,0 +1,470 @@
+"""The reference service: every redkit component wired into one FastAPI app.
+
+Layers: the handlers here parse and answer HTTP, the use cases in
+``usecases.py`` hold the logic, ``repository.py`` talks to SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from importlib import resources
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import (
+    Cache,
+    ConnectionUnavailable,
+    DistributedLock,
+    Event,
+    InvalidationStrategy,
+    Invalidator,
+    LocalCache,
+    LockNotAcquired,
+    Publisher,
+    RateLimiter,
+    RateLimitMiddleware,
+    RateLimitRule,
+    RedisSettings,
+    SessionMiddleware,
+    SessionStore,
+    StreamConsumer,
+    StreamPublisher,
+    Subscriber,
+    by_client_ip,
+    health,
+    login,
+    logout,
+    prometheus_text,
+    session_user_id,
+)
+from ..connection import build_client, is_cluster
+from ..ratelimit import RequestInfo
+from .feed import EventFeed
+from .repository import UserRepository
+from .usecases import USERS_CHANNEL, DuplicateUsername, UserService
+
+__all__ = ["DemoConfig", "create_app"]
+
+log = logging.getLogger("redkit.demo")
+
+ORDERS_STREAM = "orders"
+ORDERS_DONE = "app:orders:processed"
+REPORT_HOLDER = "app:report:holder"
+REPORT_LAST = "app:report:last"
+REPORT_LOCK = "report:rebuild"
+USER_EVENTS = ("user.created", "user.updated", "user.deleted")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """How one instance of the demo runs."""
+
+    redis: RedisSettings
+    db_path: str = "redkit-demo.db"
+    instance: str = dataclasses.field(default_factory=lambda: "demo-" + secrets.token_hex(3))
+    secret_key: str = "redkit-demo-secret-key-change-me"
+    https_only: bool = False
+    report_lease_ttl: float = 2.0
+
+
+class LoginBody(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=200)
+    password: str = Field(min_length=4, max_length=256)
+
+
+class UserUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, min_length=3, max_length=200)
+
+
+class OrderBody(BaseModel):
+    item: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(default=1, ge=1, le=1000)
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+def signed_in_user(request: RequestInfo) -> str | None:
+    """Rate-limit key of the per-user preset: the session's user, or None
+    for anonymous requests (the rule then does not apply)."""
+    user_id = session_user_id(request.scope) if "redkit.session" in request.scope else None
+    return f"user:{user_id}" if user_id else None
+
+
+class Services:
+    """Everything the handlers use. Built before the event loop runs (the
+    middleware needs the store and the limiter), started and stopped by the
+    app's lifespan."""
+
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        self.repo = UserRepository(config.db_path)
+        self.feed = EventFeed()
+        self.client = client = build_client(config.redis)
+        self.cache = Cache(
+            client,
+            prefix="app",
+            default_ttl=600,
+            local=LocalCache(max_entries=1000, ttl=30),
+            source=config.instance,
+        )
+        self.invalidator = Invalidator(self.cache, strategy=InvalidationStrategy.ON_EVENT)
+        self.publisher = Publisher(client, source=config.instance)
+        self.users = UserService(self.repo, self.cache, self.invalidator, self.publisher)
+        self.sessions = SessionStore(
+            client, prefix="app", ttl=timedelta(hours=24), absolute_ttl=timedelta(days=7)
+        )
+        self.limiter = RateLimiter(client, prefix="app", fail_open=True)
+        self.locks = DistributedLock(client, prefix="app")
+        self.subscriber = Subscriber(client, max_concurrency=16, handler_timeout=5.0)
+        for event_type in USER_EVENTS:
+            self.subscriber.on(event_type, self._on_user_event)
+        self.orders = StreamPublisher(client, maxlen=10_000)
+        self.consumer = StreamConsumer(
+            client,
+            ORDERS_STREAM,
+            group="fulfilment",
+            consumer=config.instance,
+            max_deliveries=5,
+            claim_idle=30.0,
+        )
+        self.consumer.on("order.placed", self._on_order)
+        self._stack = contextlib.AsyncExitStack()
+        self._jobs: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await self.repo.init()
+        self._stack.push_async_callback(self.client.aclose)
+        status = await health(self.client, timeout=self.config.redis.connect_timeout)
+        if not status.healthy:
+            raise ConnectionUnavailable(
+                f"cannot reach Redis at {self.config.redis.address}: {status.error}"
+            )
+        if is_cluster(self.client):
+            await self.client.initialize()
+        await self.cache.start()
+        self._stack.push_async_callback(self.cache.aclose)
+        await self._stack.enter_async_context(self.invalidator)
+        await self._stack.enter_async_context(self.subscriber.running(USERS_CHANNEL))
+        await self._stack.enter_async_context(self.consumer.running())
+        self._stack.push_async_callback(self.locks.aclose)
+
+    async def stop(self) -> None:
+        for job in list(self._jobs):
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await self._stack.aclose()
+
+    async def _on_user_event(self, event: Event) -> None:
+        data = {
+            "type": event.type,
+            "source": event.source,
+            "payload": event.payload,
+            "timestamp": event.timestamp.isoformat(),
+        }
+        self.feed.publish("user", msgspec.json.encode(data).decode())
+
+    async def _on_order(self, event: Event) -> None:
+        # Idempotent by event id: an order delivered twice is recorded once.
+        await self.client.hsetnx(ORDERS_DONE, event.id, msgspec.json.encode(event.payload))
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+        return task
+
+    def metrics(self) -> str:
+        return prometheus_text(
+            {
+                "cache": self.cache.stats(),
+                "invalidator": self.invalidator.stats(),
+                "ratelimit": self.limiter.stats(),
+                "sessions": self.sessions.stats(),
+                "publisher": self.publisher.stats(),
+                "subscriber": self.subscriber.stats(),
+                "stream_consumer": self.consumer.stats(),
+                "locks": self.locks.stats(),
+            },
+            labels={"instance": self.config.instance},
+        )
+
+
+def create_app(config: DemoConfig) -> FastAPI:
+    services = Services(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        log.info("demo instance %s ready", config.instance)
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(title="redkit demo", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.services = services
+
+    # Added last = outermost: sessions load before the per-user rate limit
+    # reads the user from them.
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=services.limiter,
+        rules=[
+            RateLimitRule("/auth/*", "5/minute", key=by_client_ip, name="auth"),
+            RateLimitRule("/*", "100/minute", key=by_client_ip, name="api"),
+            RateLimitRule("/*", "60/minute", key=signed_in_user, name="user"),
+        ],
+        match="all",
+        exempt_paths=["/healthz", "/metrics", "/events/stream"],
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        store=services.sessions,
+        secret_key=config.secret_key,
+        secure=config.https_only,
+    )
+    _routes(app, services)
+    _errors(app)
+    return app
+
+
+def _routes(app: FastAPI, services: Services) -> None:
+    static = resources.files("redkit.demo").joinpath("static/index.html")
+
+    async def current_user(request: Request) -> int:
+        user_id = session_user_id(request)
+        if user_id is None:
+            raise HTTPException(401, "sign in first")
+        return int(user_id)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> str:
+        return static.read_text(encoding="utf-8")
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        status = await health(services.client, timeout=1.0)
+        body = {**status.as_dict(), "instance": services.config.instance}
+        return JSONResponse(body, status_code=200 if status.healthy else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> str:
+        return services.metrics()
+
+    @app.get("/users/{user_id}")
+    async def get_user(user_id: int = Path(ge=1, le=2**62)) -> JSONResponse:
+        read = await services.users.get(user_id)
+        cache = {"X-Cache": "HIT" if read.hit else "MISS"}
+        if read.value is None:
+            return JSONResponse(
+                {"error": {"code": "NOT_FOUND", "message": f"no user {user_id}"}},
+                status_code=404,
+                headers=cache,
+            )
+        return JSONResponse(msgspec.to_builtins(read.value), headers=cache)
+
+    @app.get("/users")
+    async def list_users(
+        page: int = Query(1, ge=1, le=10_000), limit: int = Query(20, ge=1, le=100)
+    ) -> JSONResponse:
+        read = await services.users.list(page, limit)
+        return JSONResponse(
+            {"page": page, "limit": limit, "users": msgspec.to_builtins(read.value)},
+            headers={"X-Cache": "HIT" if read.hit else "MISS"},
+        )
+
+    @app.post("/users", status_code=201)
+    async def create_user(body: UserCreate, request: Request) -> Any:
+        await current_user(request)
+        try:
+            user = await services.users.create(body.username, body.name, body.email, body.password)
+        except DuplicateUsername:
+            raise HTTPException(409, f"username {body.username!r} is taken") from None
+        return msgspec.to_builtins(user)
+
+    @app.put("/users/{user_id}")
+    async def update_user(
+        body: UserUpdate, request: Request, user_id: int = Path(ge=1, le=2**62)
+    ) -> Any:
+        await current_user(request)
+        user = await services.users.update(user_id, body.name, body.email)
+        if user is None:
+            raise HTTPException(404, f"no user {user_id}")
+        return msgspec.to_builtins(user)
+
+    @app.delete("/users/{user_id}", status_code=204)
+    async def delete_user(request: Request, user_id: int = Path(ge=1, le=2**62)) -> None:
+        await current_user(request)
+        if not await services.users.delete(user_id):
+            raise HTTPException(404, f"no user {user_id}")
+
+    @app.post("/auth/login")
+    async def do_login(body: LoginBody, request: Request) -> Any:
+        user_id = await services.users.authenticate(body.username, body.password)
+        if user_id is None:
+            raise HTTPException(401, "wrong username or password")
+        await login(request, str(user_id))
+        user = await services.repo.get(user_id)
+        return {"user": msgspec.to_builtins(user)}
+
+    @app.post("/auth/logout")
+    async def do_logout(request: Request) -> Any:
+        return {"logged_out": await logout(request)}
+
+    @app.post("/auth/logout-all")
+    async def do_logout_all(request: Request) -> Any:
+        user_id = await current_user(request)
+        ended = await services.sessions.destroy_all_for_user(str(user_id))
+        await logout(request)
+        return {"sessions_ended": ended}
+
+    @app.get("/me")
+    async def me(request: Request) -> Any:
+        user_id = await current_user(request)
+        user = await services.repo.get(user_id)
+        if user is None:
+            raise HTTPException(401, "the account no longer exists")
+        return {"user": msgspec.to_builtins(user), "session": dict(request.session)}
+
+    @app.get("/me/sessions")
+    async def my_sessions(request: Request) -> Any:
+        user_id = await current_user(request)
+        sessions = await services.sessions.list_for_user(str(user_id))
+        return {
+            "sessions": [
+                {
+                    "created_at": s.created_at.isoformat(),
+                    "expires_at": s.expires_at.isoformat(),
+                    "id_hint": s.id[:6] + "...",
+                }
+                for s in sessions
+            ]
+        }
+
+    @app.post("/reports/rebuild", status_code=202)
+    async def rebuild_report(seconds: float = Query(5.0, gt=0, le=120)) -> Any:
+        acquired: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        services.spawn(_report_job(services, seconds, acquired))
+        try:
+            fencing_token = await acquired
+        except LockNotAcquired:
+            holder = await services.client.get(REPORT_HOLDER)
+            return _error(
+                409,
+                "REPORT_RUNNING",
+                "a report rebuild is already running",
+                fencing_token=int(holder) if holder else None,
+            )
+        return {"status": "started", "seconds": seconds, "fencing_token": fencing_token}
+
+    @app.get("/reports/last")
+    async def last_report() -> Any:
+        raw = await services.client.get(REPORT_LAST)
+        return msgspec.json.decode(raw) if raw else {"report": None}
+
+    @app.post("/orders", status_code=202)
+    async def place_order(body: OrderBody) -> Any:
+        event_id = await services.orders.publish(ORDERS_STREAM, "order.placed", body.model_dump())
+        return {"event_id": event_id}
+
+    @app.get("/orders/processed")
+    async def processed_orders() -> Any:
+        done = await services.client.hgetall(ORDERS_DONE)
+        return {k.decode(): msgspec.json.decode(v) for k, v in done.items()}
+
+    @app.get("/events/stream")
+    async def event_stream(request: Request) -> StreamingResponse:
+        queue = services.feed.subscribe()
+
+        async def body() -> AsyncIterator[str]:
+            try:
+                yield ": connected\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        event, data = await asyncio.wait_for(queue.get(), 10)
+                    except asyncio.TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if not event:
+                        return
+                    yield f"event: {event}\ndata: {data}\n\n"
+            finally:
+                services.feed.unsubscribe(queue)
+
+        return StreamingResponse(
+            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+
+async def _report_job(services: Services, seconds: float, acquired: asyncio.Future[int]) -> None:
+    """Hold the report lock for the job's length. The lease is short and
+    renewed in the background, so a crashed instance frees it quickly while a
+    long job keeps it."""
+    ttl = services.config.report_lease_ttl
+    try:
+        async with services.locks.acquire(REPORT_LOCK, ttl=ttl, timeout=0) as lease:
+            await services.client.set(REPORT_HOLDER, lease.fencing_token, ex=int(seconds) + 60)
+            acquired.set_result(lease.fencing_token)
+            await asyncio.sleep(seconds)  # the report's work
+            report = {
+                "fencing_token": lease.fencing_token,
+                "instance": services.config.instance,
+                "seconds": seconds,
+                "renewed": lease.renewals,
+            }
+            await services.client.set(REPORT_LAST, msgspec.json.encode(report))
+            await services.client.delete(REPORT_HOLDER)
+    except Exception as exc:
+        if not acquired.done():
+            acquired.set_exception(exc)
+        else:
+            log.warning("report job failed: %s", exc)
+
+
+def _errors(app: FastAPI) -> None:
+    codes = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+             405: "METHOD_NOT_ALLOWED", 409: "CONFLICT", 422: "VALIDATION_ERROR"}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return _error(422, "VALIDATION_ERROR", "the request is not valid", details=details)
+
+    @app.exception_handler(ConnectionUnavailable)
+    async def redis_down(request: Request, exc: ConnectionUnavailable) -> JSONResponse:
+        log.warning("Redis unavailable on %s: %s", request.url.path, exc)
+        return _error(503, "REDIS_UNAVAILABLE", "a backing service is unavailable; try again")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return _error(500, "INTERNAL_ERROR", "something went wrong on our side")

@@ -1,0 +1,150 @@
+"""The demo's database: a SQLite users table behind a small async repository.
+
+SQLite calls run in a worker thread, one connection per call, so the event
+loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+from .passwords import hash_password
+
+__all__ = ["DuplicateUsername", "User", "UserRepository"]
+
+SEED_USERS = (
+    ("alice", "wonderland", "Alice Liddell", "alice@example.com"),
+    ("bob", "builder", "Bob Builder", "bob@example.com"),
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    """A user as the API shows it (never the password hash)."""
+
+    id: int
+    username: str
+    name: str
+    email: str
+    created_at: str
+
+
+class DuplicateUsername(Exception):
+    """Raised by :meth:`UserRepository.create` when the username is taken."""
+
+
+class UserRepository:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=5)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.to_thread(fn, *args)
+
+    async def init(self) -> None:
+        """Create the table and the demo users on first run."""
+        await self._run(self._init)
+
+    def _init(self) -> None:
+        with self._connect() as conn:
+            conn.execute(_SCHEMA)
+            if conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0:
+                now = _now()
+                conn.executemany(
+                    "INSERT INTO users (username, name, email, password_hash, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(u, n, e, hash_password(p), now) for u, p, n, e in SEED_USERS],
+                )
+
+    async def get(self, user_id: int) -> User | None:
+        return await self._run(self._get, user_id)  # type: ignore[no-any-return]
+
+    def _get(self, user_id: int) -> User | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT id, username, name, email, created_at FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+        return User(**dict(row)) if row else None
+
+    async def credentials(self, username: str) -> tuple[int, str] | None:
+        """``(id, password_hash)`` for a username, or None."""
+        return await self._run(self._credentials, username)  # type: ignore[no-any-return]
+
+    def _credentials(self, username: str) -> tuple[int, str] | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT id, password_hash FROM users WHERE username = ?", (username,)
+            ).fetchone()
+        return (int(row["id"]), str(row["password_hash"])) if row else None
+
+    async def list(self, page: int, limit: int) -> list[User]:
+        return await self._run(self._list, page, limit)  # type: ignore[no-any-return]
+
+    def _list(self, page: int, limit: int) -> list[User]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id, username, name, email, created_at FROM users "
+                "ORDER BY id LIMIT ? OFFSET ?",
+                (limit, (page - 1) * limit),
+            ).fetchall()
+        return [User(**dict(r)) for r in rows]
+
+    async def create(self, username: str, name: str, email: str, password: str) -> User:
+        return await self._run(self._create, username, name, email, password)  # type: ignore[no-any-return]
+
+    def _create(self, username: str, name: str, email: str, password: str) -> User:
+        try:
+            with self._connect() as conn:
+                cur = conn.execute(
+                    "INSERT INTO users (username, name, email, password_hash, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (username, name, email, hash_password(password), _now()),
+                )
+                user_id = int(cur.lastrowid or 0)
+        except sqlite3.IntegrityError:
+            raise DuplicateUsername(username) from None
+        user = self._get(user_id)
+        assert user is not None
+        return user
+
+    async def update(self, user_id: int, name: str | None, email: str | None) -> User | None:
+        return await self._run(self._update, user_id, name, email)  # type: ignore[no-any-return]
+
+    def _update(self, user_id: int, name: str | None, email: str | None) -> User | None:
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email) "
+                "WHERE id = ?",
+                (name, email, user_id),
+            )
+        return self._get(user_id)
+
+    async def delete(self, user_id: int) -> bool:
+        return await self._run(self._delete, user_id)  # type: ignore[no-any-return]
+
+    def _delete(self, user_id: int) -> bool:
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
