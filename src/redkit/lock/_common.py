@@ -116,6 +116,28 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, seconds)
 
 
+def cancel_count() -> int:
+    """How many cancellations the current task has pending (Python 3.11+;
+    always 0 before)."""
+    task = asyncio.current_task()
+    counter = getattr(task, "cancelling", None)
+    return int(counter()) if counter is not None else 0
+
+
+def check_cancelled(baseline: int) -> None:
+    """Raise ``CancelledError`` if the current task was cancelled since
+    ``baseline = cancel_count()`` but the cancellation never arrived.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to bound socket
+    writes) returns normally when its inner operation finishes in the same
+    loop step as a cancellation, so the ``CancelledError`` is lost while the
+    task's cancellation count stays raised. Without this check a cancelled
+    waiter would go on waiting until its timeout.
+    """
+    if cancel_count() > baseline:
+        raise asyncio.CancelledError()
+
+
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base*2^n)]."""
     return random.uniform(0.0, min(cap, base * (2.0 ** min(attempt, 30))))

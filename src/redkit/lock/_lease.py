@@ -26,6 +26,8 @@ from ._common import (
     Seconds,
     backoff_delay,
     bounded,
+    cancel_count,
+    check_cancelled,
     detail,
     log,
     server_refused,
@@ -237,6 +239,7 @@ class Lease:
             raise LockLost(f"{resource.describe()} was lost: {self._lost_reason}")
         sent_at = time.monotonic()
         budget = max(self._valid_until - sent_at, REQUEST_FLOOR)
+        baseline = cancel_count()
         try:
             held = await bounded(resource.extend(self.token, ttl_ms), budget)
         except UNREACHABLE as exc:
@@ -256,6 +259,7 @@ class Lease:
             if self._release_future is None and not self.lost.is_set():
                 self._stop_timers()
                 self._schedule(sent_at)
+            check_cancelled(baseline)
             return
         reason = "it expired or another holder took it"
         self._mark_lost(reason)
@@ -278,6 +282,7 @@ class Lease:
             return await asyncio.shield(future)
         future = self._release_future = asyncio.get_running_loop().create_future()
         self._stop_timers()
+        baseline = cancel_count()
         try:
             released = await self._send_release(quiet=False)
         except asyncio.CancelledError:
@@ -288,6 +293,7 @@ class Lease:
             future.set_result(False)
             raise
         future.set_result(released)
+        check_cancelled(baseline)
         return released
 
     # -- internals ---------------------------------------------------------
@@ -450,7 +456,7 @@ def _loop_time(loop: asyncio.AbstractEventLoop, monotonic_at: float) -> float:
 
 
 async def _attempt(
-    resource: Resource, token: str, ttl_ms: int, deadline: float | None
+    resource: Resource, token: str, ttl_ms: int, deadline: float | None, baseline: int
 ) -> tuple[bool, int, float]:
     host = resource.host
     sent_at = time.monotonic()
@@ -469,6 +475,12 @@ async def _attempt(
     except RedisError as exc:
         resource.counters.errors += 1
         raise server_refused(what, exc) from exc
+    if cancel_count() > baseline:
+        # Cancelled, but the CancelledError was lost on the way (see
+        # check_cancelled): honour it, and give back what was taken.
+        if taken:
+            host.spawn(_discard(resource, token))
+        raise asyncio.CancelledError()
     if not taken:
         resource.counters.busy += 1
     return taken, value, sent_at
@@ -521,9 +533,12 @@ async def take(
     token = secrets.token_hex(16)
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
-    taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline)
+    baseline = cancel_count()
+    taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline, baseline)
     if not taken:
-        value, sent_at = await _wait(resource, token, ttl_ms, deadline, max_attempts, delay, value)
+        value, sent_at = await _wait(
+            resource, token, ttl_ms, deadline, max_attempts, delay, value, baseline
+        )
     resource.counters.acquired += 1
     log.debug("acquired %s (fencing token %d)", resource.describe(), value)
     return lease_type(
@@ -546,6 +561,7 @@ async def _wait(
     max_attempts: int | None,
     delay: Delay,
     hint: int,
+    baseline: int,
 ) -> tuple[int, float]:
     host = resource.host
     attempts = 1
@@ -567,8 +583,9 @@ async def _wait(
         watch = _no_wakeups()
     async with watch as woken:
         # A release may have happened before the subscription was active:
-        # with wake-ups on, look again straight away.
-        retry_now = host.waker is not None
+        # with wake-ups on, look again straight away (unless attempts are
+        # counted, where the caller's retry count is the promise).
+        retry_now = host.waker is not None and max_attempts is None
         waits = 0
         while True:
             if not retry_now:
@@ -583,7 +600,7 @@ async def _wait(
                     resource.counters.wakeups += 1
             retry_now = False
             woken.clear()
-            taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline)
+            taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline, baseline)
             attempts += 1
             if taken:
                 return value, sent_at
@@ -648,15 +665,18 @@ class Acquisition(Generic[L]):
             # Nothing to wait for: the lease is gone. A background release
             # still clears it if Redis kept it through an outage.
             lease._release_soon()
-            if lease._cancel_sent and isinstance(exc, asyncio.CancelledError):
-                task = asyncio.current_task()
-                uncancel = getattr(task, "uncancel", None)
-                if uncancel is not None and uncancel() > 0:
-                    return  # cancelled from elsewhere too: let it propagate
-                raise LockLost(
-                    f"{lease._resource.describe()} was lost and its block was cancelled: "
-                    f"{lease.lost_reason}"
-                ) from exc
+            if lease._cancel_sent:
+                # Take back our cancellation. If something in the block
+                # swallowed it, the block still ends with LockLost.
+                uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                others = uncancel() if uncancel is not None else 0
+                if isinstance(exc, asyncio.CancelledError) and others > 0:
+                    return  # cancelled from elsewhere too: let that propagate
+                if exc is None or isinstance(exc, asyncio.CancelledError):
+                    raise LockLost(
+                        f"{lease._resource.describe()} was lost and its block was cancelled: "
+                        f"{lease.lost_reason}"
+                    ) from exc
             return
         with contextlib.suppress(Exception):
             # A failed release is logged; the lease ends with its ttl, and
