@@ -45,9 +45,7 @@ async def subscribers(client: Any, channel: str) -> int:
     if isinstance(client, RedisCluster):
         total = 0
         for node in client.get_primaries():
-            reply = await client.execute_command(
-                "PUBSUB NUMSUB", channel, target_nodes=node
-            )
+            reply = await client.execute_command("PUBSUB NUMSUB", channel, target_nodes=node)
             total += _numsub(reply, channel)
         return total
     return _numsub(await client.pubsub_numsub(channel), channel)

@@ -91,14 +91,13 @@ async def test_try_lock_with_retry_gets_the_lock_once_released(locks: Distribute
 # -- acquire(): context manager, waiting, wake-up ---------------------------
 
 
-async def test_acquire_releases_on_exit_and_on_error(
-    client: Any, locks: DistributedLock
-) -> None:
+async def test_acquire_releases_on_exit_and_on_error(client: Any, locks: DistributedLock) -> None:
     async with locks.acquire("report", ttl=10, timeout=5) as lease:
         assert await client.get("t:lock:{report}") == lease.token.encode()
         assert lease.remaining > 9
     assert not await locks.is_locked("report")
-    assert lease.released and not lease.lost.is_set()
+    assert lease.released
+    assert not lease.lost.is_set()
 
     with pytest.raises(RuntimeError, match="boom"):
         async with locks.acquire("report", ttl=10, timeout=5):
@@ -186,7 +185,8 @@ async def test_many_tasks_take_turns(client: Any, locks: DistributedLock) -> Non
     # request beyond its pool of 10 connections per node.
     await asyncio.gather(*(worker() for _ in range(8)))
     assert overlaps == 0
-    assert tokens == sorted(tokens) and len(set(tokens)) == 80
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 80
     assert int(await client.get("t:turns:count")) == 80
     assert locks.stats().acquired == 80
 
@@ -210,9 +210,7 @@ async def test_fencing_tokens_are_per_name_and_strictly_increase(
 # -- renewal, extend, loss -------------------------------------------------
 
 
-async def test_auto_renew_keeps_the_lease_past_its_ttl(
-    client: Any, locks: DistributedLock
-) -> None:
+async def test_auto_renew_keeps_the_lease_past_its_ttl(client: Any, locks: DistributedLock) -> None:
     async with locks.acquire("long", ttl=0.3, timeout=1) as lease:
         await eventually(lambda: locks.stats().extended >= 4, timeout=10)
         assert await client.get("t:lock:{long}") == lease.token.encode()
@@ -238,16 +236,15 @@ async def test_lease_lost_when_key_is_deleted_underneath(
     async with locks.acquire("gone", ttl=0.6, timeout=1) as lease:
         await client.delete("t:lock:{gone}")
         await asyncio.wait_for(lease.lost.wait(), 5)
-        assert lease.lost_reason is not None and "expired or another holder" in lease.lost_reason
+        assert lease.lost_reason is not None
+        assert "expired or another holder" in lease.lost_reason
         with pytest.raises(LockLost):
             await lease.extend()
     assert locks.stats().lost == 1
     assert any("'gone' lost" in r.getMessage() for r in caplog.records)
 
 
-async def test_lease_lost_when_key_expires_underneath(
-    client: Any, locks: DistributedLock
-) -> None:
+async def test_lease_lost_when_key_expires_underneath(client: Any, locks: DistributedLock) -> None:
     lease = await locks.lock("short", ttl=0.3)
     await eventually(lambda: lease.lost.is_set(), timeout=5)
     assert "ran out" in (lease.lost_reason or "")
@@ -287,14 +284,20 @@ async def test_on_lost_cancel_stops_the_block_with_lock_lost(
     client: Any, locks: DistributedLock
 ) -> None:
     reached_end = False
-    with pytest.raises(LockLost, match="'cancelled' was lost"):
+
+    async def body() -> None:
+        nonlocal reached_end
         async with locks.acquire("cancelled", ttl=0.6, timeout=1, on_lost="cancel"):
             await client.delete("t:lock:{cancelled}")
             await asyncio.sleep(10)
             reached_end = True
+
+    with pytest.raises(LockLost, match="'cancelled' was lost"):
+        await body()
     assert not reached_end
     task = asyncio.current_task()
-    assert task is not None and task.cancelling() == 0
+    assert task is not None
+    assert task.cancelling() == 0
 
 
 async def test_on_lost_callable_is_called_with_the_lease(
@@ -310,9 +313,7 @@ async def test_on_lost_callable_is_called_with_the_lease(
 # -- cancellation ----------------------------------------------------------
 
 
-async def test_cancelled_waiter_leaves_nothing_behind(
-    client: Any, locks: DistributedLock
-) -> None:
+async def test_cancelled_waiter_leaves_nothing_behind(client: Any, locks: DistributedLock) -> None:
     holder = await locks.lock("wait", ttl=30)
     before = await all_keys(client)
     waiter = asyncio.create_task(locks.acquire("wait", ttl=10, timeout=30).__aenter__())
@@ -379,7 +380,7 @@ async def test_bad_input_raises_value_error_and_touches_nothing(
 async def test_bad_retry_arguments(client: Any, locks: DistributedLock) -> None:
     with pytest.raises(ValueError, match="max_retries must be an int >= 0, got -1"):
         await locks.try_lock_with_retry("x", ttl=1, max_retries=-1)
-    with pytest.raises(ValueError, match="retry_delay must be .* got -0.5"):
+    with pytest.raises(ValueError, match=r"retry_delay must be .* got -0\.5"):
         await locks.try_lock_with_retry("x", ttl=1, retry_delay=-0.5)
     with pytest.raises(ValueError, match="key prefix must not contain"):
         DistributedLock(client, prefix="a{b}")

@@ -3,6 +3,7 @@ fencing order, semaphore bounds, and the lock of a killed holder."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -104,7 +105,7 @@ async def test_eight_processes_never_overlap_and_fencing_follows_order(
         # strictly increasing tokens across all processes.
         log = [int(x) for x in await client.lrange("mp:test:log", 0, -1)]
         assert len(log) == workers * rounds
-        assert all(a < b for a, b in zip(log, log[1:]))
+        assert all(a < b for a, b in itertools.pairwise(log))
         assert await client.get("mp:test:holder") is None
         assert not await DistributedLock(client, prefix="mp").is_locked("shared-record")
     finally:

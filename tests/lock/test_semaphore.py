@@ -37,12 +37,11 @@ async def test_limit_permits_then_wait(client: Any, locks: DistributedLock) -> N
     for permit in permits[1:]:
         assert await permit.release()
     assert await sem.count() == 0
-    assert sem.stats().acquired == 4 and sem.stats().timeouts == 1
+    assert sem.stats().acquired == 4
+    assert sem.stats().timeouts == 1
 
 
-async def test_never_more_than_limit_under_concurrency(
-    client: Any, locks: DistributedLock
-) -> None:
+async def test_never_more_than_limit_under_concurrency(client: Any, locks: DistributedLock) -> None:
     sem = locks.semaphore("pool", limit=3, ttl=10)
     inside = 0
     worst = 0
@@ -96,7 +95,9 @@ async def test_release_of_expired_permit_returns_false(
     assert await old.release() is False
     assert await sem.count() == 1
     assert await new.release() is True
-    assert any("no longer held" in r.getMessage() or "lost" in r.getMessage() for r in caplog.records)
+    assert any(
+        "no longer held" in r.getMessage() or "lost" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_extend_permit(client: Any, locks: DistributedLock) -> None:
@@ -147,7 +148,7 @@ async def test_bad_limit(client: Any, locks: DistributedLock, limit: Any, shown:
 
 
 async def test_bad_semaphore_ttl_and_name(locks: DistributedLock) -> None:
-    with pytest.raises(ValueError, match="ttl must be .* got 0"):
+    with pytest.raises(ValueError, match=r"ttl must be .* got 0"):
         locks.semaphore("x", limit=1, ttl=0)
     with pytest.raises(ValueError, match="semaphore name must not be empty"):
         locks.semaphore("", limit=1, ttl=1)

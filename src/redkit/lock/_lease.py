@@ -6,10 +6,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import math
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
@@ -34,7 +35,7 @@ from ._common import (
     to_ttl_ms,
     unavailable,
 )
-from ._waker import Waker
+from ._waker import Waker, Watch
 
 OnLost = Literal["signal", "cancel"] | Callable[["Lease"], object]
 """What happens when a lease is lost, besides setting ``lease.lost`` and
@@ -494,11 +495,6 @@ async def _discard(resource: Resource, token: str) -> None:
         log.debug("could not check %s after an abandoned request: %r", resource.describe(), exc)
 
 
-@contextlib.asynccontextmanager
-async def _no_wakeups() -> AsyncIterator[asyncio.Event]:
-    yield asyncio.Event()
-
-
 async def _sleep_or_wake(event: asyncio.Event, delay: float) -> bool:
     if event.is_set():
         return True
@@ -576,19 +572,21 @@ async def _wait(
         raise give_up()
     if deadline is not None and time.monotonic() >= deadline:
         raise give_up()
-    if host.waker is not None:
-        limit = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-        watch = host.waker.watch(resource.channel, limit)
-    else:
-        watch = _no_wakeups()
-    async with watch as woken:
-        # A release may have happened before the subscription was active:
-        # with wake-ups on, look again straight away (unless attempts are
-        # counted, where the caller's retry count is the promise).
-        retry_now = host.waker is not None and max_attempts is None
+    watching = (
+        host.waker.watch(resource.channel)
+        if host.waker is not None
+        else contextlib.nullcontext(Watch(None, resource.channel))
+    )
+    async with watching as watch:
+        woken = watch.event
         waits = 0
         while True:
-            if not retry_now:
+            left = math.inf if deadline is None else deadline - time.monotonic()
+            # (Re)subscribe to release notifications. A fresh subscription
+            # may have missed a release: look again straight away (unless
+            # attempts are counted: the caller's retry count is the promise).
+            fresh = await watch.subscribe(min(1.0, left))
+            if not (fresh and max_attempts is None):
                 pause = delay(waits, hint)
                 waits += 1
                 if deadline is not None:
@@ -598,7 +596,6 @@ async def _wait(
                     pause = min(pause, left)
                 if await _sleep_or_wake(woken, pause):
                     resource.counters.wakeups += 1
-            retry_now = False
             woken.clear()
             taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline, baseline)
             attempts += 1

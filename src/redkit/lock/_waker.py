@@ -44,19 +44,17 @@ class Waker:
         self._closed = False
 
     @contextlib.asynccontextmanager
-    async def watch(self, channel: str, limit: float) -> AsyncIterator[asyncio.Event]:
-        """Yield an event that is set whenever ``channel`` receives a
-        release. Subscribing waits at most ``limit`` seconds for the server's
-        confirmation; on any failure the event is simply never set."""
-        event = asyncio.Event()
+    async def watch(self, channel: str) -> AsyncIterator[Watch]:
+        """Register a waiting task for ``channel``; the :class:`Watch`'s
+        event is set whenever the channel receives a release."""
+        watch = Watch(self, channel)
         watchers = self._watchers.setdefault(channel, set())
-        watchers.add(event)
+        watchers.add(watch.event)
         self._cancel_idle_timer()
         try:
-            await self._subscribe(channel, limit)
-            yield event
+            yield watch
         finally:
-            watchers.discard(event)
+            watchers.discard(watch.event)
             if not watchers and self._watchers.get(channel) is watchers:
                 del self._watchers[channel]
                 self._spawn(self._unsubscribe(channel))
@@ -79,9 +77,11 @@ class Waker:
             self._io = asyncio.Lock()
         return self._io
 
-    async def _subscribe(self, channel: str, limit: float) -> None:
-        if self._closed or time.monotonic() < self._paused_until:
-            return
+    async def _subscribe(self, channel: str, limit: float) -> bool:
+        if channel in self._subscribed:
+            return False
+        if self._closed or time.monotonic() < self._paused_until or limit <= 0:
+            return False
         try:
             await bounded(self._send_subscribe(channel), limit)
             confirmed = self._confirmed.get(channel)
@@ -91,6 +91,8 @@ class Waker:
             raise
         except Exception as exc:
             self._fail(exc)
+            return False
+        return True
 
     async def _send_subscribe(self, channel: str) -> None:
         async with self._lock():
@@ -166,6 +168,10 @@ class Waker:
         for confirmed in self._confirmed.values():
             confirmed.set()
         self._confirmed.clear()
+        # A release may have gone unnoticed: let every waiter look now.
+        for watchers in self._watchers.values():
+            for event in watchers:
+                event.set()
         self._spawn(self._close_pubsub(pubsub, reader))
 
     async def _close_pubsub(self, pubsub: Any, reader: asyncio.Task[None] | None) -> None:
@@ -202,3 +208,22 @@ class Waker:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class Watch:
+    """One waiting task's view of a channel."""
+
+    __slots__ = ("channel", "event", "waker")
+
+    def __init__(self, waker: Waker | None, channel: str) -> None:
+        self.waker = waker
+        self.channel = channel
+        self.event = asyncio.Event()
+
+    async def subscribe(self, limit: float) -> bool:
+        """Make sure the channel is subscribed (again, after a failure);
+        waits at most ``limit`` seconds. True when a subscription was just
+        made, so a release may have been missed: look again now."""
+        if self.waker is None:
+            return False
+        return await self.waker._subscribe(self.channel, limit)
