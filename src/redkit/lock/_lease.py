@@ -50,6 +50,7 @@ REQUEST_FLOOR = 0.5
 RENEW_FLOOR = 0.1
 
 L = TypeVar("L", bound="Lease")
+T = TypeVar("T")
 
 
 class Host:
@@ -57,7 +58,15 @@ class Host:
     the client, the wake-up subscriptions, timing knobs and the background
     tasks (releases finishing after a cancellation, renewals)."""
 
-    __slots__ = ("client", "request_timeout", "retry_base", "retry_cap", "tasks", "waker")
+    __slots__ = (
+        "client",
+        "client_timeout",
+        "request_timeout",
+        "retry_base",
+        "retry_cap",
+        "tasks",
+        "waker",
+    )
 
     def __init__(
         self,
@@ -74,6 +83,15 @@ class Host:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.client_timeout = _socket_timeout(client)
+
+    async def request(self, awaitable: Awaitable[T], budget: float) -> T:
+        """Await one request for at most ``budget`` seconds. When the
+        client's own socket timeout is no longer than that, it already
+        bounds the request and no timer is set (the uncontended path)."""
+        if self.client_timeout is not None and self.client_timeout <= budget:
+            return await awaitable
+        return await bounded(awaitable, budget)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -87,6 +105,18 @@ class Host:
             await asyncio.wait(pending, timeout=self.request_timeout)
         if self.waker is not None:
             await self.waker.aclose()
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """The socket timeout the client applies to every request, if known."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        pool = getattr(client, "nodes_manager", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    value = kwargs.get("socket_timeout")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 class Resource(abc.ABC):
@@ -242,7 +272,7 @@ class Lease:
         budget = max(self._valid_until - sent_at, REQUEST_FLOOR)
         baseline = cancel_count()
         try:
-            held = await bounded(resource.extend(self.token, ttl_ms), budget)
+            held = await resource.host.request(resource.extend(self.token, ttl_ms), budget)
         except UNREACHABLE as exc:
             resource.counters.errors += 1
             if time.monotonic() >= self._valid_until:
@@ -301,15 +331,17 @@ class Lease:
 
     async def _send_release(self, *, quiet: bool) -> bool:
         resource = self._resource
-        what = f"cannot release {resource.describe()}"
         try:
-            released = await bounded(resource.release(self.token), resource.host.request_timeout)
+            host = resource.host
+            released = await host.request(resource.release(self.token), host.request_timeout)
         except UNREACHABLE as exc:
             resource.counters.errors += 1
+            what = f"cannot release {resource.describe()}"
             log.warning("%s (its ttl ends it on its own): %s", what, detail(exc))
             raise unavailable(what, exc) from exc
         except RedisError as exc:
             resource.counters.errors += 1
+            what = f"cannot release {resource.describe()}"
             log.warning("%s: %s", what, exc)
             raise server_refused(what, exc) from exc
         if released:
@@ -383,7 +415,9 @@ class Lease:
             sent_at = time.monotonic()
             budget = max(self._valid_until - sent_at, RENEW_FLOOR)
             try:
-                held = await bounded(resource.extend(self.token, self._ttl_ms), budget)
+                held = await resource.host.request(
+                    resource.extend(self.token, self._ttl_ms), budget
+                )
             except asyncio.CancelledError:
                 raise
             except REQUEST_FAILED as exc:
@@ -462,9 +496,8 @@ async def _attempt(
     host = resource.host
     sent_at = time.monotonic()
     budget = host.request_timeout if deadline is None else max(deadline - sent_at, REQUEST_FLOOR)
-    what = f"cannot acquire {resource.describe()}"
     try:
-        taken, value = await bounded(resource.try_acquire(token, ttl_ms), budget)
+        taken, value = await host.request(resource.try_acquire(token, ttl_ms), budget)
     except asyncio.CancelledError:
         # The request may have reached Redis: give back whatever it took.
         host.spawn(_discard(resource, token))
@@ -472,10 +505,10 @@ async def _attempt(
     except UNREACHABLE as exc:
         resource.counters.errors += 1
         host.spawn(_discard(resource, token))
-        raise unavailable(what, exc) from exc
+        raise unavailable(f"cannot acquire {resource.describe()}", exc) from exc
     except RedisError as exc:
         resource.counters.errors += 1
-        raise server_refused(what, exc) from exc
+        raise server_refused(f"cannot acquire {resource.describe()}", exc) from exc
     if cancel_count() > baseline:
         # Cancelled, but the CancelledError was lost on the way (see
         # check_cancelled): honour it, and give back what was taken.
@@ -489,7 +522,8 @@ async def _attempt(
 
 async def _discard(resource: Resource, token: str) -> None:
     try:
-        if await bounded(resource.release(token), resource.host.request_timeout):
+        host = resource.host
+        if await host.request(resource.release(token), host.request_timeout):
             log.debug("gave back %s taken by an abandoned request", resource.describe())
     except Exception as exc:
         log.debug("could not check %s after an abandoned request: %r", resource.describe(), exc)

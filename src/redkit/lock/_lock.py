@@ -42,9 +42,11 @@ class _Mutex(Resource):
     __slots__ = ("fence_key", "key")
 
     def __init__(self, host: Host, keys: KeySpace, name: str, counters: Counters) -> None:
-        super().__init__(host, name, keys.tagged("lock", name, "released"), counters)
-        self.key = keys.tagged("lock", name)
-        self.fence_key = keys.tagged("lock", name, "fence")
+        # ``name`` was checked by check_name(): it is a valid hash tag.
+        key = f"{keys.prefix}:lock:{{{name}}}"
+        super().__init__(host, name, key + ":released", counters)
+        self.key = key
+        self.fence_key = key + ":fence"
 
     async def try_acquire(self, token: str, ttl_ms: int) -> tuple[bool, int]:
         taken, value = await _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms))
@@ -95,6 +97,7 @@ class DistributedLock:
             retry_cap=to_seconds(retry_cap, "retry_cap"),
         )
         self._counters = Counters()
+        self._backoff = backoff(self._host.retry_base, self._host.retry_cap)
 
     def __repr__(self) -> str:
         return f"DistributedLock(prefix={self._keys.prefix!r})"
@@ -220,7 +223,7 @@ class DistributedLock:
         ttl_ms = to_ttl_ms(ttl)
         wait = to_seconds(timeout, "timeout", allow_zero=True)
         check_on_lost(on_lost)
-        delay = backoff(self._host.retry_base, self._host.retry_cap)
+        delay = self._backoff
 
         def start(task: asyncio.Task[Any] | None) -> Any:
             return take(

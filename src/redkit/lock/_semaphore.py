@@ -35,9 +35,10 @@ class _Permits(Resource):
     def __init__(
         self, host: Host, keys: KeySpace, name: str, limit: int, counters: Counters
     ) -> None:
-        super().__init__(host, name, keys.tagged("semaphore", name, "released"), counters)
-        self.key = keys.tagged("semaphore", name)
-        self.fence_key = keys.tagged("semaphore", name, "fence")
+        key = keys.tagged("semaphore", name)
+        super().__init__(host, name, key + ":released", counters)
+        self.key = key
+        self.fence_key = key + ":fence"
         self.limit = limit
 
     def busy(self) -> str:
