@@ -21,8 +21,7 @@ from redkit.lock import DistributedLock
 
 _RAW_RELEASE = Script(
     "bench_release",
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-    "return 0",
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
 )
 HOLD = 0.002
 
