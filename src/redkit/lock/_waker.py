@@ -103,9 +103,13 @@ class Waker:
             pubsub = self._pubsub
             self._confirmed[channel] = asyncio.Event()
             self._subscribed.add(channel)
-            await pubsub.subscribe(channel)
-            if self._reader is None:
-                self._reader = asyncio.create_task(self._read(pubsub))
+            try:
+                await pubsub.subscribe(channel)
+            finally:
+                # Even if this waiter was cancelled mid-way, whatever reached
+                # the server gets read (confirmations, messages).
+                if self._reader is None and pubsub is self._pubsub and pubsub.connection:
+                    self._reader = asyncio.create_task(self._read(pubsub))
 
     async def _unsubscribe(self, channel: str) -> None:
         try:
