@@ -262,6 +262,12 @@ async def test_lost_lease_never_deletes_the_next_holders_lock(
     await eventually(lambda: value_is(client.exists("t:lock:{stolen}"), 0), timeout=5)
     new = await locks.lock("stolen", ttl=30)
     assert await old.release() is False
+    assert any(
+        "'stolen' was no longer held when released" in r.getMessage()
+        and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
+    assert locks.stats().release_not_held == 1
     assert await client.get("t:lock:{stolen}") == new.token.encode()
     with pytest.raises(LockLost):
         await old.extend()
@@ -278,6 +284,7 @@ async def test_renewal_notices_another_holder_took_the_key(
     # Leaving the block did not delete the other holder's key.
     assert await client.get("t:lock:{taken}") == b"someone-else"
     assert locks.stats().released == 0
+    assert any("'taken' lost" in r.getMessage() for r in caplog.records)
 
 
 async def test_on_lost_cancel_stops_the_block_with_lock_lost(

@@ -351,18 +351,16 @@ class Lease:
             log.debug("%s was already released or had expired", resource.describe())
         else:
             resource.counters.release_not_held += 1
-            if self.lost.is_set():
-                log.info("released %s, which was already lost", resource.describe())
-            else:
+            if not self.lost.is_set():
                 self._lost_reason = "it had expired or another holder took it before release"
                 self.lost.set()
                 resource.counters.lost += 1
-                log.warning(
-                    "%s was no longer held when released (fencing token %d): it had "
-                    "expired or another holder took it; nothing was deleted",
-                    resource.describe(),
-                    self.fencing_token,
-                )
+            log.warning(
+                "%s was no longer held when released (fencing token %d): it had "
+                "expired or another holder took it; nothing was deleted",
+                resource.describe(),
+                self.fencing_token,
+            )
         return released
 
     async def _finish_release(self, future: asyncio.Future[bool]) -> None:
