@@ -210,3 +210,34 @@ async def test_waiters_resubscribe_after_the_subscription_drops(
         await lease.release()
     finally:
         await slow.aclose()
+
+
+async def test_waiter_cancelled_mid_request_gives_back_what_it_took(
+    fresh_server: EmbeddedRedis, client: Any
+) -> None:
+    locks = DistributedLock(client, prefix="t", request_timeout=5)
+    await (await locks.lock("warm-up", ttl=1)).release()  # the scripts are cached now
+    with fresh_server.paused():
+        waiter = asyncio.create_task(locks.acquire("mid", ttl=30, timeout=30).__aenter__())
+        await asyncio.sleep(0.1)  # the request is written; the server runs it on resume
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    await locks.aclose()  # waits for the background give-back
+    # The abandoned request did take the lock (the fencing counter moved) ...
+    assert await client.get("t:lock:{mid}:fence") == b"1"
+    # ... and it was given back, long before its 30 s ttl.
+    assert await client.exists("t:lock:{mid}") == 0
+
+
+async def test_short_outage_within_the_validity_keeps_the_lease(
+    fresh_server: EmbeddedRedis, client: Any, locks: DistributedLock
+) -> None:
+    async with locks.acquire("blip", ttl=4, timeout=1) as lease:
+        with fresh_server.paused():
+            # The renewal due at ttl/3 waits for the server meanwhile.
+            await asyncio.sleep(1.8)
+        await eventually(lambda: locks.stats().extended >= 1)
+        assert not lease.lost.is_set()
+        assert await client.get("t:lock:{blip}") == lease.token.encode()
+    assert lease.lost_reason is None
