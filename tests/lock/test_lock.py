@@ -304,7 +304,9 @@ async def test_on_lost_cancel_stops_the_block_with_lock_lost(
     assert not reached_end
     task = asyncio.current_task()
     assert task is not None
-    assert task.cancelling() == 0
+    # Our cancellation was taken back: the task is not left "being cancelled"
+    # (Task.cancelling exists from Python 3.11).
+    assert getattr(task, "cancelling", lambda: 0)() == 0
 
 
 async def test_on_lost_callable_is_called_with_the_lease(
