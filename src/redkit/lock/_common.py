@@ -1,0 +1,209 @@
+"""Pieces shared by locks and semaphores: input checks, error mapping, time
+bounds, backoff and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import random
+import sys
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TypeVar
+
+from redis import exceptions as redis_errors
+
+from ..connection import describe_error
+from ..errors import ConnectionUnavailable, LockError
+from ..keys import validate_key_part
+
+log = logging.getLogger("redkit.lock")
+
+T = TypeVar("T")
+
+Seconds = float | int | timedelta
+"""A duration: seconds as a number, or a :class:`datetime.timedelta`."""
+
+# Redis expires keys by its own clock; the client measures validity with its
+# monotonic clock. The two may run at slightly different rates, so a lease is
+# trusted for a little less than its TTL.
+CLOCK_DRIFT = 0.01
+CLOCK_MARGIN = 0.002
+
+# Errors that mean "Redis could not be asked" rather than "Redis said no".
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.RedisClusterException,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    OSError,
+    asyncio.TimeoutError,
+    TimeoutError,
+)
+
+
+def check_name(name: object, what: str = "lock name") -> str:
+    """The name of a lock or semaphore; it becomes the hash tag of its keys,
+    so it may not contain braces."""
+    return validate_key_part(name, what, allow_braces=False)
+
+
+def to_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
+    """``value`` as positive (or, with ``allow_zero``, non-negative) finite
+    seconds, else ``ValueError`` naming it."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    return seconds
+
+
+def to_ttl_ms(value: object) -> int:
+    """A lease TTL in whole milliseconds (at least 1)."""
+    seconds = to_seconds(value, "ttl")
+    ms = math.ceil(seconds * 1000)
+    if ms > 2**48:
+        raise ValueError(f"ttl is too large: {value!r}")
+    return ms
+
+
+def check_on_lost(value: object) -> None:
+    if value in ("signal", "cancel") or callable(value):
+        return
+    raise ValueError(f"on_lost must be 'signal', 'cancel' or a callable, got {value!r}")
+
+
+# Any failure of a request: unreachable, or an error answer.
+REQUEST_FAILED: tuple[type[BaseException], ...] = (*UNREACHABLE, redis_errors.RedisError)
+
+
+def detail(exc: BaseException) -> str:
+    """A short, password-free account of a failed request."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
+        return "no answer in time"
+    return describe_error(exc)
+
+
+def unavailable(what: str, exc: BaseException) -> ConnectionUnavailable:
+    """The error raised when Redis could not be asked ``what``."""
+    return ConnectionUnavailable(f"{what}: {detail(exc)}")
+
+
+def server_refused(what: str, exc: redis_errors.RedisError) -> LockError:
+    return LockError(f"{what}: Redis answered with an error: {describe_error(exc)}")
+
+
+if sys.version_info >= (3, 11):
+
+    async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+        """Await ``awaitable`` for at most ``seconds``; ``TimeoutError`` after."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+        """Await ``awaitable`` for at most ``seconds``; ``TimeoutError`` after."""
+        return await asyncio.wait_for(awaitable, seconds)
+
+
+def cancel_count() -> int:
+    """How many cancellations the current task has pending (Python 3.11+;
+    always 0 before)."""
+    task = asyncio.current_task()
+    counter = getattr(task, "cancelling", None)
+    return int(counter()) if counter is not None else 0
+
+
+def check_cancelled(baseline: int) -> None:
+    """Raise ``CancelledError`` if the current task was cancelled since
+    ``baseline = cancel_count()`` but the cancellation never arrived.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to bound socket
+    writes) returns normally when its inner operation finishes in the same
+    loop step as a cancellation, so the ``CancelledError`` is lost while the
+    task's cancellation count stays raised. Without this check a cancelled
+    waiter would go on waiting until its timeout.
+    """
+    if cancel_count() > baseline:
+        raise asyncio.CancelledError()
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base*2^n)]."""
+    return random.uniform(0.0, min(cap, base * (2.0 ** min(attempt, 30))))
+
+
+@dataclasses.dataclass(frozen=True)
+class LockStats:
+    """Counters of one :class:`~redkit.lock.DistributedLock` (all its locks)
+    or one :class:`~redkit.lock.Semaphore`, since it was created.
+
+    ``acquired``: leases handed out. ``busy``: attempts that found the lock
+    held (or every permit taken). ``timeouts``: acquisitions given up
+    (``LockNotAcquired``). ``wakeups``: waits ended early because a holder
+    released. ``released``: releases that freed a held lease.
+    ``release_not_held``: releases that found the lease expired or taken
+    (nothing was deleted). ``extended``: successful extensions, automatic or
+    not. ``lost``: leases found lost. ``errors``: requests that failed
+    because Redis was unreachable or answered with an error.
+    """
+
+    acquired: int = 0
+    busy: int = 0
+    timeouts: int = 0
+    wakeups: int = 0
+    released: int = 0
+    release_not_held: int = 0
+    extended: int = 0
+    lost: int = 0
+    errors: int = 0
+
+
+class Counters:
+    """The mutable side of :class:`LockStats`."""
+
+    __slots__ = (
+        "acquired",
+        "busy",
+        "errors",
+        "extended",
+        "lost",
+        "release_not_held",
+        "released",
+        "timeouts",
+        "wakeups",
+    )
+
+    def __init__(self) -> None:
+        self.acquired = 0
+        self.busy = 0
+        self.timeouts = 0
+        self.wakeups = 0
+        self.released = 0
+        self.release_not_held = 0
+        self.extended = 0
+        self.lost = 0
+        self.errors = 0
+
+    def snapshot(self) -> LockStats:
+        return LockStats(
+            acquired=self.acquired,
+            busy=self.busy,
+            timeouts=self.timeouts,
+            wakeups=self.wakeups,
+            released=self.released,
+            release_not_held=self.release_not_held,
+            extended=self.extended,
+            lost=self.lost,
+            errors=self.errors,
+        )

@@ -1,0 +1,258 @@
+"""DistributedLock: mutual exclusion across processes, with fencing tokens,
+renewal, loss signalling and early wake-up of waiters."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..connection import Client
+from ..errors import LockNotAcquired
+from ..keys import KeySpace
+from ..scripts import Script
+from ._common import (
+    UNREACHABLE,
+    Counters,
+    LockStats,
+    Seconds,
+    check_name,
+    check_on_lost,
+    server_refused,
+    to_seconds,
+    to_ttl_ms,
+    unavailable,
+)
+from ._lease import Acquisition, Host, Lease, OnLost, Resource, backoff, jittered, take
+from ._semaphore import Semaphore
+
+_ACQUIRE = Script.from_package("redkit.lock", "lua/acquire.lua")
+_EXTEND = Script.from_package("redkit.lock", "lua/extend.lua")
+_RELEASE = Script.from_package("redkit.lock", "lua/release.lua")
+
+
+class _Mutex(Resource):
+    """The keys of one lock name: ``{prefix}:lock:{name}`` holds the token,
+    ``{prefix}:lock:{name}:fence`` counts acquisitions; releases are
+    published on ``{prefix}:lock:{name}:released``."""
+
+    kind = "lock"
+    __slots__ = ("fence_key", "key")
+
+    def __init__(self, host: Host, keys: KeySpace, name: str, counters: Counters) -> None:
+        # ``name`` was checked by check_name(): it is a valid hash tag.
+        key = f"{keys.prefix}:lock:{{{name}}}"
+        super().__init__(host, name, key + ":released", counters)
+        self.key = key
+        self.fence_key = key + ":fence"
+
+    async def try_acquire(self, token: str, ttl_ms: int) -> tuple[bool, int]:
+        taken, value = await _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms))
+        return bool(taken), int(value)
+
+    async def extend(self, token: str, ttl_ms: int) -> bool:
+        return bool(await _EXTEND(self.host.client, (self.key,), (token, ttl_ms)))
+
+    async def release(self, token: str) -> bool:
+        return bool(await _RELEASE(self.host.client, (self.key,), (token, self.channel)))
+
+
+class DistributedLock:
+    """Locks and semaphores shared by every process that uses the same Redis.
+
+    ``client`` is what :func:`redkit.connect` returns (standalone or
+    cluster); it is never closed here. Keys live under ``prefix``
+    (``app:lock:{payment:order-123}``); the braces are a hash tag, so all
+    keys of one lock sit in one cluster slot.
+
+    ``early_wakeup``: waiters subscribe to the lock's release channel and
+    retry as soon as the holder releases, besides their backoff; with
+    ``False`` they rely on backoff alone. ``request_timeout`` bounds a
+    release and any request not already bounded by a wait's timeout.
+    ``retry_base`` and ``retry_cap`` shape the exponential backoff (full
+    jitter) of waiting acquirers.
+
+    Call :meth:`aclose` (or use ``async with``) at shutdown to drop the
+    wake-up subscription and let background releases finish.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        prefix: str = "app",
+        *,
+        early_wakeup: bool = True,
+        request_timeout: Seconds = 5.0,
+        retry_base: Seconds = 0.005,
+        retry_cap: Seconds = 0.5,
+    ) -> None:
+        self._keys = KeySpace(prefix)
+        self._host = Host(
+            client,
+            early_wakeup=early_wakeup,
+            request_timeout=to_seconds(request_timeout, "request_timeout"),
+            retry_base=to_seconds(retry_base, "retry_base"),
+            retry_cap=to_seconds(retry_cap, "retry_cap"),
+        )
+        self._counters = Counters()
+        self._backoff = backoff(self._host.retry_base, self._host.retry_cap)
+
+    def __repr__(self) -> str:
+        return f"DistributedLock(prefix={self._keys.prefix!r})"
+
+    @property
+    def prefix(self) -> str:
+        return self._keys.prefix
+
+    async def __aenter__(self) -> DistributedLock:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Wait (bounded by ``request_timeout``) for background releases and
+        drop the wake-up subscription. The client stays open."""
+        await self._host.aclose()
+
+    def stats(self) -> LockStats:
+        """Counters of this object's locks (semaphores count their own)."""
+        return self._counters.snapshot()
+
+    def _mutex(self, name: str) -> _Mutex:
+        return _Mutex(self._host, self._keys, check_name(name), self._counters)
+
+    async def lock(self, name: str, ttl: Seconds, *, auto_renew: bool = False) -> Lease:
+        """Take ``name`` for ``ttl`` seconds in one attempt (one round trip).
+
+        Returns the :class:`Lease`; calling it releases (``release = await
+        locks.lock(...)``, then ``await release()``). Without
+        ``auto_renew`` the lease ends after ``ttl`` unless extended
+        (``lease.lost`` is then set and a warning logged if it was not
+        released). Raises :class:`~redkit.LockNotAcquired` when the lock is
+        held, :class:`~redkit.ConnectionUnavailable` when Redis cannot be
+        reached, ``ValueError`` for a bad name or ttl.
+        """
+        resource = self._mutex(name)
+        ttl_ms = to_ttl_ms(ttl)
+        try:
+            return await take(
+                resource,
+                Lease,
+                ttl_ms,
+                timeout=None,
+                max_attempts=1,
+                delay=jittered(0.0),
+                auto_renew=auto_renew,
+                on_lost="signal",
+                task=None,
+            )
+        except LockNotAcquired:
+            raise LockNotAcquired(f"lock {resource.name!r} is already held") from None
+
+    async def try_lock_with_retry(
+        self,
+        name: str,
+        ttl: Seconds,
+        max_retries: int = 3,
+        retry_delay: Seconds = 0.1,
+        *,
+        auto_renew: bool = False,
+    ) -> Lease:
+        """:meth:`lock` with up to ``max_retries`` more attempts, about
+        ``retry_delay`` seconds apart (jittered 0.5x-1.5x so competing
+        processes drift apart), ending a delay early when the holder
+        releases. ``max_retries=0`` is a single attempt.
+
+        Raises :class:`~redkit.LockNotAcquired` after the last attempt.
+        """
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        delay = to_seconds(retry_delay, "retry_delay", allow_zero=True)
+        resource = self._mutex(name)
+        return await take(
+            resource,
+            Lease,
+            to_ttl_ms(ttl),
+            timeout=None,
+            max_attempts=max_retries + 1,
+            delay=jittered(delay),
+            auto_renew=auto_renew,
+            on_lost="signal",
+            task=None,
+        )
+
+    def acquire(
+        self,
+        name: str,
+        ttl: Seconds,
+        timeout: Seconds = 10.0,
+        *,
+        auto_renew: bool = True,
+        on_lost: OnLost = "signal",
+    ) -> Acquisition[Lease]:
+        """Take ``name``, waiting up to ``timeout`` seconds for it.
+
+        ``async with locks.acquire("report", ttl=10, timeout=5) as lease:``
+        releases on leaving the block, also on an error or cancellation;
+        ``lease = await locks.acquire(...)`` leaves the release to you.
+
+        While waiting: exponential backoff with full jitter, cut short when
+        the holder releases (early wake-up) and never past the holder's
+        expiry. ``timeout=0`` is one attempt. Raises
+        :class:`~redkit.LockNotAcquired` when the wait times out,
+        :class:`~redkit.ConnectionUnavailable` when Redis cannot be reached
+        (fail closed; each request is bounded by the time left, at least
+        0.5 s), ``ValueError`` for a bad name, ttl or timeout.
+
+        With ``auto_renew`` the lease is extended every ``ttl / 3``. When
+        it is lost (taken, expired, deleted, or Redis unreachable until its
+        validity ran out) ``lease.lost`` is set and a warning logged; with
+        ``on_lost="cancel"`` the task that entered the block is cancelled
+        and the block raises :class:`~redkit.LockLost`; a callable
+        ``on_lost`` is called with the lease.
+        """
+        resource = self._mutex(name)
+        ttl_ms = to_ttl_ms(ttl)
+        wait = to_seconds(timeout, "timeout", allow_zero=True)
+        check_on_lost(on_lost)
+        delay = self._backoff
+
+        def start(task: asyncio.Task[Any] | None) -> Any:
+            return take(
+                resource,
+                Lease,
+                ttl_ms,
+                timeout=wait,
+                max_attempts=None,
+                delay=delay,
+                auto_renew=auto_renew,
+                on_lost=on_lost,
+                task=task,
+            )
+
+        return Acquisition(start)
+
+    async def is_locked(self, name: str) -> bool:
+        """Whether someone holds ``name`` right now (one EXISTS)."""
+        resource = self._mutex(name)
+        try:
+            return bool(await self._host.client.exists(resource.key))
+        except UNREACHABLE as exc:
+            raise unavailable(f"cannot check lock {name!r}", exc) from exc
+        except RedisError as exc:
+            raise server_refused(f"cannot check lock {name!r}", exc) from exc
+
+    def semaphore(self, name: str, limit: int, ttl: Seconds) -> Semaphore:
+        """A semaphore of ``limit`` permits, each a lease of ``ttl`` seconds
+        (``async with sem.acquire(timeout=10) as permit:``). Its keys are
+        ``{prefix}:semaphore:{name}`` (the holders) and
+        ``{prefix}:semaphore:{name}:fence``."""
+        return Semaphore(self._host, self._keys, check_name(name, "semaphore name"), limit, ttl)

@@ -1,0 +1,141 @@
+"""Semaphore: at most N holders at once, across processes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..keys import KeySpace
+from ..scripts import Script
+from ._common import (
+    UNREACHABLE,
+    Counters,
+    LockStats,
+    Seconds,
+    check_on_lost,
+    server_refused,
+    to_seconds,
+    to_ttl_ms,
+    unavailable,
+)
+from ._lease import Acquisition, Host, OnLost, Permit, Resource, backoff, take
+
+_ACQUIRE = Script.from_package("redkit.lock", "lua/sem_acquire.lua")
+_EXTEND = Script.from_package("redkit.lock", "lua/sem_extend.lua")
+_RELEASE = Script.from_package("redkit.lock", "lua/sem_release.lua")
+_COUNT = Script.from_package("redkit.lock", "lua/sem_count.lua")
+
+
+class _Permits(Resource):
+    kind = "semaphore"
+    __slots__ = ("fence_key", "key", "limit")
+
+    def __init__(
+        self, host: Host, keys: KeySpace, name: str, limit: int, counters: Counters
+    ) -> None:
+        key = keys.tagged("semaphore", name)
+        super().__init__(host, name, key + ":released", counters)
+        self.key = key
+        self.fence_key = key + ":fence"
+        self.limit = limit
+
+    def busy(self) -> str:
+        return f"all {self.limit} permits of {self.describe()} are held"
+
+    async def try_acquire(self, token: str, ttl_ms: int) -> tuple[bool, int]:
+        taken, value = await _ACQUIRE(
+            self.host.client, (self.key, self.fence_key), (token, ttl_ms, self.limit)
+        )
+        return bool(taken), int(value)
+
+    async def extend(self, token: str, ttl_ms: int) -> bool:
+        return bool(await _EXTEND(self.host.client, (self.key,), (token, ttl_ms)))
+
+    async def release(self, token: str) -> bool:
+        return bool(await _RELEASE(self.host.client, (self.key,), (token, self.channel)))
+
+
+class Semaphore:
+    """At most ``limit`` holders of ``name`` at once, across processes.
+
+    Made by :meth:`DistributedLock.semaphore`. Holders are kept in a sorted
+    set scored by their expiry in Redis time; an acquire first drops permits
+    whose holders stopped renewing them (a crashed process frees its permit
+    after ``ttl``). Permits have the lease guarantees of locks: a fencing
+    token, token-checked extend and release, automatic renewal, ``lost``,
+    release on leaving ``async with`` even when cancelled, early wake-up of
+    waiters.
+
+    Every process should use the same ``limit`` for a name; the limit is
+    checked by each acquire with the value that acquirer passes.
+    """
+
+    def __init__(self, host: Host, keys: KeySpace, name: str, limit: int, ttl: Seconds) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"semaphore limit must be an int >= 1, got {limit!r}")
+        self._ttl_ms = to_ttl_ms(ttl)
+        self._host = host
+        self._counters = Counters()
+        self._permits = _Permits(host, keys, name, limit, self._counters)
+
+    def __repr__(self) -> str:
+        return f"Semaphore({self.name!r}, limit={self.limit}, ttl={self.ttl:g})"
+
+    @property
+    def name(self) -> str:
+        return self._permits.name
+
+    @property
+    def limit(self) -> int:
+        return self._permits.limit
+
+    @property
+    def ttl(self) -> float:
+        """Seconds each permit lasts without renewal."""
+        return self._ttl_ms / 1000
+
+    def stats(self) -> LockStats:
+        return self._counters.snapshot()
+
+    def acquire(
+        self,
+        timeout: Seconds = 10.0,
+        *,
+        auto_renew: bool = True,
+        on_lost: OnLost = "signal",
+    ) -> Acquisition[Permit]:
+        """Take a permit, waiting up to ``timeout`` seconds; the same
+        contract as :meth:`DistributedLock.acquire` (``async with`` or
+        ``await``; :class:`~redkit.LockNotAcquired` on timeout,
+        :class:`~redkit.ConnectionUnavailable` when Redis is unreachable)."""
+        wait = to_seconds(timeout, "timeout", allow_zero=True)
+        check_on_lost(on_lost)
+        delay = backoff(self._host.retry_base, self._host.retry_cap)
+        permits = self._permits
+        ttl_ms = self._ttl_ms
+
+        def start(task: asyncio.Task[Any] | None) -> Any:
+            return take(
+                permits,
+                Permit,
+                ttl_ms,
+                timeout=wait,
+                max_attempts=None,
+                delay=delay,
+                auto_renew=auto_renew,
+                on_lost=on_lost,
+                task=task,
+            )
+
+        return Acquisition(start)
+
+    async def count(self) -> int:
+        """How many permits are held right now (expired ones not counted)."""
+        try:
+            return int(await _COUNT(self._host.client, (self._permits.key,)))
+        except UNREACHABLE as exc:
+            raise unavailable(f"cannot count permits of {self.name!r}", exc) from exc
+        except RedisError as exc:
+            raise server_refused(f"cannot count permits of {self.name!r}", exc) from exc

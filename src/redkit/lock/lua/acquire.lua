@@ -1,0 +1,9 @@
+-- Take a lock and draw its fencing token in one step.
+-- KEYS[1] lock key, KEYS[2] fencing counter (same hash tag)
+-- ARGV[1] token, ARGV[2] ttl in milliseconds
+-- Returns {1, fencing token} when taken, {0, holder's remaining ms} when held
+-- (the remaining time is -1 for a key without expiry).
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
