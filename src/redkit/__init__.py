@@ -16,6 +16,7 @@ from .errors import (
 )
 from .health import HealthStatus, health
 from .keys import KeySpace
+from .lock import DistributedLock, Lease, LockStats, Permit, Semaphore
 from .metrics import prometheus_text
 from .scripts import Script
 from .settings import RedisSettings
@@ -25,17 +26,22 @@ __all__ = [
     "Codec",
     "ConfigError",
     "ConnectionUnavailable",
+    "DistributedLock",
     "HealthStatus",
     "JsonCodec",
     "KeySpace",
+    "Lease",
     "LockError",
     "LockLost",
     "LockNotAcquired",
+    "LockStats",
     "MsgpackCodec",
+    "Permit",
     "RedisServerError",
     "RedisSettings",
     "RedkitError",
     "Script",
+    "Semaphore",
     "SerializationError",
     "__version__",
     "close",
