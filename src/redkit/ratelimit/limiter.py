@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from ..connection import Client, describe_error
 from ..errors import ConfigError, ConnectionUnavailable
@@ -29,6 +29,7 @@ Algorithm = Literal["fixed_window", "sliding_window", "sliding_log", "gcra"]
 ALGORITHMS: tuple[str, ...] = ("fixed_window", "sliding_window", "sliding_log", "gcra")
 _TAGS = {"fixed_window": "fw", "sliding_window": "sw", "sliding_log": "sl", "gcra": "gcra"}
 _SCRIPTS = {name: Script.from_package("redkit.ratelimit", f"lua/{name}.lua") for name in ALGORITHMS}
+_POOL_WAIT = 5.0
 _FAILURES = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
 
@@ -311,9 +312,9 @@ class RateLimiter:
         args = ("1" if charge else "0", *plan.args)
         try:
             if self.timeout is None:
-                raw = await self._script(self.client, keys, args)
+                raw = await self._call(keys, args)
             else:
-                raw = await _bounded(self._script(self.client, keys, args), self.timeout)
+                raw = await _bounded(self._call(keys, args), self.timeout)
         except _FAILURES as exc:
             return self._failed(key, plan, charge, exc)
         decision = _decision(plan, raw)
@@ -325,10 +326,36 @@ class RateLimiter:
             counts["peeks"] += 1
         return decision
 
+    async def _call(self, keys: list[str], args: tuple[str, ...]) -> Any:
+        try:
+            return await self._script(self.client, keys, args)
+        except MaxConnectionsError:
+            pass
+        # A cluster client's per-node pool does not queue: when every
+        # connection is busy it raises at once. That is load on this process,
+        # not Redis failing, so wait for a free connection (the caller's
+        # timeout bounds it; without one, _POOL_WAIT does).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout or _POOL_WAIT)
+        delay = 0.0005
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                return await self._script(self.client, keys, args)
+            except MaxConnectionsError:
+                if loop.time() >= deadline:
+                    raise
+                delay = min(delay * 2, 0.02)
+
     def _failed(self, key: str, plan: _Plan, charge: bool, exc: BaseException) -> Decision:
         counts = self._counts
         counts["errors"] += 1
-        what = describe_error(exc) if str(exc) else f"no answer within {self.timeout}s"
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
+            what = f"no answer within {self.timeout}s"
+        elif isinstance(exc, MaxConnectionsError):
+            what = "no free connection in the client's pool"
+        else:
+            what = describe_error(exc)
         self._warn(key, what)
         rate = plan.rates[0]
         if plan.too_costly:
