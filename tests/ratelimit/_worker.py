@@ -7,7 +7,9 @@ import asyncio
 from typing import Any
 
 
-def run(host: str, port: int, cluster: bool, scenarios: list[Any], barrier: Any, queue: Any) -> None:
+def run(
+    host: str, port: int, cluster: bool, scenarios: list[Any], barrier: Any, queue: Any
+) -> None:
     asyncio.run(_run(host, port, cluster, scenarios, barrier, queue))
 
 

@@ -126,7 +126,9 @@ async def test_reset_forgets_every_rate(client, algorithm):
     assert not (await limiter.hit("ip:10.0.0.1", "2/minute")).allowed
     await limiter.reset("ip:10.0.0.1")
     assert (await limiter.peek("ip:10.0.0.1", ["2/minute", "3/hour", "1/second"])).remaining == 1
-    assert [s.remaining for s in (await limiter.peek("ip:10.0.0.1", ["2/minute", "3/hour"])).states] == [2, 3]
+    assert [
+        s.remaining for s in (await limiter.peek("ip:10.0.0.1", ["2/minute", "3/hour"])).states
+    ] == [2, 3]
     assert (await limiter.peek("ip:10.0.0.2", "2/minute")).remaining == 0
     await limiter.reset("never-seen")
 

@@ -161,7 +161,9 @@ class RateLimiter:
 
     # -- public API --------------------------------------------------------
 
-    async def hit(self, key: str, rates: RateSpec | Iterable[RateSpec], cost: int = 1) -> Decision:
+    async def hit(
+        self, key: str, rates: RateSpec | Iterable[RateSpec], cost: int = 1, *, name: str = ""
+    ) -> Decision:
         """Count a hit of ``cost`` against every rate in ``rates`` for ``key``.
 
         Admitted only if every rate has room for ``cost``; then all are
@@ -170,17 +172,23 @@ class RateLimiter:
         ``reason``. Raises ``ValueError``/:class:`~redkit.ConfigError` for a
         bad key, rate or cost, and :class:`~redkit.ConnectionUnavailable`
         when Redis fails and the limiter fails closed.
-        """
-        return await self._decide(key, self.plan(rates, cost), charge=True)
 
-    async def peek(self, key: str, rates: RateSpec | Iterable[RateSpec], cost: int = 1) -> Decision:
+        ``name`` keeps separate counters for the same key and rate (the
+        middleware passes the rule's name, :meth:`depends` its ``name``).
+        """
+        return await self._decide(key, self.plan(rates, cost, namespace=name), charge=True)
+
+    async def peek(
+        self, key: str, rates: RateSpec | Iterable[RateSpec], cost: int = 1, *, name: str = ""
+    ) -> Decision:
         """Where ``key`` stands now, consuming nothing: ``allowed`` says
         whether a hit of ``cost`` would be admitted, ``remaining`` what is
         left. Fails like :meth:`hit`."""
-        return await self._decide(key, self.plan(rates, cost), charge=False)
+        return await self._decide(key, self.plan(rates, cost, namespace=name), charge=False)
 
     async def reset(self, key: str) -> None:
-        """Forget every rate's state for ``key`` (all algorithms, all rates)."""
+        """Forget every rate's state for ``key`` (all algorithms, rates and
+        names, middleware rules included)."""
         self._check_key(key)
         head = self._head + key + "}"
         try:
@@ -278,7 +286,9 @@ class RateLimiter:
 
     def _make_plan(self, rates: tuple[Rate, ...], cost: int, namespace: str) -> _Plan:
         if namespace:
-            validate_key_part(namespace, "rate-limit rule name")
+            validate_key_part(namespace, "rate-limit name")
+            if "|" in namespace:
+                raise ConfigError(f"rate-limit name must not contain '|': {namespace!r}")
         args: list[str] = []
         fields: list[str] = []
         names: list[str] = []
