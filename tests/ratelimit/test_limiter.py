@@ -11,7 +11,7 @@ import pytest
 from redkit import ConfigError
 from redkit.ratelimit import ALGORITHMS, Decision, Rate, RateLimiter
 
-from ._util import redis_now, wait_for_redis_time
+from ._util import clear_period, redis_now, wait_for_redis_time
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,15 +23,17 @@ def algorithm(request: pytest.FixtureRequest) -> str:
 
 async def test_admits_exactly_the_limit_then_rejects(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
-    decisions = [await limiter.hit("ip:10.0.0.1", "5/minute") for _ in range(8)]
+    decisions = [await limiter.hit("ip:10.0.0.1", "5/day") for _ in range(8)]
     assert [d.allowed for d in decisions] == [True] * 5 + [False] * 3
     assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
-    assert all(d.limit == 5 and d.rate == Rate(5, 60) for d in decisions)
+    assert all(d.limit == 5 and d.rate == Rate(5, 86400) for d in decisions)
     assert all(d.retry_after is None for d in decisions[:5])
     for d in decisions[5:]:
-        assert d.retry_after is not None and 0 < d.retry_after <= 60
-        assert d.reason is None and not d.degraded
-    assert 0 < decisions[-1].reset_after <= 120
+        assert d.retry_after is not None
+        assert 0 < d.retry_after <= 2 * 86400
+        assert d.reason is None
+        assert not d.degraded
+    assert 0 < decisions[-1].reset_after <= 2 * 86400
     assert limiter.stats().hits == 8
     assert limiter.stats().allowed == 5
     assert limiter.stats().rejected == 3
@@ -40,53 +42,59 @@ async def test_admits_exactly_the_limit_then_rejects(client, algorithm):
 async def test_each_key_and_rate_has_its_own_state(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
     for _ in range(3):
-        assert (await limiter.hit("a", "3/minute")).allowed
-    assert not (await limiter.hit("a", "3/minute")).allowed
-    assert (await limiter.hit("b", "3/minute")).allowed
-    assert (await limiter.hit("a", "4/minute")).allowed
+        assert (await limiter.hit("a", "3/day")).allowed
+    assert not (await limiter.hit("a", "3/day")).allowed
+    assert (await limiter.hit("b", "3/day")).allowed
+    assert (await limiter.hit("a", "4/day")).allowed
     other = RateLimiter(client, algorithm=algorithm, prefix="other")
-    assert (await other.hit("a", "3/minute")).allowed
+    assert (await other.hit("a", "3/day")).allowed
 
 
 async def test_peek_consumes_nothing(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
-    fresh = await limiter.peek("k", "4/minute")
-    assert fresh.allowed and fresh.remaining == 4 and fresh.reset_after == 0
-    await limiter.hit("k", "4/minute", cost=3)
+    fresh = await limiter.peek("k", "4/day")
+    assert fresh.allowed
+    assert fresh.remaining == 4
+    assert fresh.reset_after == 0
+    await limiter.hit("k", "4/day", cost=3)
     for _ in range(5):
-        seen = await limiter.peek("k", "4/minute")
-        assert seen.allowed and seen.remaining == 1
-    assert not (await limiter.peek("k", "4/minute", cost=2)).allowed
-    assert (await limiter.hit("k", "4/minute")).allowed
-    assert not (await limiter.peek("k", "4/minute")).allowed
+        seen = await limiter.peek("k", "4/day")
+        assert seen.allowed
+        assert seen.remaining == 1
+    assert not (await limiter.peek("k", "4/day", cost=2)).allowed
+    assert (await limiter.hit("k", "4/day")).allowed
+    assert not (await limiter.peek("k", "4/day")).allowed
     assert limiter.stats().peeks == 8
 
 
 async def test_rejected_hits_consume_nothing(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
-    assert (await limiter.hit("k", "10/minute", cost=7)).allowed
+    assert (await limiter.hit("k", "10/day", cost=7)).allowed
     for _ in range(20):
-        assert not (await limiter.hit("k", "10/minute", cost=4)).allowed
-    done = await limiter.hit("k", "10/minute", cost=3)
-    assert done.allowed and done.remaining == 0
+        assert not (await limiter.hit("k", "10/day", cost=4)).allowed
+    done = await limiter.hit("k", "10/day", cost=3)
+    assert done.allowed
+    assert done.remaining == 0
 
 
 async def test_several_limits_are_charged_all_or_nothing(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
-    rates = ["3/minute", "5/hour"]
+    rates = ["3/day", "5 per 7 days"]
     first = await limiter.hit("user:42", rates, cost=2)
     assert first.allowed
     assert [s.remaining for s in first.states] == [1, 3]
-    assert first.limit == 3 and first.remaining == 1  # the tighter one binds
-    # the minute limit has 1 left: a cost-2 hit is refused and charges neither
+    assert first.limit == 3
+    assert first.remaining == 1
+    # the daily limit has 1 left: a cost-2 hit is refused and charges neither
     refused = await limiter.hit("user:42", rates, cost=2)
     assert not refused.allowed
     assert [s.allowed for s in refused.states] == [False, True]
-    assert refused.rate == Rate(3, 60) and refused.retry_after is not None
+    assert refused.rate == Rate(3, 86400)
+    assert refused.retry_after is not None
     after = await limiter.peek("user:42", rates)
     assert [s.remaining for s in after.states] == [1, 3]
-    # the hour limit alone still sees only the admitted hit
-    assert (await limiter.peek("user:42", "5/hour")).remaining == 3
+    # the weekly limit alone still sees only the admitted hit
+    assert (await limiter.peek("user:42", "5 per 7 days")).remaining == 3
 
 
 async def test_several_limits_are_one_round_trip(client, algorithm, monkeypatch):
@@ -101,35 +109,40 @@ async def test_several_limits_are_one_round_trip(client, algorithm, monkeypatch)
 
     monkeypatch.setattr(type(script), "__call__", counting)
     decision = await limiter.hit("k", ["10/second", "100/minute", "1000/hour", "5000/day"])
-    assert decision.allowed and len(decision.states) == 4
+    assert decision.allowed
+    assert len(decision.states) == 4
     assert len(calls) == 1
 
 
 async def test_cost_above_the_limit_is_never_admitted(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
-    d = await limiter.hit("k", "5/minute", cost=6)
+    d = await limiter.hit("k", "5/day", cost=6)
     assert not d.allowed
     assert d.retry_after is None
-    assert d.reason is not None and "cost 6" in d.reason and "5/minute" in d.reason
+    assert d.reason is not None
+    assert "cost 6" in d.reason
+    assert "5/day" in d.reason
     # nothing was charged
-    assert (await limiter.peek("k", "5/minute")).remaining == 5
+    assert (await limiter.peek("k", "5/day")).remaining == 5
     # the same with a second rate that would admit it
-    d = await limiter.hit("k", ["5/minute", "100/hour"], cost=6)
-    assert not d.allowed and d.retry_after is None and d.reason
+    d = await limiter.hit("k", ["5/day", "100 per 7 days"], cost=6)
+    assert not d.allowed
+    assert d.retry_after is None
+    assert d.reason
 
 
 async def test_reset_forgets_every_rate(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
-    await limiter.hit("ip:10.0.0.1", ["2/minute", "3/hour"], cost=2)
+    await limiter.hit("ip:10.0.0.1", ["2/day", "3 per 7 days"], cost=2)
     await limiter.hit("ip:10.0.0.1", "1/second")
-    await limiter.hit("ip:10.0.0.2", "2/minute", cost=2)
-    assert not (await limiter.hit("ip:10.0.0.1", "2/minute")).allowed
+    await limiter.hit("ip:10.0.0.2", "2/day", cost=2)
+    assert not (await limiter.hit("ip:10.0.0.1", "2/day")).allowed
     await limiter.reset("ip:10.0.0.1")
-    assert (await limiter.peek("ip:10.0.0.1", ["2/minute", "3/hour", "1/second"])).remaining == 1
+    assert (await limiter.peek("ip:10.0.0.1", ["2/day", "3 per 7 days", "1/second"])).remaining == 1
     assert [
-        s.remaining for s in (await limiter.peek("ip:10.0.0.1", ["2/minute", "3/hour"])).states
+        s.remaining for s in (await limiter.peek("ip:10.0.0.1", ["2/day", "3 per 7 days"])).states
     ] == [2, 3]
-    assert (await limiter.peek("ip:10.0.0.2", "2/minute")).remaining == 0
+    assert (await limiter.peek("ip:10.0.0.2", "2/day")).remaining == 0
     await limiter.reset("never-seen")
 
 
@@ -152,7 +165,8 @@ async def test_retry_after_is_never_early(client, algorithm):
     before = await redis_now(client)
     refused = await limiter.hit("k", rate)
     after = await redis_now(client)
-    assert not refused.allowed and refused.retry_after is not None
+    assert not refused.allowed
+    assert refused.retry_after is not None
     wait = refused.retry_after
     assert 0 < wait <= 2.0
     # a little before the earliest moment it could be admitted: still refused
@@ -180,10 +194,10 @@ async def test_works_with_decoded_responses(redis_server, algorithm):
     client = Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
     try:
         limiter = RateLimiter(client, algorithm=algorithm, prefix="decoded")
-        assert (await limiter.hit("k", "1/minute")).allowed
-        assert not (await limiter.hit("k", "1/minute")).allowed
+        assert (await limiter.hit("k", "1/day")).allowed
+        assert not (await limiter.hit("k", "1/day")).allowed
         await limiter.reset("k")
-        assert (await limiter.hit("k", "1/minute")).allowed
+        assert (await limiter.hit("k", "1/day")).allowed
         await limiter.reset("k")
     finally:
         await client.aclose()
@@ -191,10 +205,10 @@ async def test_works_with_decoded_responses(redis_server, algorithm):
 
 async def test_concurrent_tasks_are_exact(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm, timeout=20)
-    rate = Rate(25, 3600, burst=25)
+    rate = Rate(25, clear_period(await redis_now(client)))
     decisions = await asyncio.gather(*(limiter.hit("k", rate) for _ in range(120)))
     admitted = sum(d.allowed for d in decisions)
-    # (gcra: the steady rate, one per 144 s, adds nothing in this short run)
+    # (gcra: the steady rate, one per 144 s or more, adds nothing in this short run)
     assert admitted == 25
     assert sorted(d.remaining for d in decisions if d.allowed) == list(range(25))
 
@@ -207,7 +221,9 @@ async def test_cost_above_gcra_burst_is_rejected(client, algorithm, rate):
     limiter = RateLimiter(client, algorithm=algorithm)
     capacity = Rate.coerce(rate).capacity
     d = await limiter.hit("k", rate, cost=capacity + 1)
-    assert not d.allowed and d.retry_after is None and d.reason
+    assert not d.allowed
+    assert d.retry_after is None
+    assert d.reason
 
 
 def test_rejects_bad_configuration(redis_server):

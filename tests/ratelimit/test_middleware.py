@@ -1,11 +1,12 @@
 """RateLimitMiddleware and limiter.depends() on real HTTP responses: httpx
 over ASGI with Starlette and FastAPI, and one real uvicorn server."""
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI reads the routes' annotations.
 
 import asyncio
 import json
 import re
+from typing import Annotated
 
 import httpx
 import pytest
@@ -62,10 +63,13 @@ async def test_headers_and_429_on_real_responses(client):
     async with http(app) as web:
         for left in (4, 3, 2, 1, 0):
             r = await web.post("/auth/login")
-            assert r.status_code == 200 and r.text == "ok"
+            assert r.status_code == 200
+            assert r.text == "ok"
             assert r.headers["ratelimit-policy"] == '"/auth/*-5-per-60s";q=5;w=60'
             match = re.fullmatch(r'"/auth/\*-5-per-60s";r=(\d+);t=(\d+)', r.headers["ratelimit"])
-            assert match and int(match[1]) == left and 0 < int(match[2]) <= 120
+            assert match
+            assert int(match[1]) == left
+            assert 0 < int(match[2]) <= 120
             assert r.headers["x-ratelimit-limit"] == "5"
             assert r.headers["x-ratelimit-remaining"] == str(left)
             assert 0 < int(r.headers["x-ratelimit-reset"]) <= 120
@@ -76,13 +80,15 @@ async def test_headers_and_429_on_real_responses(client):
         body = r.json()
         assert body["error"]["code"] == "RATE_LIMITED"
         assert body["error"]["message"]
-        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+        assert set(body) == {"error"}
+        assert set(body["error"]) == {"code", "message"}
         assert 1 <= int(r.headers["retry-after"]) <= 120
         assert r.headers["x-ratelimit-remaining"] == "0"
         assert r.headers["ratelimit-policy"]
         # a path no rule matches is untouched
         r = await web.get("/other")
-        assert r.status_code == 200 and "ratelimit" not in r.headers
+        assert r.status_code == 200
+        assert "ratelimit" not in r.headers
 
 
 async def test_star_crosses_slashes_and_first_rule_wins(client):
@@ -96,7 +102,8 @@ async def test_star_crosses_slashes_and_first_rule_wins(client):
         assert (await web.post("/auth/login")).status_code == 429
         # the auth requests were not charged to the catch-all rule
         r = await web.get("/api/items")
-        assert r.status_code == 200 and r.headers["x-ratelimit-remaining"] == "1"
+        assert r.status_code == 200
+        assert r.headers["x-ratelimit-remaining"] == "1"
 
 
 async def test_match_all_charges_every_matching_rule(client):
@@ -106,13 +113,15 @@ async def test_match_all_charges_every_matching_rule(client):
     async with http(app) as web:
         r = await web.post("/auth/login")
         policies = r.headers["ratelimit-policy"]
-        assert '"/auth/*-2-per-60s";q=2;w=60' in policies and '"/*-3-per-60s";q=3;w=60' in policies
+        assert '"/auth/*-2-per-60s";q=2;w=60' in policies
+        assert '"/*-3-per-60s";q=3;w=60' in policies
         assert r.headers["x-ratelimit-limit"] == "2"  # the tighter one binds
         await web.post("/auth/login")
         assert (await web.post("/auth/login")).status_code == 429
         # two admitted auth requests used two of the catch-all's three
         r = await web.get("/api/items")
-        assert r.status_code == 200 and r.headers["x-ratelimit-remaining"] == "0"
+        assert r.status_code == 200
+        assert r.headers["x-ratelimit-remaining"] == "0"
         assert (await web.get("/api/items")).status_code == 429
 
 
@@ -127,7 +136,8 @@ async def test_exempt_paths_and_methods(client):
     async with http(app) as web:
         for _ in range(3):
             r = await web.get("/healthz")
-            assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers
+            assert r.status_code == 200
+            assert "x-ratelimit-limit" not in r.headers
             assert (await web.options("/api/items")).status_code == 200
         assert (await web.get("/api/items")).status_code == 200
         assert (await web.get("/api/items")).status_code == 429
@@ -138,16 +148,19 @@ async def test_headers_can_be_turned_off(client):
     rules = [RateLimitRule("/*", "1/minute")]
     async with http(starlette_app(limiter, rules, classic_headers=False)) as web:
         r = await web.get("/api/items")
-        assert "ratelimit" in r.headers and "x-ratelimit-limit" not in r.headers
+        assert "ratelimit" in r.headers
+        assert "x-ratelimit-limit" not in r.headers
         r = await web.get("/api/items")
-        assert r.status_code == 429 and "retry-after" in r.headers
+        assert r.status_code == 429
+        assert "retry-after" in r.headers
     await limiter.reset("ip:203.0.113.5")
     async with http(starlette_app(limiter, rules, headers=False)) as web:
         r = await web.get("/api/items")
         assert not [h for h in r.headers if "ratelimit" in h]
         r = await web.get("/api/items")
         # Retry-After stays: it is how a client knows when to come back
-        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) >= 1
         assert not [h for h in r.headers if "ratelimit" in h]
 
 
@@ -156,10 +169,11 @@ async def test_retry_after_header_is_never_early(client, algorithm):
     limiter = RateLimiter(client, algorithm=algorithm)
     app = starlette_app(limiter, [RateLimitRule("/*", "2/second")])
     async with http(app) as web:
-        await web.get("/api/items")
-        await web.get("/api/items")
-        r = await web.get("/api/items")
-        answered = await redis_now(client)
+        for _ in range(10):  # a fixed window may roll over meanwhile: until refused
+            r = await web.get("/api/items")
+            answered = await redis_now(client)
+            if r.status_code == 429:
+                break
         assert r.status_code == 429
         wait = int(r.headers["retry-after"])
         assert wait >= 1
@@ -221,7 +235,8 @@ async def test_presets_have_the_go_service_numbers(client):
         ("100/minute", "/*", by_client_ip),
     ]
     user = RateLimitRule.user()
-    assert str(user.rates[0]) == "60/minute" and user.key is by_user_or_ip
+    assert str(user.rates[0]) == "60/minute"
+    assert user.key is by_user_or_ip
     async with http(starlette_app(limiter, rules)) as web:
         assert (await web.post("/auth/login")).headers["x-ratelimit-limit"] == "5"
         assert (await web.get("/api/items")).headers["x-ratelimit-limit"] == "100"
@@ -268,22 +283,25 @@ async def test_fastapi_middleware_and_dependency(client):
     async def mw() -> dict[str, str]:
         return {"ok": "mw"}
 
+    per_user = limiter.depends("2/minute", key=by_user_or_ip)
+
     @app.get("/dep")
-    async def dep(
-        decision: Decision = Depends(limiter.depends("2/minute", key=by_user_or_ip)),
-    ) -> dict[str, int]:
+    async def dep(decision: Annotated[Decision, Depends(per_user)]) -> dict[str, int]:
         return {"remaining": decision.remaining}
 
     async with http(SetUser(app)) as web:
         r = await web.get("/mw/x")
-        assert r.status_code == 200 and r.json() == {"ok": "mw"}
+        assert r.status_code == 200
+        assert r.json() == {"ok": "mw"}
         assert r.headers["x-ratelimit-remaining"] == "1"
         await web.get("/mw/x")
         r = await web.get("/mw/x")
-        assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMITED"
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "RATE_LIMITED"
 
         r = await web.get("/dep", headers={"x-user": "7"})
-        assert r.status_code == 200 and r.json() == {"remaining": 1}
+        assert r.status_code == 200
+        assert r.json() == {"remaining": 1}
         assert r.headers["x-ratelimit-limit"] == "2"
         assert r.headers["ratelimit-policy"] == '"depends-2-per-60s";q=2;w=60'
         await web.get("/dep", headers={"x-user": "7"})
@@ -315,15 +333,18 @@ async def test_fail_open_and_fail_closed_in_http(fresh_server):
         rules = [RateLimitRule("/*", "1/minute")]
         fastapi_app = FastAPI()
 
+        strict = closed.depends("5/minute")
+
         @fastapi_app.get("/dep")
-        async def dep(_: Decision = Depends(closed.depends("5/minute"))) -> dict[str, bool]:
+        async def dep(_: Annotated[Decision, Depends(strict)]) -> dict[str, bool]:
             return {"ok": True}
 
         fresh_server.stop()
         async with http(starlette_app(opened, rules)) as web:
             for _ in range(3):
                 r = await web.get("/api/items")
-                assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers
+                assert r.status_code == 200
+                assert "x-ratelimit-limit" not in r.headers
         assert opened.stats().failed_open == 3
         async with http(starlette_app(closed, rules)) as web:
             r = await web.get("/api/items")
