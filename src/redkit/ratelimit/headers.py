@@ -4,10 +4,11 @@ the classic ``X-RateLimit-*`` and ``Retry-After``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
-from .limiter import Decision
+from .limiter import Decision, RateState
 
 __all__ = ["RATE_LIMITED_BODY_CODE", "rate_limit_headers", "rejection_body"]
 
@@ -19,9 +20,24 @@ def _seconds_up(value: float) -> int:
     return max(0, math.ceil(value - 1e-9))
 
 
+@functools.lru_cache(maxsize=1024)
 def _sf_string(text: str) -> str:
     clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_POLICIES: dict[tuple[str, ...], bytes] = {}
+
+
+def _policy(names: tuple[str, ...], states: tuple[RateState, ...]) -> bytes:
+    policy = _POLICIES.get(names)
+    if policy is None:
+        policy = ", ".join(
+            f"{_sf_string(s.name)};q={s.rate.limit};w={_seconds_up(s.rate.period)}" for s in states
+        ).encode()
+        if len(_POLICIES) < 4096:
+            _POLICIES[names] = policy
+    return policy
 
 
 def rate_limit_headers(
@@ -34,15 +50,13 @@ def rate_limit_headers(
     if decision.degraded:
         return out
     if draft and decision.states:
-        policy = ", ".join(
-            f"{_sf_string(s.name)};q={s.rate.limit};w={_seconds_up(s.rate.period)}"
-            for s in decision.states
-        )
+        # a state's name spells out its rate, so the names alone key the cache
+        policy = _policy(tuple(s.name for s in decision.states), decision.states)
         current = ", ".join(
             f"{_sf_string(s.name)};r={s.remaining};t={_seconds_up(s.reset_after)}"
             for s in decision.states
         )
-        out.append((b"ratelimit-policy", policy.encode()))
+        out.append((b"ratelimit-policy", policy))
         out.append((b"ratelimit", current.encode()))
     if classic:
         out.append((b"x-ratelimit-limit", str(decision.limit).encode()))

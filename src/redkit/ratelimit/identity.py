@@ -4,6 +4,7 @@ the key functions that turn a request into a rate-limit key."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
@@ -165,6 +166,7 @@ def _forwarded_for(value: str) -> list[str]:
     return hops
 
 
+@functools.lru_cache(maxsize=4096)
 def _normalise(text: str) -> str | None:
     text = text.strip()
     if text.startswith("["):  # "[2001:db8::1]:4711" (Forwarded) or "[::1]"
@@ -180,6 +182,7 @@ def _normalise(text: str) -> str | None:
     return str(address)
 
 
+@functools.lru_cache(maxsize=4096)
 def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     ip = ipaddress.ip_address(address)
     return any(ip in net for net in networks)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.exceptions import MaxConnectionsError, RedisError
 
@@ -16,6 +15,7 @@ from ..connection import Client, describe_error
 from ..errors import ConfigError, ConnectionUnavailable
 from ..keys import KeySpace, validate_key_part
 from ..scripts import Script
+from ._deadline import Deadlines
 from .rate import Rate, RateSpec, parse_rates
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ALGORITHMS", "Algorithm", "Decision", "RateLimitStats", "RateLimiter", "RateState"]
 
 log = logging.getLogger("redkit.ratelimit")
+T = TypeVar("T")
 
 Algorithm = Literal["fixed_window", "sliding_window", "sliding_log", "gcra"]
 ALGORITHMS: tuple[str, ...] = ("fixed_window", "sliding_window", "sliding_log", "gcra")
@@ -33,7 +34,7 @@ _POOL_WAIT = 5.0
 _FAILURES = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RateState:
     """Where one rate of a decision stands.
 
@@ -52,7 +53,7 @@ class RateState:
     name: str
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     """The answer to :meth:`RateLimiter.hit` or :meth:`RateLimiter.peek`.
 
@@ -102,6 +103,12 @@ class _Plan:
     fields: tuple[str, ...]
     args: tuple[str, ...]
     too_costly: str | None
+    hit_args: tuple[str, ...] = ()
+    peek_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hit_args", ("1", *self.args))
+        object.__setattr__(self, "peek_args", ("0", *self.args))
 
 
 class RateLimiter:
@@ -141,6 +148,7 @@ class RateLimiter:
         self.algorithm: Algorithm = algorithm
         self.fail_open = bool(fail_open)
         self.timeout = timeout
+        self._deadlines = None if timeout is None else Deadlines(timeout)
         self.keys = KeySpace(prefix)
         self._head = f"{self.keys.prefix}:ratelimit:{{"
         self._tag = _TAGS[algorithm]
@@ -319,14 +327,23 @@ class RateLimiter:
         keys = [head]
         if self._log:
             keys += [f"{head}:{field}" for field in plan.fields]
-        args = ("1" if charge else "0", *plan.args)
+        args = plan.hit_args if charge else plan.peek_args
+        deadlines = self._deadlines
+        task = None if deadlines is None else deadlines.enter()
         try:
-            if self.timeout is None:
-                raw = await self._call(keys, args)
-            else:
-                raw = await _bounded(self._call(keys, args), self.timeout)
+            try:
+                raw = await self._script(self.client, keys, args)
+            except MaxConnectionsError:
+                raw = await self._wait_for_connection(keys, args)
         except _FAILURES as exc:
             return self._failed(key, plan, charge, exc)
+        except asyncio.CancelledError:
+            if task is None or deadlines is None or not deadlines.timed_out(task):
+                raise
+            return self._failed(key, plan, charge, TimeoutError())
+        finally:
+            if task is not None and deadlines is not None:
+                deadlines.leave(task)
         decision = _decision(plan, raw)
         counts = self._counts
         if charge:
@@ -336,14 +353,10 @@ class RateLimiter:
             counts["peeks"] += 1
         return decision
 
-    async def _call(self, keys: list[str], args: tuple[str, ...]) -> Any:
-        try:
-            return await self._script(self.client, keys, args)
-        except MaxConnectionsError:
-            pass
+    async def _wait_for_connection(self, keys: list[str], args: Sequence[str]) -> Any:
         # A cluster client's per-node pool does not queue: when every
         # connection is busy it raises at once. That is load on this process,
-        # not Redis failing, so wait for a free connection (the caller's
+        # not Redis failing, so wait for a free connection (the limiter's
         # timeout bounds it; without one, _POOL_WAIT does).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout or _POOL_WAIT)
@@ -417,35 +430,78 @@ def _rate_name(rate: Rate) -> str:
     return f"{rate.limit}-per-{rate.period_ms / 1000:g}s"
 
 
+def _fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """A positional constructor for a frozen slots dataclass that stores each
+    field through its slot directly. The generated ``__init__`` goes through
+    ``object.__setattr__`` once per field, which for the two objects of
+    every decision cost as much as the rest of the Python work of a hit."""
+    setters = tuple(cls.__dict__[f.name].__set__ for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    new = object.__new__
+
+    def make(*values: Any) -> T:
+        obj = new(cls)
+        for store, value in zip(setters, values, strict=True):
+            store(obj, value)
+        return obj
+
+    return make
+
+
+_new_state = _fast_constructor(RateState)
+_new_decision = _fast_constructor(Decision)
+
+
 def _decision(plan: _Plan, raw: Sequence[int]) -> Decision:
+    too_costly = plan.too_costly
+    if len(raw) == 4:
+        ok, remaining, reset, retry = raw
+        rate = plan.rates[0]
+        state = _new_state(
+            rate,
+            ok == 1,
+            remaining if remaining > 0 else 0,
+            reset / 1e6 if reset > 0 else 0.0,
+            None if ok == 1 or retry < 0 else retry / 1e6,
+            plan.names[0],
+        )
+        allowed = ok == 1 and too_costly is None
+        return _new_decision(
+            allowed,
+            rate.limit,
+            state.remaining,
+            state.reset_after,
+            None if allowed or too_costly else state.retry_after,
+            rate,
+            (state,),
+            None if allowed else too_costly,
+            False,
+        )
     states = []
-    admitted = True
+    admitted = too_costly is None
     for i, rate in enumerate(plan.rates):
         ok, remaining, reset, retry = raw[4 * i : 4 * i + 4]
-        allowed = bool(ok)
-        admitted = admitted and allowed
+        admitted = admitted and ok == 1
         states.append(
-            RateState(
+            _new_state(
                 rate,
-                allowed,
-                max(0, int(remaining)),
+                ok == 1,
+                max(0, remaining),
                 max(0, reset) / 1e6,
-                None if allowed or retry < 0 else retry / 1e6,
+                None if ok == 1 or retry < 0 else retry / 1e6,
                 plan.names[i],
             )
         )
-    if plan.too_costly:
-        admitted = False
     binding = _binding(states, admitted)
-    return Decision(
+    return _new_decision(
         admitted,
         binding.rate.limit,
         binding.remaining,
         binding.reset_after,
-        None if admitted or plan.too_costly else binding.retry_after,
+        None if admitted or too_costly else binding.retry_after,
         binding.rate,
         tuple(states),
-        plan.too_costly if not admitted else None,
+        None if admitted else too_costly,
+        False,
     )
 
 
@@ -456,15 +512,3 @@ def _binding(states: list[RateState], admitted: bool) -> RateState:
         return min(states, key=lambda s: (s.remaining, -s.reset_after))
     blocked = [s for s in states if not s.allowed] or states
     return max(blocked, key=lambda s: (s.retry_after is None, s.retry_after or 0.0))
-
-
-if sys.version_info >= (3, 11):
-
-    async def _bounded(call: Awaitable[Any], seconds: float) -> Any:
-        async with asyncio.timeout(seconds):
-            return await call
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _bounded(call: Awaitable[Any], seconds: float) -> Any:
-        return await asyncio.wait_for(call, seconds)
