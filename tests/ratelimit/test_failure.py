@@ -3,6 +3,7 @@ counted and logged; recovery once Redis is back."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -124,5 +125,40 @@ async def test_recovers_after_restart_with_an_empty_script_cache(fresh_server):
             d = await limiter.hit("k", "2/minute")
             assert d.allowed
             assert not d.degraded
+    finally:
+        await client.aclose()
+
+
+async def test_many_waiting_hits_all_fail_open_within_the_timeout(fresh_server):
+    client = await _client(fresh_server, read_timeout=10.0, pool_size=50)
+    try:
+        limiter = RateLimiter(client, timeout=0.4)
+        assert (await limiter.hit("k", "5/minute")).allowed
+        with fresh_server.paused():
+            started = time.monotonic()
+            decisions = await asyncio.gather(*(limiter.hit(f"k{i}", "5/minute") for i in range(30)))
+            elapsed = time.monotonic() - started
+        assert all(d.allowed and d.degraded for d in decisions)
+        assert elapsed < 0.4 * 1.25 + 2.5
+        assert limiter.stats().failed_open == 30
+    finally:
+        await client.aclose()
+
+
+async def test_cancelling_a_waiting_hit_from_outside_still_cancels_it(fresh_server):
+    client = await _client(fresh_server, read_timeout=10.0)
+    try:
+        limiter = RateLimiter(client, timeout=5.0)
+        assert (await limiter.hit("k", "5/minute")).allowed
+        with fresh_server.paused():
+            task = asyncio.create_task(limiter.hit("k", "5/minute"))
+            done, _ = await asyncio.wait([task], timeout=0.3)
+            assert not done  # waiting on the paused server
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        stats = limiter.stats()
+        assert stats.errors == 0
+        assert stats.failed_open == 0
     finally:
         await client.aclose()
