@@ -23,6 +23,7 @@ from redkit.ratelimit import (
     RateLimiter,
     RateLimitMiddleware,
     RateLimitRule,
+    RequestInfo,
     by_client_ip,
     by_user_or_ip,
 )
@@ -440,3 +441,23 @@ async def test_real_uvicorn_server_on_loopback(client):
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_rule_whose_key_is_none_gives_way_to_the_next(client):
+    limiter = RateLimiter(client)
+
+    def by_api_key(request: RequestInfo) -> str | None:
+        value = request.header("x-api-key")
+        return None if value is None else f"key:{value}"
+
+    rules = [
+        RateLimitRule("/*", "1/minute", key=by_api_key),
+        RateLimitRule("/*", "2/minute", name="ip"),
+    ]
+    async with http(starlette_app(limiter, rules)) as web:
+        with_key = {"x-api-key": "abc"}
+        assert (await web.get("/api/items", headers=with_key)).headers["x-ratelimit-limit"] == "1"
+        assert (await web.get("/api/items", headers=with_key)).status_code == 429
+        r = await web.get("/api/items")
+        assert r.headers["x-ratelimit-limit"] == "2"
+        assert r.headers["x-ratelimit-remaining"] == "1"

@@ -50,7 +50,8 @@ class RateLimitRule:
     ``"/auth/*"`` covers ``/auth/login`` and ``/auth/a/b``, not ``/auth``.
     ``key`` maps a :class:`RequestInfo` to a key (default
     :func:`by_client_ip`; returning ``None`` skips the rule for that
-    request). ``methods`` limits the rule to those HTTP methods. ``name``
+    request, and the next matching rule is tried). ``methods`` limits the
+    rule to those HTTP methods. ``name``
     (default: the path) separates this rule's counters from other rules'
     and names its policy in the ``RateLimit`` headers. Rates, cost and path
     are checked here: a bad value raises :class:`~redkit.ConfigError`.
@@ -196,15 +197,15 @@ class RateLimitMiddleware:
         if not rules:
             await self.app(scope, receive, send)
             return
-        if not self.match_all:
-            rules = rules[:1]
         info = RequestInfo(scope, client_ip(scope, self.trusted))
         groups: dict[str, list[_Plan]] = {}
         for rule in rules:
             key = rule.key(info)
-            if key is None:
+            if key is None:  # the rule does not apply to this request
                 continue
             groups.setdefault(safe_key(key), []).append(self._plans[id(rule)])
+            if not self.match_all:
+                break
         if not groups:
             await self.app(scope, receive, send)
             return
