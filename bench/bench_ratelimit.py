@@ -31,7 +31,7 @@ async def cases(env: Env) -> list[Case]:
     for algorithm in ("sliding_window", "fixed_window", "sliding_log", "gcra"):
         limiter = RateLimiter(raw, prefix="bench", algorithm=algorithm)  # type: ignore[arg-type]
         # the very call hit() makes, sent by hand: same script, keys, arguments
-        plan = limiter.plan(RATE)
+        plan = limiter._plan(RATE)
         head = "bench:ratelimit:{ip:10.0.0.2}"
         keys = [head] + ([f"{head}:{f}" for f in plan.fields] if algorithm == "sliding_log" else [])
         args = plan.hit_args

@@ -176,7 +176,7 @@ class RateLimitMiddleware:
         )
         self.headers = headers
         self.classic_headers = classic_headers
-        self._plans = {id(r): limiter.plan(r.rates, r.cost, namespace=r.name) for r in rules}
+        self._plans = {id(r): limiter._plan(r.rates, r.cost, namespace=r.name) for r in rules}
         for plan in self._plans.values():
             if plan.too_costly:
                 raise ConfigError(plan.too_costly)
@@ -211,7 +211,7 @@ class RateLimitMiddleware:
             return
         try:
             decisions = [
-                await self.limiter._decide(key, self.limiter.combine(plans), charge=True)
+                await self.limiter._decide(key, self.limiter._combine(plans), charge=True)
                 for key, plans in groups.items()
             ]
         except ConnectionUnavailable as exc:

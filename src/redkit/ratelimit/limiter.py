@@ -184,7 +184,7 @@ class RateLimiter:
         ``name`` keeps separate counters for the same key and rate (the
         middleware passes the rule's name, :meth:`depends` its ``name``).
         """
-        return await self._decide(key, self.plan(rates, cost, namespace=name), charge=True)
+        return await self._decide(key, self._plan(rates, cost, namespace=name), charge=True)
 
     async def peek(
         self, key: str, rates: RateSpec | Iterable[RateSpec], cost: int = 1, *, name: str = ""
@@ -192,7 +192,7 @@ class RateLimiter:
         """Where ``key`` stands now, consuming nothing: ``allowed`` says
         whether a hit of ``cost`` would be admitted, ``remaining`` what is
         left. Fails like :meth:`hit`."""
-        return await self._decide(key, self.plan(rates, cost, namespace=name), charge=False)
+        return await self._decide(key, self._plan(rates, cost, namespace=name), charge=False)
 
     async def reset(self, key: str) -> None:
         """Forget every rate's state for ``key`` (all algorithms, rates and
@@ -240,7 +240,7 @@ class RateLimiter:
         from ._depends import make_dependency
         from .identity import by_client_ip, parse_networks
 
-        plan = self.plan(rates, cost, namespace=name)
+        plan = self._plan(rates, cost, namespace=name)
         if plan.too_costly:
             raise ConfigError(plan.too_costly)
         return make_dependency(
@@ -254,18 +254,21 @@ class RateLimiter:
 
     # -- internals shared with the middleware --------------------------------
 
-    def plan(
+    def _plan(
         self, rates: RateSpec | Iterable[RateSpec], cost: int = 1, *, namespace: str = ""
     ) -> _Plan:
         """Validate ``rates`` and ``cost`` and prepare the script arguments
         (cached: the same rates cost nothing to prepare again)."""
         if type(cost) is not int or cost < 1:
             raise ConfigError(f"cost must be an int of at least 1, got {cost!r}")
-        cache_key: Any = (
-            rates if isinstance(rates, (str, Rate)) else tuple(rates),
-            cost,
-            namespace,
-        )
+        if not isinstance(rates, (str, Rate)):
+            try:
+                rates = tuple(rates)
+            except TypeError:
+                raise ConfigError(
+                    f"rates must be a rate or a list of rates, got {rates!r}"
+                ) from None
+        cache_key: Any = (rates, cost, namespace)
         try:
             plan = self._plans.get(cache_key)
         except TypeError:  # unhashable: a list of rates, say
@@ -277,7 +280,7 @@ class RateLimiter:
             self._plans[cache_key] = plan
         return plan
 
-    def combine(self, plans: Sequence[_Plan]) -> _Plan:
+    def _combine(self, plans: Sequence[_Plan]) -> _Plan:
         """One plan charging every item of ``plans`` in one call."""
         if len(plans) == 1:
             return plans[0]
