@@ -285,3 +285,33 @@ def test_ceil_helper_sanity():
     assert _seconds_up(0.000001) == 1
     assert _seconds_up(2.0) == 2
     assert _seconds_up(2.000001) == math.ceil(2.000001)
+
+
+_EXPIRY = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return {now, redis.call('PTTL', KEYS[1])}
+"""
+
+
+async def test_state_outlives_every_reset_while_in_use(client, algorithm):
+    # The hash's expiry is pushed out only when needed: check that, across
+    # many windows, it never falls short of what the state still matters for.
+    limiter = RateLimiter(client, algorithm=algorithm)
+    rate = Rate(4, 0.2)
+    keys = ["app:ratelimit:{k}"]
+    if algorithm == "sliding_log":
+        keys.append("app:ratelimit:{k}:sl:4:200")
+    started = await redis_now(client)
+    checked = 0
+    while (before := await redis_now(client)) < started + 1.0:
+        d = await limiter.hit("k", rate)
+        for key in keys:
+            now_ms, ttl = await client.eval(_EXPIRY, 1, key)
+            assert ttl != -1  # never without an expiry
+            # each state lives at least until its rate is whole again (a
+            # missing key is fine only once that moment has passed)
+            expires_ms = now_ms + ttl if ttl >= 0 else now_ms
+            assert expires_ms / 1000 >= before + d.reset_after - 0.002, (key, ttl, d)
+        checked += 1
+    assert checked >= 5
