@@ -280,11 +280,11 @@ def re_escape(text: str) -> str:
 
 def test_ceil_helper_sanity():
     # Retry-After rounding used by the headers module rounds up
-    from redkit.ratelimit.headers import _seconds_up
+    from redkit.ratelimit.headers import seconds_up
 
-    assert _seconds_up(0.000001) == 1
-    assert _seconds_up(2.0) == 2
-    assert _seconds_up(2.000001) == math.ceil(2.000001)
+    assert seconds_up(0.000001) == 1
+    assert seconds_up(2.0) == 2
+    assert seconds_up(2.000001) == math.ceil(2.000001)
 
 
 _EXPIRY = """

@@ -461,3 +461,28 @@ async def test_a_rule_whose_key_is_none_gives_way_to_the_next(client):
         r = await web.get("/api/items")
         assert r.headers["x-ratelimit-limit"] == "2"
         assert r.headers["x-ratelimit-remaining"] == "1"
+
+
+async def test_match_all_stops_charging_at_the_first_refusal(client):
+    limiter = RateLimiter(client)
+
+    def by_api_key(request: RequestInfo) -> str | None:
+        value = request.header("x-api-key")
+        return None if value is None else f"key:{value}"
+
+    rules = [
+        RateLimitRule("/*", "1/day", name="ip"),
+        RateLimitRule("/*", "5/day", key=by_api_key, name="key"),
+    ]
+    async with http(starlette_app(limiter, rules, match="all")) as web:
+        headers = {"x-api-key": "abc"}
+        r = await web.get("/api/items", headers=headers)
+        assert r.status_code == 200
+        assert (
+            r.headers["ratelimit-policy"]
+            == '"ip-1-per-86400s";q=1;w=86400, "key-5-per-86400s";q=5;w=86400'
+        )
+        for _ in range(3):
+            assert (await web.get("/api/items", headers=headers)).status_code == 429
+    # the refusals by the IP rule charged nothing to the API key
+    assert (await limiter.peek("key:abc", "5/day", name="key")).remaining == 4

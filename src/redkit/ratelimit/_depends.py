@@ -3,7 +3,6 @@ when ``depends`` is called, so redkit does not need Starlette otherwise.
 (No ``from __future__ import annotations``: FastAPI reads the parameter
 annotations at runtime.)"""
 
-import math
 from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
@@ -11,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ConnectionUnavailable
-from .headers import rate_limit_headers
+from .headers import rate_limit_headers, seconds_up
 from .identity import KeyFunc, Network, RequestInfo, client_ip, safe_key
 from .limiter import Decision, RateLimiter, _Plan
 
@@ -49,7 +48,7 @@ def make_dependency(
         if not decision.allowed:
             wait = decision.retry_after
             if wait is not None:
-                extra["retry-after"] = str(max(1, math.ceil(wait - 1e-9)))
+                extra["retry-after"] = str(max(1, seconds_up(wait)))
             raise HTTPException(429, "Too many requests.", extra)
         for name, value in extra.items():
             response.headers[name] = value

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any, Literal
 
 from ..errors import ConfigError, ConnectionUnavailable
-from .headers import RATE_LIMITED_BODY_CODE, rate_limit_headers, rejection_body
+from .headers import RATE_LIMITED_BODY_CODE, rate_limit_headers, rejection_body, seconds_up
 from .identity import (
     KeyFunc,
     RequestInfo,
@@ -209,11 +208,15 @@ class RateLimitMiddleware:
         if not groups:
             await self.app(scope, receive, send)
             return
+        decisions = []
         try:
-            decisions = [
-                await self.limiter._decide(key, self.limiter._combine(plans), charge=True)
-                for key, plans in groups.items()
-            ]
+            for key, plans in groups.items():
+                decision = await self.limiter._decide(
+                    key, self.limiter._combine(plans), charge=True
+                )
+                decisions.append(decision)
+                if not decision.allowed:
+                    break  # later keys are not charged for a refused request
         except ConnectionUnavailable as exc:
             await _respond(
                 send,
@@ -230,12 +233,12 @@ class RateLimitMiddleware:
         if not decision.allowed:
             wait = decision.retry_after
             message = (
-                f"Too many requests; retry in {max(1, math.ceil(wait))} seconds."
+                f"Too many requests; retry in {max(1, seconds_up(wait))} seconds."
                 if wait is not None
                 else "Too many requests."
             )
             if not self.headers and wait is not None:
-                extra = [(b"retry-after", str(max(1, math.ceil(wait - 1e-9))).encode())]
+                extra = [(b"retry-after", str(max(1, seconds_up(wait))).encode())]
             await _respond(send, 429, rejection_body(RATE_LIMITED_BODY_CODE, message), extra)
             return
         if not extra:

@@ -10,13 +10,13 @@ import math
 
 from .limiter import Decision, RateState
 
-__all__ = ["RATE_LIMITED_BODY_CODE", "rate_limit_headers", "rejection_body"]
+__all__ = ["RATE_LIMITED_BODY_CODE", "rate_limit_headers", "rejection_body", "seconds_up"]
 
 RATE_LIMITED_BODY_CODE = "RATE_LIMITED"
 
 
-def _seconds_up(value: float) -> int:
-    # Rounded up so a client never comes back before the real moment.
+def seconds_up(value: float) -> int:
+    """Whole seconds, rounded up so a client never comes back early."""
     return max(0, math.ceil(value - 1e-9))
 
 
@@ -33,7 +33,7 @@ def _policy(names: tuple[str, ...], states: tuple[RateState, ...]) -> bytes:
     policy = _POLICIES.get(names)
     if policy is None:
         policy = ", ".join(
-            f"{_sf_string(s.name)};q={s.rate.limit};w={_seconds_up(s.rate.period)}" for s in states
+            f"{_sf_string(s.name)};q={s.rate.limit};w={seconds_up(s.rate.period)}" for s in states
         ).encode()
         if len(_POLICIES) < 4096:
             _POLICIES[names] = policy
@@ -53,7 +53,7 @@ def rate_limit_headers(
         # a state's name spells out its rate, so the names alone key the cache
         policy = _policy(tuple(s.name for s in decision.states), decision.states)
         current = ", ".join(
-            f"{_sf_string(s.name)};r={s.remaining};t={_seconds_up(s.reset_after)}"
+            f"{_sf_string(s.name)};r={s.remaining};t={seconds_up(s.reset_after)}"
             for s in decision.states
         )
         out.append((b"ratelimit-policy", policy))
@@ -61,9 +61,9 @@ def rate_limit_headers(
     if classic:
         out.append((b"x-ratelimit-limit", str(decision.limit).encode()))
         out.append((b"x-ratelimit-remaining", str(decision.remaining).encode()))
-        out.append((b"x-ratelimit-reset", str(_seconds_up(decision.reset_after)).encode()))
+        out.append((b"x-ratelimit-reset", str(seconds_up(decision.reset_after)).encode()))
     if not decision.allowed and decision.retry_after is not None:
-        out.append((b"retry-after", str(max(1, _seconds_up(decision.retry_after))).encode()))
+        out.append((b"retry-after", str(max(1, seconds_up(decision.retry_after))).encode()))
     return out
 
 
