@@ -1,8 +1,12 @@
 """Rate limiting on Redis: exact, atomic decisions on Redis time, four
-algorithms, and pure ASGI middleware with the standard headers.
+algorithms, and pure ASGI middleware with the standard headers::
 
->>> limiter = RateLimiter(client, prefix="app", algorithm="sliding_window")  # doctest: +SKIP
->>> decision = await limiter.hit("ip:10.0.0.1", "100/minute")  # doctest: +SKIP
+    limiter = RateLimiter(client, prefix="app", algorithm="sliding_window")
+    decision = await limiter.hit("ip:10.0.0.1", "100/minute")
+    if not decision.allowed:
+        ...  # decision.retry_after seconds from now it will be
+
+See ``docs/ratelimit.md``.
 """
 
 from .asgi import RateLimitMiddleware, RateLimitRule
