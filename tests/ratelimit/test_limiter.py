@@ -315,3 +315,14 @@ async def test_state_outlives_every_reset_while_in_use(client, algorithm):
             assert expires_ms / 1000 >= before + d.reset_after - 0.002, (key, ttl, d)
         checked += 1
     assert checked >= 5
+
+
+async def test_sliding_log_memory_is_bounded_by_the_limit(client):
+    limiter = RateLimiter(client, algorithm="sliding_log")
+    admitted = 0
+    for i in range(60):
+        d = await limiter.hit("k", "10/day", cost=1 + i % 3)
+        admitted += (1 + i % 3) if d.allowed else 0
+    assert admitted == 10
+    members = await client.zcard("app:ratelimit:{k}:sl:10:86400000")
+    assert members == 10  # one per unit of admitted cost, none for refusals
