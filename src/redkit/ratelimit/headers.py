@@ -1,0 +1,72 @@
+"""Rate-limit response headers: the IETF draft's ``RateLimit-Policy`` and
+``RateLimit`` (draft-ietf-httpapi-ratelimit-headers, structured-field form),
+the classic ``X-RateLimit-*`` and ``Retry-After``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+from .limiter import Decision, RateState
+
+__all__ = ["RATE_LIMITED_BODY_CODE", "rate_limit_headers", "rejection_body", "seconds_up"]
+
+RATE_LIMITED_BODY_CODE = "RATE_LIMITED"
+
+
+def seconds_up(value: float) -> int:
+    """Whole seconds, rounded up so a client never comes back early."""
+    return max(0, math.ceil(value - 1e-9))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sf_string(text: str) -> str:
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_POLICIES: dict[tuple[str, ...], bytes] = {}
+
+
+def _policy(names: tuple[str, ...], states: tuple[RateState, ...]) -> bytes:
+    policy = _POLICIES.get(names)
+    if policy is None:
+        policy = ", ".join(
+            f"{_sf_string(s.name)};q={s.rate.limit};w={seconds_up(s.rate.period)}" for s in states
+        ).encode()
+        if len(_POLICIES) < 4096:
+            _POLICIES[names] = policy
+    return policy
+
+
+def rate_limit_headers(
+    decision: Decision, *, draft: bool = True, classic: bool = True
+) -> list[tuple[bytes, bytes]]:
+    """Headers describing ``decision`` (nothing for a degraded, fail-open
+    decision: the numbers are unknown). ``Retry-After`` is added for a
+    rejection that waiting can cure, in whole seconds rounded up."""
+    out: list[tuple[bytes, bytes]] = []
+    if decision.degraded:
+        return out
+    if draft and decision.states:
+        # a state's name spells out its rate, so the names alone key the cache
+        policy = _policy(tuple(s.name for s in decision.states), decision.states)
+        current = ", ".join(
+            f"{_sf_string(s.name)};r={s.remaining};t={seconds_up(s.reset_after)}"
+            for s in decision.states
+        )
+        out.append((b"ratelimit-policy", policy))
+        out.append((b"ratelimit", current.encode()))
+    if classic:
+        out.append((b"x-ratelimit-limit", str(decision.limit).encode()))
+        out.append((b"x-ratelimit-remaining", str(decision.remaining).encode()))
+        out.append((b"x-ratelimit-reset", str(seconds_up(decision.reset_after)).encode()))
+    if not decision.allowed and decision.retry_after is not None:
+        out.append((b"retry-after", str(max(1, seconds_up(decision.retry_after))).encode()))
+    return out
+
+
+def rejection_body(code: str, message: str) -> bytes:
+    """``{"error": {"code": ..., "message": ...}}`` as JSON bytes."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
