@@ -9,6 +9,16 @@ import inspect
 import redkit
 
 EXPECTED = {
+    "RateLimiter",
+    "Rate",
+    "Decision",
+    "RateState",
+    "RateLimitStats",
+    "RateLimitMiddleware",
+    "RateLimitRule",
+    "RequestInfo",
+    "by_client_ip",
+    "by_user_or_ip",
     "Client",
     "Codec",
     "ConfigError",

@@ -18,6 +18,18 @@ from .health import HealthStatus, health
 from .keys import KeySpace
 from .lock import DistributedLock, Lease, LockStats, Permit, Semaphore
 from .metrics import prometheus_text
+from .ratelimit import (
+    Decision,
+    Rate,
+    RateLimiter,
+    RateLimitMiddleware,
+    RateLimitRule,
+    RateLimitStats,
+    RateState,
+    RequestInfo,
+    by_client_ip,
+    by_user_or_ip,
+)
 from .scripts import Script
 from .settings import RedisSettings
 
@@ -26,6 +38,7 @@ __all__ = [
     "Codec",
     "ConfigError",
     "ConnectionUnavailable",
+    "Decision",
     "DistributedLock",
     "HealthStatus",
     "JsonCodec",
@@ -37,13 +50,22 @@ __all__ = [
     "LockStats",
     "MsgpackCodec",
     "Permit",
+    "Rate",
+    "RateLimitMiddleware",
+    "RateLimitRule",
+    "RateLimitStats",
+    "RateLimiter",
+    "RateState",
     "RedisServerError",
     "RedisSettings",
     "RedkitError",
+    "RequestInfo",
     "Script",
     "Semaphore",
     "SerializationError",
     "__version__",
+    "by_client_ip",
+    "by_user_or_ip",
     "close",
     "connect",
     "health",
