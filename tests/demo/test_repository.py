@@ -22,7 +22,7 @@ async def test_repository_seeds_and_crud(tmp_path: Path) -> None:
     repo = UserRepository(tmp_path / "demo.db")
     await repo.init()
     await repo.init()  # a second start does not seed twice
-    users = await repo.list(1, 10)
+    users = await repo.page(1, 10)
     assert [u.username for u in users] == ["alice", "bob"]
     creds = await repo.credentials("alice")
     assert creds is not None
@@ -37,4 +37,4 @@ async def test_repository_seeds_and_crud(tmp_path: Path) -> None:
     assert await repo.delete(carol.id)
     assert not await repo.delete(carol.id)
     assert await repo.get(carol.id) is None
-    assert [u.id for u in await repo.list(2, 1)] == [2]
+    assert [u.id for u in await repo.page(2, 1)] == [2]

@@ -10,11 +10,16 @@ import asyncio
 import dataclasses
 import datetime as dt
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from .passwords import hash_password
 
 __all__ = ["DuplicateUsername", "User", "UserRepository"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SEED_USERS = (
     ("alice", "wonderland", "Alice Liddell", "alice@example.com"),
@@ -57,8 +62,8 @@ class UserRepository:
         conn.row_factory = sqlite3.Row
         return conn
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
-        return await asyncio.to_thread(fn, *args)
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def init(self) -> None:
         """Create the table and the demo users on first run."""
@@ -76,7 +81,7 @@ class UserRepository:
                 )
 
     async def get(self, user_id: int) -> User | None:
-        return await self._run(self._get, user_id)  # type: ignore[no-any-return]
+        return await self._run(self._get, user_id)
 
     def _get(self, user_id: int) -> User | None:
         with self._connect() as conn:
@@ -87,7 +92,7 @@ class UserRepository:
 
     async def credentials(self, username: str) -> tuple[int, str] | None:
         """``(id, password_hash)`` for a username, or None."""
-        return await self._run(self._credentials, username)  # type: ignore[no-any-return]
+        return await self._run(self._credentials, username)
 
     def _credentials(self, username: str) -> tuple[int, str] | None:
         with self._connect() as conn:
@@ -96,10 +101,10 @@ class UserRepository:
             ).fetchone()
         return (int(row["id"]), str(row["password_hash"])) if row else None
 
-    async def list(self, page: int, limit: int) -> list[User]:
-        return await self._run(self._list, page, limit)  # type: ignore[no-any-return]
+    async def page(self, page: int, limit: int) -> list[User]:
+        return await self._run(self._page, page, limit)
 
-    def _list(self, page: int, limit: int) -> list[User]:
+    def _page(self, page: int, limit: int) -> list[User]:
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT id, username, name, email, created_at FROM users "
@@ -109,7 +114,7 @@ class UserRepository:
         return [User(**dict(r)) for r in rows]
 
     async def create(self, username: str, name: str, email: str, password: str) -> User:
-        return await self._run(self._create, username, name, email, password)  # type: ignore[no-any-return]
+        return await self._run(self._create, username, name, email, password)
 
     def _create(self, username: str, name: str, email: str, password: str) -> User:
         try:
@@ -127,7 +132,7 @@ class UserRepository:
         return user
 
     async def update(self, user_id: int, name: str | None, email: str | None) -> User | None:
-        return await self._run(self._update, user_id, name, email)  # type: ignore[no-any-return]
+        return await self._run(self._update, user_id, name, email)
 
     def _update(self, user_id: int, name: str | None, email: str | None) -> User | None:
         with self._connect() as conn:
@@ -139,7 +144,7 @@ class UserRepository:
         return self._get(user_id)
 
     async def delete(self, user_id: int) -> bool:
-        return await self._run(self._delete, user_id)  # type: ignore[no-any-return]
+        return await self._run(self._delete, user_id)
 
     def _delete(self, user_id: int) -> bool:
         with self._connect() as conn:

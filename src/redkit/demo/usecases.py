@@ -62,7 +62,7 @@ class UserService:
         async def load() -> list[User]:
             nonlocal loaded
             loaded = True
-            return await self.repo.list(page, limit)
+            return await self.repo.page(page, limit)
 
         users = await self.cache.get_or_set(
             f"user:list:{page}:{limit}", load, ttl=LIST_TTL, tags=["users"], type=list[User]
