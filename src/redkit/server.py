@@ -114,6 +114,9 @@ def free_port(host: str = "127.0.0.1", *, with_bus: bool = False) -> int:
 
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As redis-server does: connections the stopped server closed linger
+        # in TIME_WAIT and must not make its own port look taken on restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
