@@ -16,8 +16,7 @@ from redis.asyncio import Redis
 
 import redkit.cache
 from redkit import SerializationError
-from redkit.cache import MISSING, Cache, CacheStats, LocalCache
-from redkit.cache import _envelope, _messages
+from redkit.cache import MISSING, Cache, CacheStats, LocalCache, _envelope, _messages
 
 FIXTURES = Path("/work/shared/fixtures/seed")
 
@@ -69,7 +68,7 @@ async def test_typed_round_trips(client: Any) -> None:
         ("users:list", [User("1", "A"), User("2", "B")], list[User]),
         ("plain", {"a": [1, 2.5, "x", None]}, None),
     ]
-    for key, value, tp in values:
+    for key, value, _ in values:
         assert await cache.set(key, value, ttl=60) is True
     for key, value, tp in values:
         got = await cache.get(key, type=tp)
@@ -173,14 +172,23 @@ async def test_ttl_jitter_spreads_expiry(client: Any) -> None:
 
 async def test_invalid_keys_raise_value_error(client: Any) -> None:
     cache = Cache(client)
-    for bad in ("", "a\nb", "a\x00b", "x" * 600, "_cache:gen", "a}b", 42):
-        with pytest.raises(ValueError):
+    bad_keys = {
+        "": "empty",
+        "a\nb": "control character",
+        "a\x00b": "control character",
+        "x" * 600: "at most 512",
+        "_cache:gen": "reserved",
+        "a}b": "hash tag",
+        42: "must be a string",
+    }
+    for bad, why in bad_keys.items():
+        with pytest.raises(ValueError, match=why):
             await cache.get(bad)  # type: ignore[arg-type]
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=why):
             await cache.set(bad, 1, ttl=10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tag"):
         await cache.set("k", 1, ttl=10, tags=["bad\ttag"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="prefix"):
         Cache(client, prefix="a{b}")
     if isinstance(client, Redis):
         assert await client.dbsize() == 0
@@ -245,7 +253,8 @@ async def test_large_values_are_compressed(client: Any) -> None:
     small = {"a": 1}
     await cache.set("small", small, ttl=60)
     stored = await client.get("app:small")
-    assert stored is not None and not stored[1] & _envelope.COMPRESSED
+    assert stored is not None
+    assert not stored[1] & _envelope.COMPRESSED
     # the local tier holds the decompressed payload
     local_cache = Cache(client, compress_above=1024, local=LocalCache())
     assert await local_cache.start()

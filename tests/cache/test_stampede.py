@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import textwrap
 import time
@@ -58,7 +57,9 @@ async def test_single_flight_in_one_process(client: Any) -> None:
         return {"n": 7}
 
     try:
-        results = await asyncio.gather(*(cache.get_or_set("cold", load, ttl=60) for _ in range(200)))
+        results = await asyncio.gather(
+            *(cache.get_or_set("cold", load, ttl=60) for _ in range(200))
+        )
         assert calls == 1
         assert results == [{"n": 7}] * 200
         # every caller but the loader got its own decoded copy
@@ -242,6 +243,7 @@ async def test_early_refresh_off(client: Any) -> None:
     assert cache.stats().early_refreshes == 0
 
 
+_SRC = str(Path(redkit.__file__).resolve().parent.parent)
 _WORKER = textwrap.dedent(
     """
     import asyncio, dataclasses, json, sys
@@ -280,13 +282,17 @@ _WORKER = textwrap.dedent(
 
 async def test_four_processes_call_the_loader_once(client: Any) -> None:
     host, port, cluster = _address(client)
-    src = str(Path(redkit.__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=src)
+    env = dict(os.environ, PYTHONPATH=_SRC)
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, host, str(port), "1" if cluster else "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WORKER,
+            host,
+            str(port),
+            "1" if cluster else "0",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env=env,
         )
         for _ in range(4)
@@ -295,19 +301,19 @@ async def test_four_processes_call_the_loader_once(client: Any) -> None:
         deadline = time.monotonic() + 60
         while int(await client.get("mp-test:ready") or 0) < 4:
             assert time.monotonic() < deadline, "workers did not start"
-            assert all(p.poll() is None for p in procs), "a worker died at start-up"
+            assert all(p.returncode is None for p in procs), "a worker died at start-up"
             await asyncio.sleep(0.02)
         await client.set("mp-test:go", 1)
         outputs = []
         for proc in procs:
-            out, err = await asyncio.to_thread(proc.communicate, timeout=60)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
             assert proc.returncode == 0, err.decode()
             outputs.append(json.loads(out.decode().strip().splitlines()[-1]))
     finally:
         for proc in procs:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
-                proc.wait()
+                await proc.wait()
     assert await client.get("mp-test:loader-calls") == b"1"
     assert sorted(o["loads"] for o in outputs) == [0, 0, 0, 1]
     assert all(o["errors"] == 0 for o in outputs)

@@ -538,7 +538,7 @@ class Cache:
             elif not self._closed:
                 self._ensure_listener()
             token = local.fill_token(full)
-        if self._sync_due <= time.monotonic() and not await self._sync() and self._gen is None:
+        if self._sync_due <= time.monotonic() and not await self._sync():
             return default
         try:
             raw = await self._client.get(full)
@@ -563,7 +563,7 @@ class Cache:
         """Whether ``key`` holds a current value (one round trip, reading
         only the value's header). False when Redis cannot be reached."""
         full = self._full_key(key)
-        if self._sync_due <= time.monotonic() and not await self._sync() and self._gen is None:
+        if self._sync_due <= time.monotonic() and not await self._sync():
             return False
         try:
             head = await self._client.getrange(full, 0, _HEADER_SIZE - 1)
@@ -578,8 +578,10 @@ class Cache:
     # ---------------------------------------------------------------- writes
 
     async def _ready(self) -> bool:
-        if self._gen is None or self._sync_due <= time.monotonic():
-            await self._sync()
+        # A failed generation read means Redis did not answer just now: skip
+        # the write instead of waiting for a second timeout.
+        if (self._gen is None or self._sync_due <= time.monotonic()) and not await self._sync():
+            return False
         return self._gen is not None
 
     def _message(self, **fields: Any) -> bytes:
@@ -802,7 +804,7 @@ class Cache:
         if cache_none is None:
             cache_none = self.cache_none
         redis_up = True
-        if self._sync_due <= time.monotonic() and not await self._sync() and self._gen is None:
+        if self._sync_due <= time.monotonic() and not await self._sync():
             redis_up = False
         else:
             try:

@@ -170,3 +170,31 @@ class CachedFunction(Generic[T]):
     async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Delete the cached result for these arguments; True if there was one."""
         return bool(await self.cache.delete(self.key(*args, **kwargs)))
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        # Decorating a method: bind like a function would.
+        if instance is None:
+            return self
+        return BoundCachedFunction(self, instance)
+
+
+class BoundCachedFunction(Generic[T]):
+    """A :class:`CachedFunction` that is a method, bound to its instance."""
+
+    __slots__ = ("__func__", "__self__")
+
+    def __init__(self, func: CachedFunction[T], instance: Any) -> None:
+        self.__func__ = func
+        self.__self__ = instance
+
+    def __repr__(self) -> str:
+        return f"<bound {self.__func__!r} of {self.__self__!r}>"
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> T:
+        return await self.__func__(self.__self__, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return self.__func__.key(self.__self__, *args, **kwargs)
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        return await self.__func__.invalidate(self.__self__, *args, **kwargs)

@@ -1,0 +1,162 @@
+"""Fail open: with Redis stopped or paused, reads are misses, writes are
+logged and counted, get_or_set serves the loader, all within the timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import redkit
+from redkit.cache import MISSING, Cache
+from redkit.testing import settings_for
+
+TIMEOUT = 0.5
+
+
+async def _cache_on(server: Any, **options: Any) -> tuple[Any, Cache]:
+    client = await redkit.connect(
+        settings_for(server, read_timeout=TIMEOUT, write_timeout=TIMEOUT, connect_timeout=TIMEOUT)
+    )
+    return client, Cache(client, **options)
+
+
+async def _exercise_down_redis(cache: Cache) -> None:
+    """Every operation with Redis unreachable: no Redis exception escapes,
+    each call returns within a few timeouts."""
+    budget = 4 * TIMEOUT + 1.0
+    loads = 0
+
+    async def load() -> dict[str, str]:
+        nonlocal loads
+        loads += 1
+        return {"from": "loader"}
+
+    checks: list[tuple[str, Any, Any]] = [
+        ("get", lambda: cache.get("k", default=MISSING), MISSING),
+        ("get", lambda: cache.get("k"), None),
+        ("exists", lambda: cache.exists("k"), False),
+        ("set", lambda: cache.set("k", 1, ttl=60), False),
+        ("set tagged", lambda: cache.set("k", 1, ttl=60, tags=["t"]), False),
+        ("delete", lambda: cache.delete("k"), 0),
+        ("get_or_set", lambda: cache.get_or_set("k", load, ttl=60), {"from": "loader"}),
+        ("invalidate_tags", lambda: cache.invalidate_tags("t"), 0),
+        ("delete_pattern", lambda: cache.delete_pattern("k*"), 0),
+        ("clear", lambda: cache.clear(), False),
+    ]
+    for name, call, expected in checks:
+        started = time.monotonic()
+        assert await call() == expected, name
+        elapsed = time.monotonic() - started
+        assert elapsed < budget, f"{name} took {elapsed:.2f}s"
+
+    class LoaderError(Exception):
+        pass
+
+    async def broken() -> None:
+        raise LoaderError("from the loader")
+
+    with pytest.raises(LoaderError, match="from the loader"):
+        await cache.get_or_set("other", broken, ttl=60)
+    assert loads == 1
+
+
+async def test_stopped_server(fresh_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client, cache = await _cache_on(fresh_server)
+    try:
+        await cache.set("k", "cached", ttl=60)
+        assert await cache.get("k") == "cached"
+        fresh_server.stop()
+        caplog.set_level(logging.DEBUG, logger="redkit.cache")
+        await _exercise_down_redis(cache)
+        stats = cache.stats()
+        assert stats.errors >= 10
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        # one warning when Redis goes away, details at debug level after that
+        assert len(warnings) == 1
+        assert "serving without Redis" in warnings[0].getMessage()
+        fresh_server.restart()
+
+        async def answers() -> bool:
+            return await cache.set("k", "again", ttl=60)
+
+        deadline = time.monotonic() + 10
+        while not await answers():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await cache.get("k") == "again"
+        assert "reaches Redis again" in caplog.text
+    finally:
+        await cache.aclose()
+        await client.aclose()
+
+
+async def test_paused_server(fresh_server: Any) -> None:
+    client, cache = await _cache_on(fresh_server)
+    try:
+        await cache.set("k", "cached", ttl=60)
+        with fresh_server.paused():
+            await _exercise_down_redis(cache)
+        assert cache.stats().errors >= 10
+
+        # the server is back: connections that timed out are replaced
+        async def works() -> bool:
+            return await cache.get("k") == "cached"
+
+        deadline = time.monotonic() + 10
+        while not await works():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await cache.aclose()
+        await client.aclose()
+
+
+async def test_pause_during_concurrent_get_or_set(fresh_server: Any) -> None:
+    client, cache = await _cache_on(fresh_server)
+    calls = 0
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return "loaded"
+
+    try:
+        await cache.get("warm-up")
+        with fresh_server.paused():
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(cache.get_or_set("cold", load, ttl=60) for _ in range(20))
+            )
+            elapsed = time.monotonic() - started
+        assert results == ["loaded"] * 20
+        assert calls == 1  # single flight holds without Redis too
+        assert elapsed < 4 * TIMEOUT + 1.0
+    finally:
+        await cache.aclose()
+        await client.aclose()
+
+
+async def test_decorated_function_still_answers_without_redis(fresh_server: Any) -> None:
+    client, cache = await _cache_on(fresh_server)
+    calls = 0
+
+    @cache.cached(ttl=60, key="user:{user_id}")
+    async def get_user(user_id: str) -> dict[str, str]:
+        nonlocal calls
+        calls += 1
+        return {"id": user_id}
+
+    try:
+        assert await get_user("1") == {"id": "1"}
+        fresh_server.stop()
+        assert await get_user("1") == {"id": "1"}
+        assert await get_user.invalidate("1") is False
+        assert calls == 2
+    finally:
+        await cache.aclose()
+        await client.aclose()
