@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import pytest
 
+from redkit import SerializationError
 from redkit.cache import MISSING, Cache
 
 
@@ -64,6 +65,7 @@ async def test_templates_over_several_arguments_and_defaults(client: Any) -> Non
     assert calls == 1
     assert await orders(5, 2) == [5, 2]
     assert calls == 2
+    assert orders.key(5, 2) == "orders:5:2"
     assert await cache.exists("orders:5:2")
     assert await cache.invalidate_tags("orders:5") == 2
     assert await orders(5) == [5, 1]
@@ -126,6 +128,19 @@ async def test_default_key_and_methods(client: Any) -> None:
     assert one.calls + two.calls == 2
 
 
+async def test_format_specs_and_similar_names(client: Any) -> None:
+    cache = Cache(client)
+
+    @cache.cached(ttl=60, key="p:{{literal}}:{user}:{user_id:>4}:{user!r}")
+    async def f(user: str, user_id: int) -> str:
+        return f"{user}-{user_id}"
+
+    assert f.key("a", 7) == "p:{literal}:a:   7:'a'"
+    assert await f("a", 7) == "a-7"
+    assert await f(user="a", user_id=7) == "a-7"
+    assert await cache.get("p:{literal}:a:   7:'a'") == "a-7"
+
+
 def test_bad_declarations(redis_client: Any) -> None:
     cache = Cache(redis_client)
     with pytest.raises(ValueError, match="'uid'"):
@@ -156,6 +171,25 @@ def test_bad_declarations(redis_client: Any) -> None:
         cache.cached(ttl=0, key="x")
     with pytest.raises(ValueError, match="default_ttl"):
         Cache(redis_client, default_ttl=None).cached(key="x")
+
+
+async def test_undecodable_return_annotation_is_a_loud_error(redis_client: Any) -> None:
+    cache = Cache(redis_client)
+
+    @cache.cached(ttl=60, key="x:{n}")
+    async def odd(n: int) -> dict[str, object]:
+        return {"n": n}
+
+    assert await odd(1) == {"n": 1}  # the miss returns the function's value
+    with pytest.raises(SerializationError, match="cannot decode into object"):
+        await odd(1)  # a hit cannot be built as dict[str, object]: said loudly
+
+    @cache.cached(ttl=60, key="y:{n}", type=dict)
+    async def fixed(n: int) -> dict[str, object]:
+        return {"n": n}
+
+    assert await fixed(1) == {"n": 1}
+    assert await fixed(1) == {"n": 1}
 
 
 async def test_bad_argument_values_make_bad_keys(client: Any) -> None:

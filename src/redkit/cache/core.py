@@ -487,6 +487,8 @@ class Cache:
             payload = _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
             return self._codec.decode(payload, type)
         except (SerializationError, zlib.error) as exc:
+            if isinstance(exc.__cause__, NotImplementedError):
+                raise  # the requested type has no decoding: the caller's bug, not the data's
             self._undecodable(full, str(exc))
             return _NOTHING
 
@@ -498,7 +500,9 @@ class Cache:
             return _NOTHING
         try:
             value = self._codec.decode(payload, type)
-        except SerializationError:
+        except SerializationError as exc:
+            if isinstance(exc.__cause__, NotImplementedError):
+                raise
             # Stored by a call that decoded it as another type; Redis decides.
             return _NOTHING
         self._n_local_hits += 1

@@ -94,6 +94,23 @@ class CachedFunction(Generic[T]):
         self._key_template = key
         self._static_key = not _template_fields(key, "key")
         self._static_tags = all(not _template_fields(t, "tag") for t in self._tags)
+        # Fast path for the common call f(a, b): a template over positional
+        # parameters becomes "user:{0}", formatted straight from args.
+        self._fast_key: str | None = None
+        self._fast_need = 0
+        parsed = list(string.Formatter().parse(key))
+        fields = [name for _lit, name, _spec, _conv in parsed if name]
+        if self._simple and fields and all(f in self._positional for f in fields):
+            index = {name: i for i, name in enumerate(self._positional)}
+            pieces = []
+            for literal, name, spec, conv in parsed:
+                pieces.append(literal.replace("{", "{{").replace("}", "}}"))
+                if name:
+                    conversion = f"!{conv}" if conv else ""
+                    format_spec = f":{spec}" if spec else ""
+                    pieces.append(f"{{{index[name]}{conversion}{format_spec}}}")
+            self._fast_key = "".join(pieces)
+            self._fast_need = max(index[f] for f in fields) + 1
 
     def __repr__(self) -> str:
         return f"<cached {self._func.__qualname__} key={self._key_template!r}>"
@@ -150,9 +167,18 @@ class CachedFunction(Generic[T]):
         return tp
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
+        tags: Sequence[str]
         if self._static_key and self._static_tags:
             key = self._key_template
-            tags: Sequence[str] = self._tags
+            tags = self._tags
+        elif (
+            self._fast_key is not None
+            and self._static_tags
+            and not kwargs
+            and self._fast_need <= len(args) <= len(self._positional)
+        ):
+            key = self._fast_key.format(*args)
+            tags = self._tags
         else:
             values = self._arguments(args, kwargs)
             key = self._key_template.format_map(values)
