@@ -124,6 +124,38 @@ async def test_clear_is_one_increment_and_hides_everything(client: Any) -> None:
     assert await other.get("x") == 1
 
 
+async def test_clear_survives_a_lost_generation_key(client: Any) -> None:
+    """If the generation key vanishes (evicted under memory pressure),
+    values written before are not resurrected."""
+    cache = Cache(client, sync_interval=0.1)
+    await cache.set("k", "old", ttl=60)
+    await client.delete("app:_cache:gen")
+    other = Cache(client)
+    assert await other.get("k", default=MISSING) is MISSING  # new random generation
+
+    async def first_sees_miss() -> bool:
+        return await cache.get("k", default=MISSING) is MISSING
+
+    await _eventually(first_sees_miss, timeout=3.0)
+
+
+async def test_clear_on_a_shared_channel_stays_with_its_prefix(client: Any) -> None:
+    a = Cache(client, prefix="a", channel="shared", local=LocalCache())
+    b = Cache(client, prefix="b", channel="shared", local=LocalCache())
+    assert await a.start()
+    assert await b.start()
+    await b.set("k", 1, ttl=60)
+    await a.clear()
+    await a.clear()
+    # b never adopts a's generation: its values stay readable, locally too
+    for _ in range(20):
+        assert await b.get("k") == 1
+        await asyncio.sleep(0.01)
+    assert b.stats().local_hits > 0
+    await a.aclose()
+    await b.aclose()
+
+
 async def test_clear_reaches_other_instances(client: Any) -> None:
     writer = Cache(client)
     # no channel: learns the generation by re-reading it every sync_interval
@@ -157,7 +189,9 @@ async def test_delete_pattern_scans_every_primary(client: Any) -> None:
         await cache.set(f"user:list:{i}", [i], ttl=60)
     await cache.set("user:1", 1, ttl=60, tags=["users"])
     await cache.set("user:listing", 2, ttl=60)
-    await cache.clear()  # a generation key exists now
+    await cache.clear()
+    generation = await client.get("app:_cache:gen")
+    assert generation is not None
     await cache.set("user:list:0", [0], ttl=60)
     if isinstance(client, RedisCluster):
         nodes = {client.get_node_from_key(f"app:user:list:{i}").name for i in range(40)}
@@ -169,7 +203,7 @@ async def test_delete_pattern_scans_every_primary(client: Any) -> None:
     # a catch-all pattern never touches the cache's own bookkeeping
     deleted = await cache.delete_pattern("*")
     assert deleted == 2
-    assert await client.get("app:_cache:gen") == b"1"
+    assert await client.get("app:_cache:gen") == generation
     assert await client.exists("app:_cache:tag:users") == 1
     # literal prefix: glob characters in the prefix are not wildcards
     odd = Cache(client, prefix="a*")

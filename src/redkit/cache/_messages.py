@@ -3,8 +3,8 @@
 
 Payloads redkit writes (every field optional)::
 
-    {"keys": ["user:42", ...]}           keys to evict, relative to the prefix
-    {"generation": 7}                    clear(): the namespace moved on
+    {"keys": ["user:42", ...], "prefix": "app"}   keys to evict under a prefix
+    {"generation": 7, "prefix": "app"}   clear(): the prefix's namespace moved on
     {"entity": "user", "id": "42", "action": "update"}   Invalidator events
     "origin": "<instance id>"            the writer, which ignores its own echo
 
@@ -34,6 +34,7 @@ class Envelope(msgspec.Struct):
 
 class Invalidation(msgspec.Struct, omit_defaults=True):
     keys: list[str] | None = None
+    prefix: str | None = None
     generation: int | None = None
     entity: str | None = None
     id: str | None = None

@@ -255,7 +255,7 @@ class Cache:
         self._keys: dict[str, str] = {}
         # Namespace generation and the Redis clock, learnt by _sync().
         self._gen: int | None = None
-        self._gen_seen = -1
+        self._gen_changes = 0
         self._offset_ms = 0.0
         self._sync_due = 0.0
         self._first_sync: asyncio.Future[bool] | None = None
@@ -417,29 +417,31 @@ class Cache:
         return await asyncio.shield(first)
 
     async def _read_generation(self) -> bool:
+        seq = self._gen_changes
         started = time.time()
         try:
-            gen, (sec, usec) = await _SYNC(self._client, [self._gen_key])
+            gen, (sec, usec) = await _SYNC(
+                self._client, [self._gen_key], [random.randrange(1, 1 << 31)]
+            )
         except _FAILURES as exc:
             self._failed("read the cache generation", self._gen_key, exc)
             self._sync_due = time.monotonic() + min(self.sync_interval, 0.5)
             return False
         finished = time.time()
         self._offset_ms = int(sec) * 1000.0 + int(usec) / 1000.0 - (started + finished) * 500.0
-        if self._set_generation(int(gen)):
+        # A clear() announced while this read was in flight is newer than
+        # what the read saw: keep it.
+        if seq == self._gen_changes and self._set_generation(int(gen)):
             self._flush_local()
         self._sync_due = time.monotonic() + self.sync_interval
         self._recovered()
         return True
 
     def _set_generation(self, gen: int) -> bool:
-        """Adopt ``gen`` unless a newer one is known (messages and periodic
-        reads may arrive out of order); True when the generation moved on."""
-        if gen <= self._gen_seen:
-            return False
-        moved = self._gen is not None
-        self._gen_seen = gen
-        self._gen = gen & 0xFFFFFFFF
+        """Adopt ``gen``; True when it replaced a different known generation."""
+        gen &= 0xFFFFFFFF
+        moved = self._gen is not None and gen != self._gen
+        self._gen = gen
         return moved
 
     # --------------------------------------------------------------- failure
@@ -636,7 +638,7 @@ class Cache:
         raw = _envelope.pack(
             payload, self._gen, int(self._server_ms()) + ttl_ms, delta_ms, self.compress_above
         )
-        message = self._message(keys=[key])
+        message = self._message(keys=[key], prefix=self.prefix)
         lease_key = self._lease_key(full)
         args = (raw, ttl_ms, lease_token, self.channel, message)
         try:
@@ -673,7 +675,7 @@ class Cache:
             self._failed("delete", fulls[0], exc)
             return 0
         self._n_deletes += removed
-        await self._announce(keys=list(keys))
+        await self._announce(keys=list(keys), prefix=self.prefix)
         return removed
 
     async def _announce(self, **fields: Any) -> None:
@@ -713,7 +715,9 @@ class Cache:
                     except _FAILURES:
                         log.error("cache lost tag members of %s that were not deleted", tag_key)
                     return total
-                await self._announce(keys=[self._keyspace.strip(m) for m in members])
+                await self._announce(
+                    keys=[self._keyspace.strip(m) for m in members], prefix=self.prefix
+                )
         self._n_invalidations += 1
         return total
 
@@ -750,7 +754,7 @@ class Cache:
             self._local.evict(names)
         removed = int(await self._client.delete(*names))
         self._n_deletes += removed
-        await self._announce(keys=[self._keyspace.strip(n) for n in names])
+        await self._announce(keys=[self._keyspace.strip(n) for n in names], prefix=self.prefix)
         return removed
 
     async def clear(self) -> bool:
@@ -765,10 +769,11 @@ class Cache:
         except _FAILURES as exc:
             self._failed("clear", self._gen_key, exc)
             return False
+        self._gen_changes += 1
         self._set_generation(gen)
         self._flush_local()
         self._n_invalidations += 1
-        await self._announce(generation=gen)
+        await self._announce(generation=gen, prefix=self.prefix)
         return True
 
     # ----------------------------------------------------------- get_or_set
@@ -1133,9 +1138,11 @@ class Cache:
             # A bare cache.invalidate (the Go service sends payload null):
             # nothing says what changed, so nothing local is trusted.
             self._flush_local()
-        elif inv.origin != self._origin:
-            if inv.generation is not None and self._set_generation(inv.generation):
-                self._flush_local()
+        elif inv.origin != self._origin and inv.prefix in (None, self.prefix):
+            if inv.generation is not None and inv.prefix == self.prefix:
+                self._gen_changes += 1
+                if self._set_generation(inv.generation):
+                    self._flush_local()
             if inv.keys and self._local is not None:
                 fulls = []
                 for rel in inv.keys:
