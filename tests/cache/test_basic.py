@@ -18,7 +18,20 @@ import redkit.cache
 from redkit import SerializationError
 from redkit.cache import MISSING, Cache, CacheStats, LocalCache, _envelope, _messages
 
-FIXTURES = Path("/work/shared/fixtures/seed")
+# The Go service's golden records: the repository's copy, or the shared seed
+# directory they were copied from.
+FIXTURES = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parents[1] / "fixtures" / "go",
+            Path("/work/shared/fixtures/seed"),
+        )
+        if path.is_dir()
+    ),
+    Path(__file__).resolve().parents[1] / "fixtures" / "go",
+)
+GOLDEN = {path.stem: path.read_bytes().strip() for path in sorted(FIXTURES.glob("*.json"))}
 
 
 @dataclasses.dataclass
@@ -297,14 +310,42 @@ async def test_decode_responses_client_is_refused(redis_server: Any) -> None:
         await client.aclose()
 
 
+class SessionRecord(msgspec.Struct):
+    id: str
+    user_id: str
+    data: dict[str, Any]
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+async def test_golden_json_round_trips(client: Any) -> None:
+    """The Go service's records go through the cache byte for byte: the
+    payload after redkit's header is the golden JSON itself."""
+    cache = Cache(client)
+    assert len(GOLDEN) == 3
+    for name, golden in GOLDEN.items():
+        value = msgspec.json.decode(golden)
+        await cache.set(f"golden:{name}", value, ttl=60)
+        stored = await client.get(f"app:golden:{name}")
+        assert stored is not None
+        assert stored[_envelope.HEADER_SIZE :] == golden
+        assert await cache.get(f"golden:{name}") == value
+    record = msgspec.json.decode(GOLDEN["session_record"], type=SessionRecord)
+    await cache.set("session", record, ttl=60)
+    back = await cache.get("session", type=SessionRecord)
+    assert back == record
+    assert back is not None
+    assert back.created_at == dt.datetime(2026, 11, 26, 11, 4, 5, 500000, tzinfo=dt.timezone.utc)
+
+
 def test_golden_invalidate_event_decodes() -> None:
-    raw = (FIXTURES / "event_utc_nopayload.json").read_bytes().strip()
+    raw = GOLDEN["event_utc_nopayload"]
     event = _messages.decode(raw)
     assert event.type == "cache.invalidate"
     assert event.payload is None
     assert event.source == "worker"
     assert event.timestamp == "2026-11-26T11:04:05Z"
-    other = _messages.decode((FIXTURES / "event_user_created.json").read_bytes())
+    other = _messages.decode(GOLDEN["event_user_created"])
     assert other.type == "user.created"
     assert other.payload["roles"] == ["admin", "ops"]
 

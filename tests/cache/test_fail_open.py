@@ -160,3 +160,54 @@ async def test_decorated_function_still_answers_without_redis(fresh_server: Any)
     finally:
         await cache.aclose()
         await client.aclose()
+
+
+async def test_paused_mid_run(fresh_server: Any) -> None:
+    """A steady stream of reads and writes while the server is paused and
+    resumed under it: every call returns a correct value, none raises."""
+    client, cache = await _cache_on(fresh_server)
+    loads = 0
+
+    async def load() -> dict[str, int]:
+        nonlocal loads
+        loads += 1
+        return {"v": 1}
+
+    results: list[Any] = []
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        while not stop.is_set():
+            results.append(await cache.get_or_set("hot", load, ttl=60))
+            results.append(await cache.set("written", {"v": 1}, ttl=60))
+            results.append(await cache.get("written", default=MISSING))
+            await asyncio.sleep(0.005)
+
+    try:
+        workers = [asyncio.ensure_future(traffic()) for _ in range(4)]
+
+        async def served(count: int) -> None:
+            deadline = time.monotonic() + 10
+            start = len(results)
+            while len(results) - start < count:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+
+        await served(30)
+        errors_before = cache.stats().errors
+        with fresh_server.paused():
+            await served(12)  # calls keep completing, through timeouts
+        await served(60)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*workers), 10)
+        assert cache.stats().errors > errors_before
+        for value in results:
+            assert value in ({"v": 1}, True, False, MISSING)
+        # back to normal: hits again
+        hits = cache.stats().hits
+        assert await cache.get_or_set("hot", load, ttl=60) == {"v": 1}
+        assert cache.stats().hits == hits + 1
+    finally:
+        stop.set()
+        await cache.aclose()
+        await client.aclose()

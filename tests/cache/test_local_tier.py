@@ -14,7 +14,20 @@ import redkit
 from redkit.cache import MISSING, Cache, LocalCache
 from redkit.testing import settings_for
 
-FIXTURES = Path("/work/shared/fixtures/seed")
+# The Go service's golden records: the repository's copy, or the shared seed
+# directory they were copied from.
+FIXTURES = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parents[1] / "fixtures" / "go",
+            Path("/work/shared/fixtures/seed"),
+        )
+        if path.is_dir()
+    ),
+    Path(__file__).resolve().parents[1] / "fixtures" / "go",
+)
+GO_BARE_INVALIDATE = (FIXTURES / "event_utc_nopayload.json").read_bytes().strip()
 
 
 async def _another_client(client: Any) -> Any:
@@ -164,8 +177,7 @@ async def test_go_bare_invalidate_event_flushes_the_local_tier(client: Any) -> N
         await cache.set("k", 1, ttl=60)
         assert await cache.get("k") == 1
         assert len(cache.local or []) == 1
-        golden = (FIXTURES / "event_utc_nopayload.json").read_bytes().strip()
-        await client.publish(cache.channel, golden)
+        await client.publish(cache.channel, GO_BARE_INVALIDATE)
 
         async def flushed() -> bool:
             return len(cache.local or []) == 0
