@@ -108,6 +108,34 @@ async def test_lease_makes_other_instances_wait(client: Any) -> None:
         await other_client.aclose()
 
 
+async def test_a_late_miss_finds_the_value_a_concurrent_load_wrote(client: Any) -> None:
+    """A caller whose GET missed just before another load wrote the value
+    (and released its lease) must not load again: the lease script re-reads
+    the key. This is the window the 4-process test hits under CPU load."""
+    cache = Cache(client)
+    writer = Cache(client)
+    calls = 0
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        return "second load"
+
+    assert await cache.get("k") is None  # the miss ...
+    await writer.set("k", "first load", ttl=60)  # ... then someone fills it
+    # ... then the caller goes on from its miss, as get_or_set does
+    full = cache.key("k")
+    result = await cache._fill(full, "k", load, 60_000, [], None, True, True)
+    assert result == "first load"
+    assert calls == 0
+    # a value from before clear() does not count as found
+    await writer.clear()
+    await cache._sync()
+    result = await cache._fill(full, "k", load, 60_000, [], None, True, True)
+    assert result == "second load"
+    assert calls == 1
+
+
 async def test_waiters_give_up_after_wait_timeout(client: Any) -> None:
     cache = Cache(client, wait_timeout=0.3)
     # another process holds the lease and will never write

@@ -44,6 +44,7 @@ _FAILURES = (RedisError, RedisClusterException, OSError)
 _RESERVED = "_cache:"
 _HEADER_UNPACK = _envelope.HEADER.unpack_from
 _HEADER_SIZE = _envelope.HEADER_SIZE
+_GEN_BYTES = struct.Struct("<I")
 _MAGIC = _envelope.MAGIC
 _KEY_MEMO_LIMIT = 4096
 _MIN_REFRESH_WINDOW_MS = 100
@@ -941,29 +942,33 @@ class Cache:
 
     async def _await_lease(self, full: str, lease_key: str) -> bytes | str | None:
         """The payload someone else stored meanwhile, our lease token, or
-        None when the wait timed out (the caller loads without a lease)."""
+        None when the wait timed out (the caller loads without a lease).
+
+        The script re-reads the key and takes the lease atomically, and only
+        a value of the current generation counts as stored: a caller whose
+        miss was answered late, or who saw a stale value, finds the value a
+        concurrent load wrote instead of loading again."""
         token = os.urandom(12).hex()
         lease_ms = int(self.lease_ttl * 1000)
+        assert self._gen is not None
+        generation = _GEN_BYTES.pack(self._gen)
         deadline = time.monotonic() + self.wait_timeout
-        ignore_value = "1"  # the caller has just seen a miss or a stale value
         delay = _POLL_FIRST
         waited = False
         while True:
-            reply = await _LEASE(self._client, (full, lease_key), (token, lease_ms, ignore_value))
+            reply = await _LEASE(self._client, (full, lease_key), (token, lease_ms, generation))
             state = int(reply[0])
             if state == 2:
                 return token
             if state == 1:
                 raw = reply[1]
-                value = self._parse(raw, full, None) if self._gen is not None else _NOTHING
-                if value is not _NOTHING:
-                    _magic, flags, _gen, _expiry, _delta = _HEADER_UNPACK(raw)
-                    payload: bytes = (
-                        _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
-                    )
-                    return payload
-                ignore_value = "1"
-                continue
+                if self._parse(raw, full, None) is _NOTHING:
+                    return None  # our generation but unreadable: load, no lease
+                _magic, flags, _gen, _expiry, _delta = _HEADER_UNPACK(raw)
+                payload: bytes = (
+                    _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
+                )
+                return payload
             if not waited:
                 waited = True
                 self._n_stampede_waits += 1
@@ -972,7 +977,6 @@ class Cache:
                 return None
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _POLL_MAX)
-            ignore_value = "0"
 
     async def _release(self, lease_key: str, token: str) -> None:
         try:
