@@ -165,6 +165,11 @@ async def test_ttl_rules(client: Any) -> None:
     assert await client.exists("app:k") == 0
     assert await cache.set("k", 1, ttl=dt.timedelta(seconds=30))
     assert 0 < await client.pttl("app:k") <= 30_000
+    # checked on a hit too, not only when the loader runs
+    for bad in (0, -5, True, "1"):
+        with pytest.raises(ValueError, match="ttl"):
+            await cache.get_or_set("k", lambda: 2, ttl=bad)  # type: ignore[arg-type]
+    assert await cache.get_or_set("k", lambda: 2, ttl=dt.timedelta(minutes=1)) == 1
     with pytest.raises(ValueError, match="default_ttl"):
         Cache(client, default_ttl=0)
 

@@ -254,6 +254,7 @@ class Cache:
         self._gen_key = f"{self._head}{_RESERVED}gen"
         self._origin = os.urandom(8).hex()
         self._keys: dict[str, str] = {}
+        self._tags_memo: dict[str, str] = {}
         # Namespace generation and the Redis clock, learnt by _sync().
         self._gen: int | None = None
         self._gen_changes = 0
@@ -378,7 +379,18 @@ class Cache:
             return []
         if isinstance(tags, str):
             tags = [tags]
-        return list(dict.fromkeys(self._tag_key(t) for t in tags))
+        memo = self._tags_memo
+        keys = []
+        for tag in tags:
+            tag_key = memo.get(tag) if isinstance(tag, str) else None
+            if tag_key is None:
+                tag_key = self._tag_key(tag)
+                if len(memo) >= _KEY_MEMO_LIMIT:
+                    memo.clear()
+                memo[tag] = tag_key
+            if tag_key not in keys:
+                keys.append(tag_key)
+        return keys
 
     def _lease_key(self, full: str) -> str:
         # Same hash slot as the value key, so lease.lua and set.lua may
@@ -809,7 +821,11 @@ class Cache:
             elif not self._closed:
                 self._ensure_listener()
             token = local.fill_token(full)
-        ttl_ms = self._ttl_ms(ttl)
+        if ttl is None:
+            if self.default_ttl is None:
+                raise ValueError("no ttl given and the cache has no default_ttl")
+        elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl < math.inf):
+            _seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
         tag_keys = self._tag_keys(tags)
         if cache_none is None:
             cache_none = self.cache_none
@@ -836,7 +852,7 @@ class Cache:
                         return value  # type: ignore[no-any-return]
                 self._n_misses += 1
         loaded: T = await self._fill(
-            full, key, loader, ttl_ms, tag_keys, type, cache_none, redis_up
+            full, key, loader, self._ttl_ms(ttl), tag_keys, type, cache_none, redis_up
         )
         return loaded
 
