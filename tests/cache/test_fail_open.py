@@ -12,6 +12,7 @@ import pytest
 
 import redkit
 from redkit.cache import MISSING, Cache
+from redkit.server import EmbeddedCluster
 from redkit.testing import settings_for
 
 TIMEOUT = 0.5
@@ -209,5 +210,56 @@ async def test_paused_mid_run(fresh_server: Any) -> None:
         assert cache.stats().hits == hits + 1
     finally:
         stop.set()
+        await cache.aclose()
+        await client.aclose()
+
+
+def test_cluster_node_paused_and_stopped() -> None:
+    """On a private 3-master cluster: keys on a paused or stopped primary
+    read as misses and load through, keys on the other primaries still hit."""
+    with EmbeddedCluster(masters=3, node_timeout_ms=60_000) as cluster:
+        asyncio.run(_cluster_scenario(cluster))
+
+
+async def _cluster_scenario(cluster: EmbeddedCluster) -> None:
+    client = await redkit.connect(
+        settings_for(cluster, read_timeout=TIMEOUT, write_timeout=TIMEOUT, connect_timeout=TIMEOUT)
+    )
+    cache = Cache(client)
+    try:
+        keys = [f"user:{i}" for i in range(30)]
+        for key in keys:
+            assert await cache.set(key, key, ttl=60)
+        by_port: dict[int, list[str]] = {}
+        for key in keys:
+            node = client.get_node_from_key(cache.key(key))
+            by_port.setdefault(int(node.port), []).append(key)
+        assert len(by_port) == 3
+        # node 1 also holds app:_cache:gen (slot 6823): the generation key
+        # being down must not take the other nodes' keys with it
+        victim = cluster.nodes[1]
+        assert client.get_node_from_key("app:_cache:gen").port == victim.port
+        down, up = by_port[victim.port], by_port[cluster.nodes[0].port]
+        budget = 8 * TIMEOUT + 2.0  # redis-py's cluster client retries a failed node
+
+        async def load() -> str:
+            return "loaded"
+
+        for action in ("pause", "stop"):
+            if action == "pause":
+                victim.pause()
+            else:
+                victim.stop()
+            try:
+                started = time.monotonic()
+                assert await cache.get(down[0], default=MISSING) is MISSING
+                assert await cache.get_or_set(down[1], load, ttl=60) == "loaded"
+                assert await cache.set(down[2], "x", ttl=60) is False
+                assert time.monotonic() - started < 3 * budget
+                assert await cache.get(up[0]) == up[0]
+            finally:
+                victim.resume()
+        assert cache.stats().errors >= 6
+    finally:
         await cache.aclose()
         await client.aclose()

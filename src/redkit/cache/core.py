@@ -557,7 +557,7 @@ class Cache:
             elif not self._closed:
                 self._ensure_listener()
             token = local.fill_token(full)
-        if self._sync_due <= time.monotonic() and not await self._sync():
+        if self._sync_due <= time.monotonic() and not await self._synced():
             return default
         try:
             raw = await self._client.get(full)
@@ -582,7 +582,7 @@ class Cache:
         """Whether ``key`` holds a current value (one round trip, reading
         only the value's header). False when Redis cannot be reached."""
         full = self._full_key(key)
-        if self._sync_due <= time.monotonic() and not await self._sync():
+        if self._sync_due <= time.monotonic() and not await self._synced():
             return False
         try:
             head = await self._client.getrange(full, 0, _HEADER_SIZE - 1)
@@ -597,11 +597,19 @@ class Cache:
     # ---------------------------------------------------------------- writes
 
     async def _ready(self) -> bool:
-        # A failed generation read means Redis did not answer just now: skip
-        # the write instead of waiting for a second timeout.
-        if (self._gen is None or self._sync_due <= time.monotonic()) and not await self._sync():
-            return False
-        return self._gen is not None
+        if self._gen is None or self._sync_due <= time.monotonic():
+            return await self._synced()
+        return True
+
+    async def _synced(self) -> bool:
+        """Sync the generation; False when the call should skip Redis: the
+        generation is unknown, or the read failed on a single server (the
+        next command would only wait for a second timeout). On a cluster the
+        generation key's node may be the only one down, so a known
+        generation is used as it is."""
+        if await self._sync():
+            return True
+        return self._gen is not None and self._cluster
 
     def _message(self, **fields: Any) -> bytes:
         if not self.publish:
@@ -830,7 +838,7 @@ class Cache:
         if cache_none is None:
             cache_none = self.cache_none
         redis_up = True
-        if self._sync_due <= time.monotonic() and not await self._sync():
+        if self._sync_due <= time.monotonic() and not await self._synced():
             redis_up = False
         else:
             try:
