@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import redkit
-from redkit.cache import MISSING, Cache
+from redkit.cache import MISSING, Cache, InvalidationStrategy, Invalidator
 from redkit.server import EmbeddedCluster
 from redkit.testing import settings_for
 
@@ -30,6 +30,7 @@ async def _exercise_down_redis(cache: Cache) -> None:
     each call returns within a few timeouts."""
     budget = 4 * TIMEOUT + 1.0
     loads = 0
+    on_event = Invalidator(cache, InvalidationStrategy.ON_EVENT)
 
     async def load() -> dict[str, str]:
         nonlocal loads
@@ -47,6 +48,8 @@ async def _exercise_down_redis(cache: Cache) -> None:
         ("invalidate_tags", lambda: cache.invalidate_tags("t"), 0),
         ("delete_pattern", lambda: cache.delete_pattern("k*"), 0),
         ("clear", lambda: cache.clear(), False),
+        ("after_update", lambda: on_event.after_update("user", "1"), None),
+        ("after_create", lambda: Invalidator(cache).after_create("user"), None),
     ]
     for name, call, expected in checks:
         started = time.monotonic()
@@ -74,7 +77,7 @@ async def test_stopped_server(fresh_server: Any, caplog: pytest.LogCaptureFixtur
         caplog.set_level(logging.DEBUG, logger="redkit.cache")
         await _exercise_down_redis(cache)
         stats = cache.stats()
-        assert stats.errors >= 10
+        assert stats.errors >= 12
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         # one warning when Redis goes away, details at debug level after that
         assert len(warnings) == 1

@@ -219,10 +219,17 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_load(client: Any) -
         return "done"
 
     first = asyncio.ensure_future(cache.get_or_set("c", load, ttl=60))
-    await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while calls == 0:  # the first caller's load is running
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.001)
     second = asyncio.ensure_future(cache.get_or_set("c", load, ttl=60))
-    await asyncio.sleep(0.01)
+    while cache.stats().stampede_waits == 0:  # the second caller joined it
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.001)
     first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
     assert await asyncio.wait_for(second, 5) == "done"
     assert calls == 1
     assert await cache.get("c") == "done"
