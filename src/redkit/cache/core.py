@@ -17,7 +17,7 @@ import struct
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -39,6 +39,7 @@ log = logging.getLogger("redkit.cache")
 
 T = TypeVar("T")
 D = TypeVar("D")
+P = ParamSpec("P")
 
 _FAILURES = (RedisError, RedisClusterException, OSError)
 _RESERVED = "_cache:"
@@ -799,16 +800,38 @@ class Cache:
 
     # ----------------------------------------------------------- get_or_set
 
+    @overload
     async def get_or_set(
         self,
         key: str,
-        loader: Callable[[], Awaitable[T]] | Callable[[], T],
+        loader: Callable[[], Awaitable[T]],
         ttl: float | dt.timedelta | None = None,
         tags: Sequence[str] | str | None = None,
         type: Any = None,
         *,
         cache_none: bool | None = None,
-    ) -> T:
+    ) -> T: ...
+    @overload
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        ttl: float | dt.timedelta | None = None,
+        tags: Sequence[str] | str | None = None,
+        type: Any = None,
+        *,
+        cache_none: bool | None = None,
+    ) -> T: ...
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        ttl: float | dt.timedelta | None = None,
+        tags: Sequence[str] | str | None = None,
+        type: Any = None,
+        *,
+        cache_none: bool | None = None,
+    ) -> Any:
         """The cached value of ``key``, or the loader's value, cached.
 
         Concurrent callers of one cold key share one load: in this process
@@ -825,7 +848,7 @@ class Cache:
             if self._local_live:
                 value = self._from_local(full, type)
                 if value is not _NOTHING:
-                    return value  # type: ignore[no-any-return]
+                    return value
             elif not self._closed:
                 self._ensure_listener()
             token = local.fill_token(full)
@@ -857,12 +880,11 @@ class Cache:
                             self._keep_local(full, raw, token)
                         if self.early_refresh:
                             self._maybe_refresh(full, key, raw, loader, ttl, tag_keys, cache_none)
-                        return value  # type: ignore[no-any-return]
+                        return value
                 self._n_misses += 1
-        loaded: T = await self._fill(
+        return await self._fill(
             full, key, loader, self._ttl_ms(ttl), tag_keys, type, cache_none, redis_up
         )
-        return loaded
 
     async def _fill(
         self,
@@ -1095,7 +1117,7 @@ class Cache:
         tags: Sequence[str] = (),
         type: Any = None,
         cache_none: bool | None = None,
-    ) -> Callable[[Callable[..., Awaitable[T]]], CachedFunction[T]]:
+    ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """Decorate an ``async def`` so its result is cached.
 
         ``key`` is a ``str.format`` template over the function's parameters
@@ -1111,7 +1133,7 @@ class Cache:
         elif self.default_ttl is None:
             raise ValueError("no ttl given and the cache has no default_ttl")
 
-        def wrap(func: Callable[..., Awaitable[T]]) -> CachedFunction[T]:
+        def wrap(func: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
             return CachedFunction(
                 self, func, ttl=ttl, key=key, tags=tags, type=type, cache_none=cache_none
             )

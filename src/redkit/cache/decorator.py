@@ -9,7 +9,7 @@ import inspect
 import string
 import typing
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from .core import Cache
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["CachedFunction"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _SIMPLE_KINDS = (
     inspect.Parameter.POSITIONAL_ONLY,
@@ -41,7 +42,7 @@ def _template_fields(template: str, what: str) -> list[str]:
     return names
 
 
-class CachedFunction(Generic[T]):
+class CachedFunction(Generic[P, T]):
     """An ``async def`` wrapped by :meth:`Cache.cached`.
 
     Calling it returns the cached result (or calls the function once, with
@@ -53,7 +54,7 @@ class CachedFunction(Generic[T]):
     def __init__(
         self,
         cache: Cache,
-        func: Callable[..., Awaitable[T]],
+        func: Callable[P, Awaitable[T]],
         *,
         ttl: float | dt.timedelta | None,
         key: str | None,
@@ -166,7 +167,7 @@ class CachedFunction(Generic[T]):
             self._type = tp
         return tp
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> T:
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         tags: Sequence[str]
         if self._static_key and self._static_tags:
             key = self._key_template
@@ -209,7 +210,7 @@ class BoundCachedFunction(Generic[T]):
 
     __slots__ = ("__func__", "__self__")
 
-    def __init__(self, func: CachedFunction[T], instance: Any) -> None:
+    def __init__(self, func: CachedFunction[..., T], instance: Any) -> None:
         self.__func__ = func
         self.__self__ = instance
 
