@@ -236,7 +236,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_load(client: Any) -
 
 
 async def test_hot_key_is_refreshed_before_it_expires(client: Any) -> None:
-    cache = Cache(client, jitter=0, early_refresh=3.0)
+    cache = Cache(client, jitter=0, early_refresh=5.0)
     calls = 0
 
     async def load() -> int:
