@@ -135,6 +135,27 @@ async def test_negative_caching_of_loader_none(client: Any) -> None:
     assert calls == 3
     assert await cache.get("opt-out", default=MISSING) is MISSING
 
+    # a cached None comes back as None whatever type the caller asks for
+    async def no_user() -> User | None:
+        nonlocal calls
+        calls += 1
+        return None
+
+    before = calls
+    for _ in range(3):
+        assert await cache.get_or_set("user:none", no_user, ttl=60, type=User) is None
+    assert calls == before + 1
+    assert await cache.get("user:none", type=User, default=MISSING) is None
+    assert cache.stats().decode_errors == 0
+    local = Cache(client, local=LocalCache())
+    async with local:
+        for _ in range(3):
+            assert await local.get("user:none", type=User, default=MISSING) is None
+        assert local.stats().local_hits == 2
+    msgpack_cache = Cache(client, prefix="mp", codec="msgpack")
+    assert await msgpack_cache.get_or_set("x", no_user, ttl=60, type=User) is None
+    assert await msgpack_cache.get("x", type=User, default=MISSING) is None
+
     strict = Cache(client, prefix="strict", cache_none=False)
     assert await strict.get_or_set("k", load, ttl=60) is None
     assert await strict.get("k", default=MISSING) is MISSING

@@ -227,6 +227,7 @@ class Cache:
             raise ValueError(f"local must be a LocalCache or None, got {local!r}")
         self._local = local
         self._codec = get_codec(codec)
+        self._null = self._codec.encode(None)
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):
             raise ValueError(f"jitter must be a fraction between 0 and 0.5, got {jitter!r}")
         if not 0 <= jitter <= 0.5:
@@ -499,10 +500,13 @@ class Cache:
             return _NOTHING
         if gen != self._gen:
             return _NOTHING
+        payload = b""
         try:
             payload = _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
             return self._codec.decode(payload, type)
         except (SerializationError, zlib.error) as exc:
+            if payload == self._null:
+                return None  # a cached None, whatever type the caller wants
             if isinstance(exc.__cause__, NotImplementedError):
                 raise  # the requested type has no decoding: the caller's bug, not the data's
             self._undecodable(full, str(exc))
@@ -517,6 +521,9 @@ class Cache:
         try:
             value = self._codec.decode(payload, type)
         except SerializationError as exc:
+            if payload == self._null:
+                self._n_local_hits += 1
+                return None
             if isinstance(exc.__cause__, NotImplementedError):
                 raise
             # Stored by a call that decoded it as another type; Redis decides.
@@ -928,7 +935,7 @@ class Cache:
             task.exception()  # retrieved: the callers re-raise it
 
     def _decode_loaded(self, flight: _Flight, type: Any) -> Any:
-        if flight.payload is None:
+        if flight.payload is None or flight.payload == self._null:
             return None
         return self._codec.decode(flight.payload, type)
 
