@@ -849,6 +849,12 @@ class Cache:
         When Redis fails the loader's value is returned all the same.
         """
         full = self._full_key(key)
+        if ttl is None:
+            if self.default_ttl is None:
+                raise ValueError("no ttl given and the cache has no default_ttl")
+        elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl < math.inf):
+            _seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
+        tag_keys = self._tag_keys(tags)
         token = 0
         local = self._local
         if local is not None:
@@ -859,12 +865,6 @@ class Cache:
             elif not self._closed:
                 self._ensure_listener()
             token = local.fill_token(full)
-        if ttl is None:
-            if self.default_ttl is None:
-                raise ValueError("no ttl given and the cache has no default_ttl")
-        elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl < math.inf):
-            _seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
-        tag_keys = self._tag_keys(tags)
         if cache_none is None:
             cache_none = self.cache_none
         redis_up = True
