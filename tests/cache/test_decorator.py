@@ -192,6 +192,28 @@ async def test_undecodable_return_annotation_is_a_loud_error(redis_client: Any) 
     assert await fixed(1) == {"n": 1}
 
 
+async def test_unresolvable_return_annotation(redis_client: Any) -> None:
+    cache = Cache(redis_client)
+
+    @dataclasses.dataclass
+    class Local:  # not visible to get_type_hints from module globals
+        n: int
+
+    @cache.cached(ttl=60, key="local:{n}")
+    async def make(n: int) -> Local:
+        return Local(n)
+
+    with pytest.raises(TypeError, match="pass type="):
+        await make(1)
+
+    @cache.cached(ttl=60, key="local2:{n}", type=Local)
+    async def make_typed(n: int) -> Local:
+        return Local(n)
+
+    assert await make_typed(1) == Local(1)
+    assert await make_typed(1) == Local(1)
+
+
 async def test_bad_argument_values_make_bad_keys(client: Any) -> None:
     cache = Cache(client)
 

@@ -157,11 +157,17 @@ class CachedFunction(Generic[P, T]):
     def _return_type(self) -> Any:
         tp = self._type
         if tp is _UNRESOLVED:
-            try:
-                hints = typing.get_type_hints(self._func)
-            except Exception:
-                hints = {}
-            tp = hints.get("return")
+            annotations = getattr(self._func, "__annotations__", {})
+            if "return" not in annotations:
+                tp = None
+            else:
+                try:
+                    tp = typing.get_type_hints(self._func)["return"]
+                except Exception as exc:
+                    raise TypeError(
+                        f"{self._func.__qualname__}: cannot resolve its return annotation "
+                        f"{annotations['return']!r} ({exc}); pass type= to cached()"
+                    ) from None
             if tp is Any or tp is type(None):
                 tp = None
             self._type = tp
