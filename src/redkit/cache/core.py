@@ -49,6 +49,7 @@ _GEN_BYTES = struct.Struct("<I")
 _MAGIC = _envelope.MAGIC
 _KEY_MEMO_LIMIT = 4096
 _MIN_REFRESH_WINDOW_MS = 100
+_NO_TAGS: list[str] = []  # shared, never mutated
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
 
@@ -854,7 +855,7 @@ class Cache:
                 raise ValueError("no ttl given and the cache has no default_ttl")
         elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl < math.inf):
             _seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
-        tag_keys = self._tag_keys(tags)
+        tag_keys = self._tag_keys(tags) if tags else _NO_TAGS
         token = 0
         local = self._local
         if local is not None:
@@ -885,8 +886,15 @@ class Cache:
                         self._n_hits += 1
                         if self._local_live:
                             self._keep_local(full, raw, token)
-                        if self.early_refresh:
-                            self._maybe_refresh(full, key, raw, loader, ttl, tag_keys, cache_none)
+                        beta = self.early_refresh
+                        if beta:
+                            # cheap pre-check; the draw is made close to expiry only
+                            _m, _f, _g, expiry, delta = _HEADER_UNPACK(raw)
+                            window = max(delta, _MIN_REFRESH_WINDOW_MS) * beta
+                            if expiry - self._server_ms() <= window * 20:
+                                self._maybe_refresh(
+                                    full, key, expiry, window, loader, ttl, tag_keys, cache_none
+                                )
                         return value
                 self._n_misses += 1
         return await self._fill(
@@ -1043,19 +1051,18 @@ class Cache:
         self,
         full: str,
         key: str,
-        raw: bytes,
+        expiry: int,
+        window: float,
         loader: Callable[[], Any],
         ttl: float | dt.timedelta | None,
         tag_keys: list[str],
         cache_none: bool,
     ) -> None:
         # XFetch: reload when now - delta * beta * ln(U) passes the expiry,
-        # delta being how long the last load took (at least 100 ms).
-        _magic, _flags, _gen, expiry, delta = _HEADER_UNPACK(raw)
-        window = max(delta, _MIN_REFRESH_WINDOW_MS) * self.early_refresh
+        # delta being how long the last load took (at least 100 ms); the
+        # caller skipped the draw when the expiry is over 20 windows away
+        # (P(refresh) < e^-20).
         remaining = expiry - self._server_ms()
-        if remaining > window * 20:  # P(refresh) < e^-20: skip the draw
-            return
         if window * -math.log(1.0 - random.random()) < remaining:
             return
         if full in self._refreshing or full in self._flights or self._closed:

@@ -191,13 +191,11 @@ class CachedFunction(Generic[P, T]):
             key = self._key_template.format_map(values)
             tags = [t.format_map(values) for t in self._tags] if self._tags else ()
         func = self._func
+        tp = self._type
+        if tp is _UNRESOLVED:
+            tp = self._return_type()
         return await self.cache.get_or_set(
-            key,
-            lambda: func(*args, **kwargs),
-            self._ttl,
-            tags,
-            self._return_type(),
-            cache_none=self._cache_none,
+            key, lambda: func(*args, **kwargs), self._ttl, tags, tp, cache_none=self._cache_none
         )
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
