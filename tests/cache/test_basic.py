@@ -271,6 +271,12 @@ async def test_foreign_bytes_are_a_logged_counted_miss(
     assert cache.stats().decode_errors == 4
     assert cache.stats().misses == 5
     assert "app:foreign" in caplog.text
+    # read again and again: counted every time, warned once per key
+    for _ in range(5):
+        assert await cache.get("foreign", default=MISSING) is MISSING
+    assert cache.stats().decode_errors == 9
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("app:foreign" in r.getMessage() for r in warnings) == 1
     # the key is left alone for the next set
     assert await client.get("app:foreign") == b'{"written": "by someone else"}'
     # a wrong-type decode is a miss too, and get_or_set replaces the value

@@ -258,6 +258,7 @@ class Cache:
         self._origin = os.urandom(8).hex()
         self._keys: dict[str, str] = {}
         self._tags_memo: dict[str, str] = {}
+        self._warned_keys: set[str] = set()
         # Namespace generation and the Redis clock, learnt by _sync().
         self._gen: int | None = None
         self._gen_changes = 0
@@ -482,6 +483,15 @@ class Cache:
 
     def _undecodable(self, key: str, why: str) -> None:
         self._n_decode_errors += 1
+        # One warning per key (a foreign key read on every request would
+        # flood the log); repeats go to debug.
+        warned = self._warned_keys
+        if key in warned:
+            log.debug("cache key %s still holds a value redkit cannot read (%s)", key, why)
+            return
+        if len(warned) >= _KEY_MEMO_LIMIT:
+            warned.clear()
+        warned.add(key)
         log.warning(
             "cache key %s holds a value redkit cannot read (%s); treated as a miss", key, why
         )
