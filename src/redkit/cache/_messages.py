@@ -1,0 +1,91 @@
+"""Invalidation messages: the Go service's event envelope
+``{"type", "payload", "timestamp", "source"}`` with type ``cache.invalidate``.
+
+Payloads redkit writes (every field optional)::
+
+    {"keys": ["user:42", ...], "prefix": "app"}   keys to evict under a prefix
+    {"generation": 7, "prefix": "app"}   clear(): the prefix's namespace moved on
+    {"entity": "user", "id": "42", "action": "update"}   Invalidator events
+    "origin": "<instance id>"            the writer, which ignores its own echo
+
+A payload of ``null`` (the Go service's bare ``cache.invalidate``) or one
+redkit does not understand evicts the whole local tier: when in doubt,
+forget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+__all__ = ["EVENT_TYPE", "Envelope", "Invalidation", "decode", "encode", "rfc3339"]
+
+EVENT_TYPE = "cache.invalidate"
+
+
+class Envelope(msgspec.Struct):
+    type: str
+    payload: Any = None
+    timestamp: str = ""
+    source: str = ""
+
+
+class Invalidation(msgspec.Struct, omit_defaults=True):
+    keys: list[str] | None = None
+    prefix: str | None = None
+    generation: int | None = None
+    entity: str | None = None
+    id: str | None = None
+    action: str | None = None
+    origin: str | None = None
+
+
+class _Outgoing(msgspec.Struct):
+    type: str
+    payload: Invalidation
+    timestamp: str
+    source: str
+
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """``moment`` as Go's ``time.Time`` marshals it: RFC 3339, fractional
+    seconds without trailing zeros, ``Z`` for UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += "." + f"{moment.microsecond:06d}".rstrip("0")
+    offset = moment.utcoffset() or dt.timedelta(0)
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def encode(payload: Invalidation, source: str) -> bytes:
+    """One ``cache.invalidate`` event, stamped now (UTC)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return _encoder.encode(_Outgoing(EVENT_TYPE, payload, rfc3339(now), source))
+
+
+def decode(data: bytes) -> Envelope:
+    """The envelope in ``data``; ``msgspec.DecodeError`` when it is not one."""
+    return _envelope_decoder.decode(data)
+
+
+def as_invalidation(payload: Any) -> Invalidation | None:
+    """A redkit payload, or None when the payload is null or unknown."""
+    if not isinstance(payload, dict):
+        return None
+    try:
+        return msgspec.convert(payload, Invalidation)
+    except msgspec.ValidationError:
+        return None

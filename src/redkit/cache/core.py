@@ -1,0 +1,1249 @@
+"""Cache: cache-aside over Redis with single-flight loads, tag invalidation,
+an O(1) clear and an optional coherent in-process tier."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import inspect
+import logging
+import math
+import os
+import random
+import struct
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
+
+from redis.exceptions import RedisClusterException, RedisError
+
+from ..codec import Codec, get_codec
+from ..connection import describe_error, is_cluster
+from ..errors import ConfigError, SerializationError
+from ..keys import KeySpace, validate_key_part
+from ..scripts import Script
+from . import _envelope, _messages
+from ._listener import Listener
+from .local import LocalCache
+
+if TYPE_CHECKING:
+    from .decorator import CachedFunction
+
+__all__ = ["MISSING", "Cache", "CacheStats"]
+
+log = logging.getLogger("redkit.cache")
+
+T = TypeVar("T")
+D = TypeVar("D")
+P = ParamSpec("P")
+
+_FAILURES = (RedisError, RedisClusterException, OSError)
+_RESERVED = "_cache:"
+_HEADER_UNPACK = _envelope.HEADER.unpack_from
+_HEADER_SIZE = _envelope.HEADER_SIZE
+_GEN_BYTES = struct.Struct("<I")
+_MAGIC = _envelope.MAGIC
+_KEY_MEMO_LIMIT = 4096
+_MIN_REFRESH_WINDOW_MS = 100
+_NO_TAGS: list[str] = []  # shared, never mutated
+_POLL_FIRST = 0.005
+_POLL_MAX = 0.1
+
+_SET = Script.from_package("redkit.cache", "lua/set.lua")
+_TAG_ADD = Script.from_package("redkit.cache", "lua/tag_add.lua")
+_LEASE = Script.from_package("redkit.cache", "lua/lease.lua")
+_RELEASE = Script.from_package("redkit.cache", "lua/release.lua")
+_SYNC = Script.from_package("redkit.cache", "lua/sync.lua")
+
+
+class _Missing:
+    """The type of :data:`MISSING`."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""Pass as ``default=`` to :meth:`Cache.get` to tell a miss (``MISSING``
+comes back) from a cached ``None`` (``None`` comes back)."""
+
+# A private marker for "no usable value" inside this module.
+_NOTHING: Any = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheStats:
+    """Counters of one :class:`Cache` since it was made.
+
+    ``hits``/``misses`` count Redis-tier reads (a read served by the local
+    tier counts in ``local_hits`` only); ``errors`` counts Redis failures
+    the cache absorbed (fail open); ``decode_errors`` stored bytes that did
+    not decode (read as misses); ``loads`` loader calls made to fill the
+    cache; ``stampede_waits`` callers that waited for another caller's load
+    (in this process or another) instead of loading; ``wait_timeouts``
+    waiters that gave up and loaded themselves; ``early_refreshes``
+    background reloads of values close to expiry; ``local_flushes`` times
+    the local tier was emptied because its invalidation channel dropped or
+    ``clear()`` ran.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    local_hits: int = 0
+    sets: int = 0
+    deletes: int = 0
+    loads: int = 0
+    errors: int = 0
+    decode_errors: int = 0
+    stampede_waits: int = 0
+    wait_timeouts: int = 0
+    early_refreshes: int = 0
+    invalidations: int = 0
+    local_flushes: int = 0
+    channel_reconnects: int = 0
+
+
+_COUNTERS = tuple(f.name for f in dataclasses.fields(CacheStats))
+
+
+def _seconds(value: object, what: str) -> float:
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return float(value)
+
+
+class _Flight:
+    """One in-process load of one key, shared by every caller that asks for
+    the key meanwhile."""
+
+    __slots__ = ("payload", "task", "value")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.value: Any = _NOTHING
+        self.payload: bytes | None = None
+
+
+class Cache:
+    """Cache-aside over Redis.
+
+    ``client`` is what :func:`redkit.connect` returns (standalone, Sentinel
+    or Cluster); the cache never closes it. Keys are relative to ``prefix``:
+    ``cache.get("user:42")`` reads ``app:user:42``. ``default_ttl``
+    (seconds or ``timedelta``) applies when a call gives no ``ttl``; with
+    neither, the call raises ``ValueError``.
+
+    Options:
+
+    ``local``
+        a :class:`LocalCache` in front of Redis, kept coherent through the
+        invalidation channel (see ``docs/cache.md``).
+    ``codec``
+        ``"json"`` (default), ``"msgpack"`` or a :class:`redkit.Codec`.
+    ``jitter``
+        stored TTLs are shortened by a random fraction up to this (0.1:
+        up to 10 %), so keys written together do not expire together.
+    ``compress_above``
+        payloads larger than this many bytes are zlib-compressed (0: never).
+    ``cache_none``
+        whether a loader's ``None`` is cached (negative caching) by default.
+    ``lease_ttl`` / ``wait_timeout``
+        the cross-process load lease lives ``lease_ttl`` seconds; callers
+        that find a load in progress wait at most ``wait_timeout`` seconds
+        for it, then call their loader themselves.
+    ``early_refresh``
+        the beta of probabilistic early expiration (XFetch): hot keys are
+        reloaded in the background shortly before they expire; 0 disables.
+    ``publish``
+        publish an invalidation message on every set/delete so other
+        instances' local tiers evict the key. Turn off only when no instance
+        uses a local tier.
+    ``channel`` / ``source``
+        the pub/sub channel (default ``"{prefix}:cache:invalidate"``) and the
+        ``source`` field of the events this cache publishes.
+    ``sync_interval``
+        how often (seconds) the namespace generation that :meth:`clear`
+        bumps is re-read when no invalidation channel delivers it.
+    ``heartbeat``
+        seconds between liveness PINGs on the invalidation channel; an
+        unanswered PING (2 heartbeats) counts as a dropped channel.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "app",
+        default_ttl: float | dt.timedelta | None = 600,
+        local: LocalCache | None = None,
+        *,
+        codec: str | Codec = "json",
+        jitter: float = 0.1,
+        compress_above: int = 16 * 1024,
+        cache_none: bool = True,
+        lease_ttl: float = 5.0,
+        wait_timeout: float = 5.0,
+        early_refresh: float = 1.0,
+        publish: bool = True,
+        channel: str | None = None,
+        source: str = "redkit",
+        sync_interval: float = 1.0,
+        heartbeat: float = 1.0,
+    ) -> None:
+        encoder = getattr(client, "get_encoder", None)
+        if encoder is None:
+            raise ValueError(f"Cache needs a redis-py asyncio client, got {client!r}")
+        if encoder().decode_responses:
+            raise ConfigError(
+                "Cache stores bytes: give it a client made with decode_responses=False "
+                "(what redkit.connect() returns)"
+            )
+        self._client = client
+        self._cluster = is_cluster(client)
+        self._keyspace = KeySpace(prefix)
+        self.prefix = self._keyspace.prefix
+        self._head = self.prefix + ":"
+        self.default_ttl = None if default_ttl is None else _seconds(default_ttl, "default_ttl")
+        if local is not None and not isinstance(local, LocalCache):
+            raise ValueError(f"local must be a LocalCache or None, got {local!r}")
+        self._local = local
+        self._codec = get_codec(codec)
+        self._null = self._codec.encode(None)
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):
+            raise ValueError(f"jitter must be a fraction between 0 and 0.5, got {jitter!r}")
+        if not 0 <= jitter <= 0.5:
+            raise ValueError(f"jitter must be a fraction between 0 and 0.5, got {jitter!r}")
+        self.jitter = float(jitter)
+        if isinstance(compress_above, bool) or not isinstance(compress_above, int):
+            raise ValueError(f"compress_above must be an int >= 0, got {compress_above!r}")
+        if compress_above < 0:
+            raise ValueError(f"compress_above must be an int >= 0, got {compress_above!r}")
+        self.compress_above = compress_above
+        self.cache_none = bool(cache_none)
+        self.lease_ttl = _seconds(lease_ttl, "lease_ttl")
+        self.wait_timeout = _seconds(wait_timeout, "wait_timeout")
+        if isinstance(early_refresh, bool) or not isinstance(early_refresh, (int, float)):
+            raise ValueError(f"early_refresh must be a number >= 0, got {early_refresh!r}")
+        if not math.isfinite(early_refresh) or early_refresh < 0:
+            raise ValueError(f"early_refresh must be a number >= 0, got {early_refresh!r}")
+        self.early_refresh = float(early_refresh)
+        self.publish = bool(publish)
+        self.channel = channel if channel is not None else f"{self.prefix}:cache:invalidate"
+        validate_key_part(self.channel, "channel")
+        self.source = validate_key_part(source, "source")
+        self.sync_interval = _seconds(sync_interval, "sync_interval")
+        self.heartbeat = _seconds(heartbeat, "heartbeat")
+
+        self._gen_key = f"{self._head}{_RESERVED}gen"
+        self._origin = os.urandom(8).hex()
+        self._keys: dict[str, str] = {}
+        self._tags_memo: dict[str, str] = {}
+        self._warned_keys: set[str] = set()
+        # Namespace generation and the Redis clock, learnt by _sync().
+        self._gen: int | None = None
+        self._gen_changes = 0
+        self._offset_ms = 0.0
+        self._sync_due = 0.0
+        self._first_sync: asyncio.Future[bool] | None = None
+        self._local_live = False
+        self._listener: Listener | None = None
+        self._handlers: list[Callable[[_messages.Envelope], None]] = []
+        self._flights: dict[str, _Flight] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._healthy = True
+        self._closed = False
+        for name in _COUNTERS:
+            setattr(self, "_n_" + name, 0)
+
+    # counters are plain int attributes; declared for the type checker
+    _n_hits: int
+    _n_misses: int
+    _n_local_hits: int
+    _n_sets: int
+    _n_deletes: int
+    _n_loads: int
+    _n_errors: int
+    _n_decode_errors: int
+    _n_stampede_waits: int
+    _n_wait_timeouts: int
+    _n_early_refreshes: int
+    _n_invalidations: int
+    _n_local_flushes: int
+
+    def __repr__(self) -> str:
+        tier = ", local" if self._local is not None else ""
+        return f"<Cache prefix={self.prefix!r}{tier}>"
+
+    @property
+    def client(self) -> Any:
+        """The Redis client the cache was given."""
+        return self._client
+
+    @property
+    def local(self) -> LocalCache | None:
+        return self._local
+
+    @property
+    def coherent(self) -> bool:
+        """True while the invalidation channel is subscribed, i.e. while the
+        local tier may serve reads."""
+        return self._local_live
+
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters."""
+        values = {name: getattr(self, "_n_" + name) for name in _COUNTERS}
+        values["channel_reconnects"] = self._listener.reconnects if self._listener else 0
+        return CacheStats(**values)
+
+    # ------------------------------------------------------------------ life
+
+    async def start(self, timeout: float = 5.0) -> bool:
+        """Subscribe to the invalidation channel now (a cache with a local
+        tier otherwise does so on first use) and wait up to ``timeout``
+        seconds for it. Returns whether the local tier is live."""
+        listener = self._ensure_listener()
+        return await listener.wait_live(timeout)
+
+    async def aclose(self) -> None:
+        """Stop the invalidation subscription and background refreshes. The
+        client stays open."""
+        self._closed = True
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+
+    async def __aenter__(self) -> Cache:
+        if self._local is not None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ keys
+
+    def _full_key(self, key: str) -> str:
+        full = self._keys.get(key)
+        if full is not None:
+            return full
+        validate_key_part(key, "cache key")
+        if key.startswith(_RESERVED):
+            raise ValueError(
+                f"cache key {key!r} is reserved: keys may not start with {_RESERVED!r}"
+            )
+        full = self._head + key
+        if "}" in full and _hash_tag(full) is None:
+            raise ValueError(
+                f"cache key {key!r} has a '}}' outside a hash tag; use braces only as "
+                "a '{tag}' pair"
+            )
+        if len(self._keys) >= _KEY_MEMO_LIMIT:
+            self._keys.clear()
+        self._keys[key] = full
+        return full
+
+    def key(self, key: str) -> str:
+        """The Redis key that ``key`` is stored under (``app:user:42``)."""
+        return self._full_key(key)
+
+    def _tag_key(self, tag: str) -> str:
+        validate_key_part(tag, "tag")
+        return f"{self._head}{_RESERVED}tag:{tag}"
+
+    def _tag_keys(self, tags: Iterable[str] | str | None) -> list[str]:
+        if not tags:
+            return []
+        if isinstance(tags, str):
+            tags = [tags]
+        memo = self._tags_memo
+        keys = []
+        for tag in tags:
+            tag_key = memo.get(tag) if isinstance(tag, str) else None
+            if tag_key is None:
+                tag_key = self._tag_key(tag)
+                if len(memo) >= _KEY_MEMO_LIMIT:
+                    memo.clear()
+                memo[tag] = tag_key
+            if tag_key not in keys:
+                keys.append(tag_key)
+        return keys
+
+    def _lease_key(self, full: str) -> str:
+        # Same hash slot as the value key, so lease.lua and set.lua may
+        # touch both on a cluster.
+        lease = f"{self._head}{_RESERVED}lease:"
+        if _hash_tag(full) is not None:
+            return lease + full
+        return lease + "{" + full + "}"
+
+    def _ttl_ms(self, ttl: float | dt.timedelta | None) -> int:
+        if ttl is None:
+            if self.default_ttl is None:
+                raise ValueError("no ttl given and the cache has no default_ttl")
+            seconds = self.default_ttl
+        else:
+            seconds = _seconds(ttl, "ttl")
+        if self.jitter:
+            seconds *= 1.0 - random.random() * self.jitter
+        return max(1, int(seconds * 1000))
+
+    # ----------------------------------------------------- generation & time
+
+    def _server_ms(self) -> float:
+        return time.time() * 1000.0 + self._offset_ms
+
+    async def _sync(self) -> bool:
+        """Re-read the namespace generation and the Redis clock. The first
+        sync is shared by every caller; later ones run in whichever caller
+        finds them due while the others carry on with the known generation."""
+        if self._gen is not None:
+            self._sync_due = time.monotonic() + self.sync_interval
+            return await self._read_generation()
+        first = self._first_sync
+        if first is None or first.done():
+            first = asyncio.ensure_future(self._read_generation())
+            self._first_sync = first
+        return await asyncio.shield(first)
+
+    async def _read_generation(self) -> bool:
+        seq = self._gen_changes
+        started = time.time()
+        try:
+            gen, (sec, usec) = await _SYNC(
+                self._client, [self._gen_key], [random.randrange(1, 1 << 31)]
+            )
+        except _FAILURES as exc:
+            self._failed("read the cache generation", self._gen_key, exc)
+            self._sync_due = time.monotonic() + min(self.sync_interval, 0.5)
+            return False
+        finished = time.time()
+        self._offset_ms = int(sec) * 1000.0 + int(usec) / 1000.0 - (started + finished) * 500.0
+        # A clear() announced while this read was in flight is newer than
+        # what the read saw: keep it.
+        if seq == self._gen_changes and self._set_generation(int(gen)):
+            self._flush_local()
+        self._sync_due = time.monotonic() + self.sync_interval
+        self._recovered()
+        return True
+
+    def _set_generation(self, gen: int) -> bool:
+        """Adopt ``gen``; True when it replaced a different known generation."""
+        gen &= 0xFFFFFFFF
+        moved = self._gen is not None and gen != self._gen
+        self._gen = gen
+        return moved
+
+    # --------------------------------------------------------------- failure
+
+    def _failed(self, what: str, key: str, exc: BaseException) -> None:
+        self._n_errors += 1
+        if self._healthy:
+            self._healthy = False
+            log.warning(
+                "cache could not %s (%s): %s; serving without Redis until it answers",
+                what,
+                key,
+                describe_error(exc),
+            )
+        else:
+            log.debug("cache could not %s (%s): %s", what, key, describe_error(exc))
+
+    def _recovered(self) -> None:
+        if not self._healthy:
+            self._healthy = True
+            log.info("cache reaches Redis again")
+
+    def _undecodable(self, key: str, why: str) -> None:
+        self._n_decode_errors += 1
+        # One warning per key (a foreign key read on every request would
+        # flood the log); repeats go to debug.
+        warned = self._warned_keys
+        if key in warned:
+            log.debug("cache key %s still holds a value redkit cannot read (%s)", key, why)
+            return
+        if len(warned) >= _KEY_MEMO_LIMIT:
+            warned.clear()
+        warned.add(key)
+        log.warning(
+            "cache key %s holds a value redkit cannot read (%s); treated as a miss", key, why
+        )
+
+    # ----------------------------------------------------------------- reads
+
+    def _parse(self, raw: bytes, full: str, type: Any) -> Any:
+        """The value in stored bytes; _NOTHING when they are foreign,
+        undecodable or from before the last clear()."""
+        try:
+            magic, flags, gen, _expiry, _delta = _HEADER_UNPACK(raw)
+        except struct.error:
+            self._undecodable(full, "too short for a redkit value")
+            return _NOTHING
+        if magic != _MAGIC:
+            self._undecodable(full, "not written by redkit's cache")
+            return _NOTHING
+        if gen != self._gen:
+            return _NOTHING
+        payload = b""
+        try:
+            payload = _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
+            return self._codec.decode(payload, type)
+        except (SerializationError, zlib.error) as exc:
+            if payload == self._null:
+                return None  # a cached None, whatever type the caller wants
+            if isinstance(exc.__cause__, NotImplementedError):
+                raise  # the requested type has no decoding: the caller's bug, not the data's
+            self._undecodable(full, str(exc))
+            return _NOTHING
+
+    def _from_local(self, full: str, type: Any) -> Any:
+        local = self._local
+        assert local is not None
+        payload = local.lookup(full)
+        if payload is None:
+            return _NOTHING
+        try:
+            value = self._codec.decode(payload, type)
+        except SerializationError as exc:
+            if payload == self._null:
+                self._n_local_hits += 1
+                return None
+            if isinstance(exc.__cause__, NotImplementedError):
+                raise
+            # Stored by a call that decoded it as another type; Redis decides.
+            return _NOTHING
+        self._n_local_hits += 1
+        return value
+
+    def _keep_local(self, full: str, raw: bytes, token: int) -> None:
+        local = self._local
+        assert local is not None
+        _magic, flags, _gen, expiry, _delta = _HEADER_UNPACK(raw)
+        payload = _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
+        local.store(full, payload, (expiry - self._server_ms()) / 1000.0, token)
+
+    @overload
+    async def get(self, key: str) -> Any: ...
+    @overload
+    async def get(self, key: str, type: type[T]) -> T | None: ...
+    @overload
+    async def get(self, key: str, type: type[T], default: D) -> T | D: ...
+    @overload
+    async def get(self, key: str, *, default: D) -> Any | D: ...
+    async def get(self, key: str, type: Any = None, default: Any = None) -> Any:
+        """The value cached under ``key``, decoded as ``type`` when given.
+
+        A miss returns ``default`` (``None``); pass ``default=MISSING`` to
+        tell a miss from a cached ``None``. Never raises for Redis trouble
+        or for stored bytes it cannot decode: both read as a miss and are
+        counted. One round trip on a Redis hit; none on a local hit.
+        """
+        full = self._full_key(key)
+        token = 0
+        local = self._local
+        if local is not None:
+            if self._local_live:
+                value = self._from_local(full, type)
+                if value is not _NOTHING:
+                    return value
+            elif not self._closed:
+                self._ensure_listener()
+            token = local.fill_token(full)
+        if self._sync_due <= time.monotonic() and not await self._synced():
+            return default
+        try:
+            raw = await self._client.get(full)
+        except _FAILURES as exc:
+            self._failed("read", full, exc)
+            return default
+        if not self._healthy:
+            self._recovered()
+        if raw is None:
+            self._n_misses += 1
+            return default
+        value = self._parse(raw, full, type)
+        if value is _NOTHING:
+            self._n_misses += 1
+            return default
+        self._n_hits += 1
+        if self._local_live:
+            self._keep_local(full, raw, token)
+        return value
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a current value (one round trip, reading
+        only the value's header). False when Redis cannot be reached."""
+        full = self._full_key(key)
+        if self._sync_due <= time.monotonic() and not await self._synced():
+            return False
+        try:
+            head = await self._client.getrange(full, 0, _HEADER_SIZE - 1)
+        except _FAILURES as exc:
+            self._failed("check", full, exc)
+            return False
+        if len(head) < _HEADER_SIZE:
+            return False
+        magic, _flags, gen, _expiry, _delta = _HEADER_UNPACK(head)
+        return bool(magic == _MAGIC and gen == self._gen)
+
+    # ---------------------------------------------------------------- writes
+
+    async def _ready(self) -> bool:
+        if self._gen is None or self._sync_due <= time.monotonic():
+            return await self._synced()
+        return True
+
+    async def _synced(self) -> bool:
+        """Sync the generation; False when the call should skip Redis: the
+        generation is unknown, or the read failed on a single server (the
+        next command would only wait for a second timeout). On a cluster the
+        generation key's node may be the only one down, so a known
+        generation is used as it is."""
+        if await self._sync():
+            return True
+        return self._gen is not None and self._cluster
+
+    def _message(self, **fields: Any) -> bytes:
+        if not self.publish:
+            return b""
+        return _messages.encode(_messages.Invalidation(origin=self._origin, **fields), self.source)
+
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        ttl: float | dt.timedelta | None = None,
+        tags: Sequence[str] | str | None = None,
+    ) -> bool:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (less jitter),
+        recording it under each of ``tags``.
+
+        Raises :class:`redkit.SerializationError` naming the type when the
+        value cannot be encoded (nothing is written) and ``ValueError`` for a
+        bad key, tag or TTL. A Redis failure is logged and counted and
+        returns False; True means the value was written.
+        """
+        full = self._full_key(key)
+        tag_keys = self._tag_keys(tags)
+        ttl_ms = self._ttl_ms(ttl)
+        payload = self._codec.encode(value)
+        return await self._write(full, key, payload, ttl_ms, tag_keys)
+
+    async def _write(
+        self,
+        full: str,
+        key: str,
+        payload: bytes,
+        ttl_ms: int,
+        tag_keys: list[str],
+        *,
+        delta_ms: int = 0,
+        lease_token: str = "",
+    ) -> bool:
+        local = self._local
+        token = 0
+        if local is not None:
+            local.evict((full,))
+            token = local.fill_token(full)
+        if not await self._ready():
+            return False
+        assert self._gen is not None
+        raw = _envelope.pack(
+            payload, self._gen, int(self._server_ms()) + ttl_ms, delta_ms, self.compress_above
+        )
+        message = self._message(keys=[key], prefix=self.prefix)
+        lease_key = self._lease_key(full)
+        args = (raw, ttl_ms, lease_token, self.channel, message)
+        try:
+            if not tag_keys:
+                await _SET(self._client, (full, lease_key), args)
+            elif self._cluster:
+                # A tag set lives in its own slot: record membership first,
+                # so a visible value is always reachable from its tags.
+                await asyncio.gather(
+                    *(_TAG_ADD(self._client, (tk,), (full, ttl_ms)) for tk in tag_keys)
+                )
+                await _SET(self._client, (full, lease_key), args)
+            else:
+                await _SET(self._client, (full, lease_key, *tag_keys), args)
+        except _FAILURES as exc:
+            self._failed("write", full, exc)
+            return False
+        self._n_sets += 1
+        if local is not None and self._local_live:
+            local.store(full, payload, ttl_ms / 1000.0, token)
+        return True
+
+    async def delete(self, *keys: str) -> int:
+        """Delete ``keys``; returns how many existed. A Redis failure is
+        logged and counted and returns 0."""
+        if not keys:
+            return 0
+        fulls = [self._full_key(k) for k in keys]
+        if self._local is not None:
+            self._local.evict(fulls)
+        try:
+            removed = int(await self._client.delete(*fulls))
+        except _FAILURES as exc:
+            self._failed("delete", fulls[0], exc)
+            return 0
+        self._n_deletes += removed
+        await self._announce(keys=list(keys), prefix=self.prefix)
+        return removed
+
+    async def _announce(self, **fields: Any) -> None:
+        message = self._message(**fields)
+        if not message:
+            return
+        try:
+            await self._client.publish(self.channel, message)
+        except _FAILURES as exc:
+            self._failed("publish an invalidation", self.channel, exc)
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Delete every key set with any of ``tags``; returns how many keys
+        were deleted. Costs O(keys with the tag): the tag's member set is
+        popped in batches and its keys deleted slot by slot on a cluster.
+        A Redis failure is logged and counted; members not yet deleted stay
+        in the tag set for the next call."""
+        total = 0
+        for tag_key in self._tag_keys(tags):
+            while True:
+                try:
+                    batch = await self._client.zpopmin(tag_key, 500)
+                except _FAILURES as exc:
+                    self._failed("read tag", tag_key, exc)
+                    return total
+                if not batch:
+                    break
+                members = [m.decode() if isinstance(m, bytes) else m for m, _ in batch]
+                if self._local is not None:
+                    self._local.evict(members)
+                try:
+                    total += int(await self._client.delete(*members))
+                except _FAILURES as exc:
+                    self._failed("delete tagged keys", tag_key, exc)
+                    try:
+                        await self._client.zadd(tag_key, {m: s for m, s in batch})
+                    except _FAILURES:
+                        log.error("cache lost tag members of %s that were not deleted", tag_key)
+                    return total
+                await self._announce(
+                    keys=[self._keyspace.strip(m) for m in members], prefix=self.prefix
+                )
+        self._n_invalidations += 1
+        return total
+
+    async def delete_pattern(self, pattern: str, *, batch: int = 500) -> int:
+        """Delete every key under the prefix matching the glob ``pattern``
+        (``"user:list:*"``); returns how many were deleted.
+
+        This walks the keyspace with SCAN (every primary of a cluster): its
+        cost grows with the whole database, not with the matches. Prefer
+        tags for anything on a request path. redkit's own bookkeeping keys
+        are never matched.
+        """
+        match = self._keyspace.pattern(pattern)
+        reserved = self._head + _RESERVED
+        total = 0
+        pending: list[str] = []
+        try:
+            async for found in self._client.scan_iter(match=match, count=batch):
+                name = found.decode() if isinstance(found, bytes) else found
+                if name.startswith(reserved):
+                    continue
+                pending.append(name)
+                if len(pending) >= batch:
+                    total += await self._delete_found(pending)
+                    pending = []
+            if pending:
+                total += await self._delete_found(pending)
+        except _FAILURES as exc:
+            self._failed("delete by pattern", match, exc)
+        return total
+
+    async def _delete_found(self, names: list[str]) -> int:
+        if self._local is not None:
+            self._local.evict(names)
+        removed = int(await self._client.delete(*names))
+        self._n_deletes += removed
+        await self._announce(keys=[self._keyspace.strip(n) for n in names], prefix=self.prefix)
+        return removed
+
+    async def clear(self) -> bool:
+        """Invalidate every value under the prefix in O(1): the namespace
+        generation moves on and values written under an older one read as
+        misses (and expire on their own TTLs). Other instances learn the new
+        generation through the invalidation channel at once, or within
+        ``sync_interval`` seconds without it. Returns False (logged,
+        counted) when Redis cannot be reached."""
+        try:
+            gen = int(await self._client.incr(self._gen_key))
+        except _FAILURES as exc:
+            self._failed("clear", self._gen_key, exc)
+            return False
+        self._gen_changes += 1
+        self._set_generation(gen)
+        self._flush_local()
+        self._n_invalidations += 1
+        await self._announce(generation=gen, prefix=self.prefix)
+        return True
+
+    # ----------------------------------------------------------- get_or_set
+
+    @overload
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl: float | dt.timedelta | None = None,
+        tags: Sequence[str] | str | None = None,
+        type: Any = None,
+        *,
+        cache_none: bool | None = None,
+    ) -> T: ...
+    @overload
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        ttl: float | dt.timedelta | None = None,
+        tags: Sequence[str] | str | None = None,
+        type: Any = None,
+        *,
+        cache_none: bool | None = None,
+    ) -> T: ...
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        ttl: float | dt.timedelta | None = None,
+        tags: Sequence[str] | str | None = None,
+        type: Any = None,
+        *,
+        cache_none: bool | None = None,
+    ) -> Any:
+        """The cached value of ``key``, or the loader's value, cached.
+
+        Concurrent callers of one cold key share one load: in this process
+        through a single flight, across processes through a short lease in
+        Redis; waiters give up after ``wait_timeout`` and load themselves.
+        A hit close to expiry may start a background reload (early refresh).
+        A loader's exception propagates unchanged and nothing is cached.
+        When Redis fails the loader's value is returned all the same.
+        """
+        full = self._full_key(key)
+        if ttl is None:
+            if self.default_ttl is None:
+                raise ValueError("no ttl given and the cache has no default_ttl")
+        elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl < math.inf):
+            _seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
+        tag_keys = self._tag_keys(tags) if tags else _NO_TAGS
+        token = 0
+        local = self._local
+        if local is not None:
+            if self._local_live:
+                value = self._from_local(full, type)
+                if value is not _NOTHING:
+                    return value
+            elif not self._closed:
+                self._ensure_listener()
+            token = local.fill_token(full)
+        if cache_none is None:
+            cache_none = self.cache_none
+        redis_up = True
+        if self._sync_due <= time.monotonic() and not await self._synced():
+            redis_up = False
+        else:
+            try:
+                raw = await self._client.get(full)
+            except _FAILURES as exc:
+                self._failed("read", full, exc)
+                redis_up = False
+            else:
+                if not self._healthy:
+                    self._recovered()
+                if raw is not None:
+                    value = self._parse(raw, full, type)
+                    if value is not _NOTHING:
+                        self._n_hits += 1
+                        if self._local_live:
+                            self._keep_local(full, raw, token)
+                        beta = self.early_refresh
+                        if beta:
+                            # cheap pre-check; the draw is made close to expiry only
+                            _m, _f, _g, expiry, delta = _HEADER_UNPACK(raw)
+                            window = max(delta, _MIN_REFRESH_WINDOW_MS) * beta
+                            if expiry - self._server_ms() <= window * 20:
+                                self._maybe_refresh(
+                                    full, key, expiry, window, loader, ttl, tag_keys, cache_none
+                                )
+                        return value
+                self._n_misses += 1
+        return await self._fill(
+            full, key, loader, self._ttl_ms(ttl), tag_keys, type, cache_none, redis_up
+        )
+
+    async def _fill(
+        self,
+        full: str,
+        key: str,
+        loader: Callable[[], Any],
+        ttl_ms: int,
+        tag_keys: list[str],
+        type: Any,
+        cache_none: bool,
+        redis_up: bool,
+    ) -> Any:
+        flight = self._flights.get(full)
+        if flight is None or flight.task is None or flight.task.done():
+            flight = _Flight()
+            task = asyncio.get_running_loop().create_task(
+                self._load(flight, full, key, loader, ttl_ms, tag_keys, cache_none, redis_up)
+            )
+            flight.task = task
+            self._flights[full] = flight
+            task.add_done_callback(functools.partial(self._landed, full, flight))
+            await asyncio.shield(task)
+            if flight.value is not _NOTHING:
+                return flight.value
+            return self._decode_loaded(flight, type)
+        # Another caller in this process is loading this key: share it.
+        self._n_stampede_waits += 1
+        task = flight.task
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.wait_timeout)
+        except asyncio.TimeoutError:
+            self._n_wait_timeouts += 1
+            self._n_loads += 1
+            return await _call(loader)
+        return self._decode_loaded(flight, type)
+
+    def _landed(self, full: str, flight: _Flight, task: asyncio.Task[None]) -> None:
+        if self._flights.get(full) is flight:
+            del self._flights[full]
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers re-raise it
+
+    def _decode_loaded(self, flight: _Flight, type: Any) -> Any:
+        if flight.payload is None or flight.payload == self._null:
+            return None
+        return self._codec.decode(flight.payload, type)
+
+    async def _load(
+        self,
+        flight: _Flight,
+        full: str,
+        key: str,
+        loader: Callable[[], Any],
+        ttl_ms: int,
+        tag_keys: list[str],
+        cache_none: bool,
+        redis_up: bool,
+    ) -> None:
+        """Fill ``flight`` from Redis (another process loaded meanwhile) or
+        from the loader, under the cross-process lease when Redis answers."""
+        lease_token = ""
+        lease_key = self._lease_key(full)
+        if redis_up:
+            try:
+                found = await self._await_lease(full, lease_key)
+            except _FAILURES as exc:
+                self._failed("take the load lease for", full, exc)
+                found = None
+                redis_up = False
+            if isinstance(found, bytes):
+                flight.payload = found
+                return
+            if isinstance(found, str):
+                lease_token = found
+        try:
+            self._n_loads += 1
+            started = time.perf_counter()
+            value = await _call(loader)
+            delta_ms = int((time.perf_counter() - started) * 1000)
+            flight.value = value
+            if value is None and not cache_none:
+                flight.payload = None
+                if lease_token:
+                    await self._release(lease_key, lease_token)
+                return
+            flight.payload = self._codec.encode(value)
+        except BaseException:
+            if lease_token:
+                await self._release(lease_key, lease_token)
+            raise
+        if redis_up:
+            await self._write(
+                full,
+                key,
+                flight.payload,
+                ttl_ms,
+                tag_keys,
+                delta_ms=delta_ms,
+                lease_token=lease_token,
+            )
+
+    async def _await_lease(self, full: str, lease_key: str) -> bytes | str | None:
+        """The payload someone else stored meanwhile, our lease token, or
+        None when the wait timed out (the caller loads without a lease).
+
+        The script re-reads the key and takes the lease atomically, and only
+        a value of the current generation counts as stored: a caller whose
+        miss was answered late, or who saw a stale value, finds the value a
+        concurrent load wrote instead of loading again."""
+        token = os.urandom(12).hex()
+        lease_ms = int(self.lease_ttl * 1000)
+        assert self._gen is not None
+        generation = _GEN_BYTES.pack(self._gen)
+        deadline = time.monotonic() + self.wait_timeout
+        delay = _POLL_FIRST
+        waited = False
+        while True:
+            reply = await _LEASE(self._client, (full, lease_key), (token, lease_ms, generation))
+            state = int(reply[0])
+            if state == 2:
+                return token
+            if state == 1:
+                raw = reply[1]
+                if self._parse(raw, full, None) is _NOTHING:
+                    return None  # our generation but unreadable: load, no lease
+                _magic, flags, _gen, _expiry, _delta = _HEADER_UNPACK(raw)
+                payload: bytes = (
+                    _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
+                )
+                return payload
+            if not waited:
+                waited = True
+                self._n_stampede_waits += 1
+            if time.monotonic() >= deadline:
+                self._n_wait_timeouts += 1
+                return None
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def _release(self, lease_key: str, token: str) -> None:
+        try:
+            await _RELEASE(self._client, (lease_key,), (token,))
+        except _FAILURES as exc:
+            self._failed("release the load lease", lease_key, exc)
+
+    # -------------------------------------------------------- early refresh
+
+    def _maybe_refresh(
+        self,
+        full: str,
+        key: str,
+        expiry: int,
+        window: float,
+        loader: Callable[[], Any],
+        ttl: float | dt.timedelta | None,
+        tag_keys: list[str],
+        cache_none: bool,
+    ) -> None:
+        # XFetch: reload when now - delta * beta * ln(U) passes the expiry,
+        # delta being how long the last load took (at least 100 ms); the
+        # caller skipped the draw when the expiry is over 20 windows away
+        # (P(refresh) < e^-20).
+        remaining = expiry - self._server_ms()
+        if window * -math.log(1.0 - random.random()) < remaining:
+            return
+        if full in self._refreshing or full in self._flights or self._closed:
+            return
+        self._refreshing.add(full)
+        task = asyncio.get_running_loop().create_task(
+            self._refresh(full, key, loader, ttl, tag_keys, cache_none)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(
+        self,
+        full: str,
+        key: str,
+        loader: Callable[[], Any],
+        ttl: float | dt.timedelta | None,
+        tag_keys: list[str],
+        cache_none: bool,
+    ) -> None:
+        lease_key = self._lease_key(full)
+        token = os.urandom(12).hex()
+        try:
+            try:
+                taken = await self._client.set(
+                    lease_key, token, nx=True, px=int(self.lease_ttl * 1000)
+                )
+            except _FAILURES as exc:
+                self._failed("take the refresh lease for", full, exc)
+                return
+            if not taken:
+                return  # another process is reloading it
+            self._n_early_refreshes += 1
+            self._n_loads += 1
+            try:
+                started = time.perf_counter()
+                value = await _call(loader)
+                delta_ms = int((time.perf_counter() - started) * 1000)
+                if value is None and not cache_none:
+                    await self._release(lease_key, token)
+                    return
+                payload = self._codec.encode(value)
+            except Exception:
+                log.warning("early refresh of cache key %s failed", full, exc_info=True)
+                await self._release(lease_key, token)
+                return
+            await self._write(
+                full,
+                key,
+                payload,
+                self._ttl_ms(ttl),
+                tag_keys,
+                delta_ms=delta_ms,
+                lease_token=token,
+            )
+        finally:
+            self._refreshing.discard(full)
+
+    # ------------------------------------------------------------ decorator
+
+    def cached(
+        self,
+        ttl: float | dt.timedelta | None = None,
+        *,
+        key: str | None = None,
+        tags: Sequence[str] = (),
+        type: Any = None,
+        cache_none: bool | None = None,
+    ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
+        """Decorate an ``async def`` so its result is cached.
+
+        ``key`` is a ``str.format`` template over the function's parameters
+        (``"user:{user_id}"``) and yields the same key :meth:`get` takes;
+        ``tags`` may be templates too. The hit is decoded into the function's
+        return annotation unless ``type`` is given. The decorated function
+        gains ``invalidate(...)`` and ``key(...)`` taking the same arguments.
+        """
+        from .decorator import CachedFunction
+
+        if ttl is not None:
+            _seconds(ttl, "ttl")
+        elif self.default_ttl is None:
+            raise ValueError("no ttl given and the cache has no default_ttl")
+
+        def wrap(func: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
+            return CachedFunction(
+                self, func, ttl=ttl, key=key, tags=tags, type=type, cache_none=cache_none
+            )
+
+        return wrap
+
+    # -------------------------------------------------------- invalidation
+
+    def _ensure_listener(self) -> Listener:
+        listener = self._listener
+        if listener is None:
+            listener = self._listener = Listener(
+                self._client,
+                self.channel,
+                self._on_message,
+                self._on_channel_state,
+                heartbeat=self.heartbeat,
+            )
+        if not listener.running:
+            listener.start()
+        return listener
+
+    def _subscribe(self, handler: Callable[[_messages.Envelope], None]) -> Listener:
+        """Also pass every decoded event on the channel to ``handler``."""
+        self._handlers.append(handler)
+        return self._ensure_listener()
+
+    def _unsubscribe(self, handler: Callable[[_messages.Envelope], None]) -> None:
+        if handler in self._handlers:
+            self._handlers.remove(handler)
+
+    def _flush_local(self) -> None:
+        if self._local is not None:
+            self._local.flush()
+            self._n_local_flushes += 1
+
+    def _on_channel_state(self, live: bool) -> None:
+        if self._local is not None:
+            self._flush_local()
+        self._local_live = live and self._local is not None
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            event = _messages.decode(data)
+        except Exception:
+            log.warning("ignoring a malformed message on %s: %r", self.channel, data[:200])
+            return
+        if event.type != _messages.EVENT_TYPE:
+            return
+        inv = _messages.as_invalidation(event.payload)
+        if inv is None:
+            # A bare cache.invalidate (the Go service sends payload null):
+            # nothing says what changed, so nothing local is trusted.
+            self._flush_local()
+        elif inv.origin != self._origin and inv.prefix in (None, self.prefix):
+            if inv.generation is not None and inv.prefix == self.prefix:
+                self._gen_changes += 1
+                if self._set_generation(inv.generation):
+                    self._flush_local()
+            if inv.keys and self._local is not None:
+                fulls = []
+                for rel in inv.keys:
+                    try:
+                        fulls.append(self._full_key(rel))
+                    except ValueError:
+                        continue
+                self._local.evict(fulls)
+        for handler in list(self._handlers):
+            try:
+                handler(event)
+            except Exception:
+                log.exception("cache event handler failed")
+
+
+def _hash_tag(key: str) -> str | None:
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+async def _call(loader: Callable[[], Any]) -> Any:
+    result = loader()
+    if inspect.isawaitable(result):
+        result = await result
+    return result

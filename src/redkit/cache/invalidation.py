@@ -1,0 +1,205 @@
+"""Invalidation strategies after writes to the system of record: delete on
+write, rely on TTLs only, or also tell other instances through an event."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from ..keys import validate_key_part
+from . import _messages
+from .core import Cache
+
+__all__ = ["InvalidationStrategy", "Invalidator", "InvalidatorStats"]
+
+log = logging.getLogger("redkit.cache")
+
+T = TypeVar("T")
+
+
+class InvalidationStrategy(str, enum.Enum):
+    """What an :class:`Invalidator` does after a create, update or delete."""
+
+    ON_WRITE = "on_write"
+    """Delete the entity's key and its list keys."""
+    TTL_ONLY = "ttl_only"
+    """Do nothing: cached values live out their TTL."""
+    ON_EVENT = "on_event"
+    """As ON_WRITE, and publish a ``cache.invalidate`` event that other
+    instances' Invalidators (ON_EVENT, inside ``async with``) apply to their
+    own caches."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InvalidatorStats:
+    """``invalidations``: after_* calls that deleted something or would
+    have; ``events_published`` / ``events_applied``: ON_EVENT traffic;
+    ``errors``: events that could not be applied."""
+
+    invalidations: int = 0
+    events_published: int = 0
+    events_applied: int = 0
+    errors: int = 0
+
+
+class Invalidator:
+    """Keeps a :class:`Cache` in step with writes, the Go service's way.
+
+    Keys follow ``{entity}:{id}`` for one entity and ``{entity}:list:...``
+    for lists of them. List keys are found through the tag
+    ``"{entity}:list"`` (set them with ``tags=["user:list"]``: O(list
+    keys)); with ``scan_lists=True`` (default, the Go service's behaviour)
+    keys matching ``{entity}:list:*`` are also deleted by a SCAN of the
+    keyspace, which costs O(all keys): turn it off once list keys are
+    tagged.
+
+    With ``ON_EVENT`` use ``async with inv:`` so events from other
+    instances are applied (their entity key deleted and their list tag
+    invalidated, never a SCAN) while the block runs.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        strategy: InvalidationStrategy | str = InvalidationStrategy.ON_WRITE,
+        *,
+        scan_lists: bool = True,
+    ) -> None:
+        if not isinstance(cache, Cache):
+            raise ValueError(f"Invalidator needs a redkit Cache, got {cache!r}")
+        try:
+            self.strategy = InvalidationStrategy(strategy)
+        except ValueError:
+            choices = ", ".join(s.value for s in InvalidationStrategy)
+            raise ValueError(
+                f"unknown invalidation strategy {strategy!r}; use one of {choices}"
+            ) from None
+        self.cache = cache
+        self.scan_lists = bool(scan_lists)
+        self._listening = False
+        self._pending: set[asyncio.Task[None]] = set()
+        self._invalidations = 0
+        self._published = 0
+        self._applied = 0
+        self._errors = 0
+
+    def __repr__(self) -> str:
+        return f"<Invalidator {self.strategy.value} {self.cache!r}>"
+
+    def stats(self) -> InvalidatorStats:
+        return InvalidatorStats(self._invalidations, self._published, self._applied, self._errors)
+
+    # --------------------------------------------------------------- life
+
+    async def start(self, timeout: float = 5.0) -> bool:
+        """For ON_EVENT: subscribe and wait up to ``timeout`` seconds for the
+        subscription; returns whether it is live. Other strategies: no-op."""
+        if self.strategy is not InvalidationStrategy.ON_EVENT:
+            return True
+        if not self._listening:
+            self._listening = True
+            self.cache._subscribe(self._on_event)
+        return await self.cache.start(timeout)
+
+    async def aclose(self) -> None:
+        """Stop applying other instances' events; waits for those in flight."""
+        if self._listening:
+            self._listening = False
+            self.cache._unsubscribe(self._on_event)
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def __aenter__(self) -> Invalidator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -------------------------------------------------------------- hooks
+
+    async def after_create(self, entity: str) -> None:
+        """A new ``entity`` exists: its list keys are stale."""
+        await self._after("create", entity, None)
+
+    async def after_update(self, entity: str, id: str | int) -> None:
+        """``entity`` ``id`` changed: its key and its list keys are stale."""
+        await self._after("update", entity, id)
+
+    async def after_delete(self, entity: str, id: str | int) -> None:
+        """``entity`` ``id`` is gone: its key and its list keys are stale."""
+        await self._after("delete", entity, id)
+
+    async def warm_up(
+        self,
+        key: str,
+        ttl: float | dt.timedelta | None = None,
+        *,
+        loader: Callable[[], Awaitable[T]],
+        tags: Sequence[str] | str | None = None,
+    ) -> T:
+        """Load ``key`` now and cache it (whatever is cached is replaced);
+        returns the loaded value. The loader's exceptions propagate."""
+        value = await loader()
+        await self.cache.set(key, value, ttl, tags)
+        return value
+
+    async def _after(self, action: str, entity: str, id: str | int | None) -> None:
+        validate_key_part(entity, "entity")
+        ident = None if id is None else validate_key_part(str(id), "id")
+        if self.strategy is InvalidationStrategy.TTL_ONLY:
+            return
+        await self._invalidate(entity, ident, scan=self.scan_lists)
+        self._invalidations += 1
+        if self.strategy is InvalidationStrategy.ON_EVENT:
+            cache = self.cache
+            keys = [f"{entity}:{ident}"] if ident is not None else []
+            message = _messages.encode(
+                _messages.Invalidation(
+                    keys=keys, entity=entity, id=ident, action=action, origin=cache._origin
+                ),
+                cache.source,
+            )
+            try:
+                await cache.client.publish(cache.channel, message)
+                self._published += 1
+            except Exception as exc:
+                cache._failed("publish an invalidation event", cache.channel, exc)
+
+    async def _invalidate(self, entity: str, ident: str | None, *, scan: bool) -> None:
+        cache = self.cache
+        if ident is not None:
+            await cache.delete(f"{entity}:{ident}")
+        await cache.invalidate_tags(f"{entity}:list")
+        if scan:
+            await cache.delete_pattern(f"{entity}:list:*")
+
+    # ------------------------------------------------------- other instances
+
+    def _on_event(self, event: _messages.Envelope) -> None:
+        inv = _messages.as_invalidation(event.payload)
+        if inv is None or inv.entity is None or inv.origin == self.cache._origin:
+            return
+        try:
+            entity = validate_key_part(inv.entity, "entity")
+            ident = None if inv.id is None else validate_key_part(inv.id, "id")
+        except ValueError:
+            log.warning("ignoring an invalidation event with a bad entity or id: %r", inv)
+            self._errors += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._apply(entity, ident))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _apply(self, entity: str, ident: str | None) -> None:
+        try:
+            await self._invalidate(entity, ident, scan=False)
+            self._applied += 1
+        except Exception:
+            self._errors += 1
+            log.exception("applying an invalidation event for %s %s failed", entity, ident)
