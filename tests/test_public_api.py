@@ -9,6 +9,14 @@ import inspect
 import redkit
 
 EXPECTED = {
+    "Cache",
+    "CacheStats",
+    "CachedFunction",
+    "InvalidationStrategy",
+    "Invalidator",
+    "InvalidatorStats",
+    "LocalCache",
+    "MISSING",
     "RateLimiter",
     "Rate",
     "Decision",

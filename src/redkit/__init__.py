@@ -2,6 +2,16 @@
 service of an asyncio web backend."""
 
 from ._version import __version__
+from .cache import (
+    MISSING,
+    Cache,
+    CachedFunction,
+    CacheStats,
+    InvalidationStrategy,
+    Invalidator,
+    InvalidatorStats,
+    LocalCache,
+)
 from .codec import Codec, JsonCodec, MsgpackCodec
 from .connection import Client, close, connect
 from .errors import (
@@ -34,6 +44,10 @@ from .scripts import Script
 from .settings import RedisSettings
 
 __all__ = [
+    "MISSING",
+    "Cache",
+    "CacheStats",
+    "CachedFunction",
     "Client",
     "Codec",
     "ConfigError",
@@ -41,9 +55,13 @@ __all__ = [
     "Decision",
     "DistributedLock",
     "HealthStatus",
+    "InvalidationStrategy",
+    "Invalidator",
+    "InvalidatorStats",
     "JsonCodec",
     "KeySpace",
     "Lease",
+    "LocalCache",
     "LockError",
     "LockLost",
     "LockNotAcquired",

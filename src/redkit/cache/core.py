@@ -756,7 +756,7 @@ class Cache:
                         log.error("cache lost tag members of %s that were not deleted", tag_key)
                     return total
                 await self._announce(
-                    keys=[self._keyspace.strip(m) for m in members], prefix=self.prefix
+                    keys=[self._keyspace.relative(m) for m in members], prefix=self.prefix
                 )
         self._n_invalidations += 1
         return total
@@ -794,7 +794,7 @@ class Cache:
             self._local.evict(names)
         removed = int(await self._client.delete(*names))
         self._n_deletes += removed
-        await self._announce(keys=[self._keyspace.strip(n) for n in names], prefix=self.prefix)
+        await self._announce(keys=[self._keyspace.relative(n) for n in names], prefix=self.prefix)
         return removed
 
     async def clear(self) -> bool:
