@@ -14,7 +14,9 @@ from redis.asyncio import Redis, RedisCluster
 
 from redkit.connection import Client
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed" / "session_record.json"
+FIXTURE = (
+    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed" / "session_record.json"
+)
 if not FIXTURE.exists():  # worktrees live at /work/wt/<name>; shared is /work/shared
     FIXTURE = Path("/work/shared/fixtures/seed/session_record.json")
 
@@ -82,10 +84,6 @@ async def wait_for(
 async def all_keys(client: Client, pattern: str = "*") -> set[str]:
     """Every key (test inspection only; the store itself never scans)."""
     found: set[str] = set()
-    if isinstance(client, RedisCluster):
-        async for key in client.scan_iter(match=pattern, count=500):
-            found.add(key.decode() if isinstance(key, bytes) else key)
-    else:
-        async for key in client.scan_iter(match=pattern, count=500):
-            found.add(key.decode() if isinstance(key, bytes) else key)
+    async for key in client.scan_iter(match=pattern, count=500):
+        found.add(key.decode() if isinstance(key, bytes) else key)
     return found

@@ -149,7 +149,8 @@ async def test_update_merges_keys_and_none_removes(client: Client) -> None:
     assert await store.get(session.id) == updated
     # Removing a key that is not there is a no-op, not an error.
     again = await store.update(session.id, {"absent": None})
-    assert again is not None and again.data == updated.data
+    assert again is not None
+    assert again.data == updated.data
 
 
 async def test_update_keeps_untouched_values_byte_for_byte(client: Client) -> None:
@@ -316,7 +317,8 @@ async def test_rotate_to_another_user_moves_the_index_entry(client: Client) -> N
     assert [s.id for s in await store.list_for_user("42")] == [logged_in.id]
 
     switched = await store.rotate(logged_in.id, user_id="43")
-    assert switched is not None and switched.user_id == "43"
+    assert switched is not None
+    assert switched.user_id == "43"
     assert await store.list_for_user("42") == []
     assert [s.id for s in await store.list_for_user("43")] == [switched.id]
     assert await client.exists(index_key(logged_in.id)) == 0
@@ -405,7 +407,7 @@ async def test_index_key_expires_with_its_last_session(client: Client) -> None:
     store = SessionStore(client, ttl=timedelta(milliseconds=400), absolute_ttl=timedelta(seconds=5))
     session = await store.create("42")
     idx = index_key(session.id)
-    assert 0 < await client.pttl(idx)
+    assert await client.pttl(idx) > 0
 
     async def index_gone() -> bool:
         return await client.exists(idx) == 0
@@ -453,7 +455,8 @@ async def test_data_size_limit(client: Client) -> None:
         await small.update(session.id, {"b": "y" * 60})
     assert (await small.get(session.id)) == session
     fits = await small.update(session.id, {"a": None, "b": "y" * 80})
-    assert fits is not None and fits.data == {"b": "y" * 80}
+    assert fits is not None
+    assert fits.data == {"b": "y" * 80}
     with pytest.raises(SessionDataTooLarge):
         await small.update(session.id, {"c": "z" * 200})
 
@@ -547,4 +550,5 @@ async def test_prefix_separates_stores(client: Client) -> None:
     session = await a.create("42", {"x": 1})
     assert await b.get(session.id) is None
     assert await b.list_for_user("42") == []
-    assert await all_keys(client, "a:*") and not await all_keys(client, "b:*")
+    assert await all_keys(client, "a:*")
+    assert not await all_keys(client, "b:*")

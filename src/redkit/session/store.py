@@ -269,11 +269,22 @@ class SessionStore:
         except _UNAVAILABLE as exc:
             self._errors += 1
             raise ConnectionUnavailable(
-                f"session store could not {what}: {describe_error(exc)}"
+                f"session store could not {what} (Redis at {self._address()}): "
+                f"{describe_error(exc)}"
             ) from exc
         except redis_errors.RedisError as exc:
             self._errors += 1
             raise RedkitError(f"session store could not {what}: {describe_error(exc)}") from exc
+
+    def _address(self) -> str:
+        client: Any = self._client
+        if self._cluster:
+            node = client.get_default_node()
+            return f"cluster node {node.name}" if node is not None else "a cluster"
+        kwargs = client.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return str(kwargs["path"])
+        return f"{kwargs.get('host')}:{kwargs.get('port')}"
 
     def _decode(self, raw: bytes, where: str) -> Session:
         try:
