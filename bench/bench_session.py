@@ -3,7 +3,10 @@ SessionMiddleware beside the same app without it.
 
 Group ``session``: ``store.get`` of a Go-format record against raw GET +
 JSON decode (baseline) and starsessions' ``RedisStore.read`` (with and
-without its JSON deserialisation).
+without its JSON deserialisation). In the redkit layout ``get`` is a plain
+GET (every write caps the key's TTL at the absolute deadline); in the Go
+layout it is one EVALSHA that also checks ``created_at``, because the Go
+service refreshes without a cap.
 
 Group ``session-asgi``: one request, the ASGI app called directly (no HTTP
 client in the measurement), with a session cookie: a Starlette app without
@@ -93,6 +96,12 @@ async def cases(env: Env) -> list[Case]:
     async def redkit_get() -> object:
         return await store.get(session.id)
 
+    go_store = SessionStore(env.raw_client(), layout="go", prefix="bench-go")
+    go_session = await go_store.create("42", DATA)
+
+    async def redkit_go_get() -> object:
+        return await go_store.get(go_session.id)
+
     star_store = RedisStore(connection=env.raw_client(), prefix="bench:star:")
     serializer = JsonSerializer()
     star_id = "star-session"
@@ -135,7 +144,13 @@ async def cases(env: Env) -> list[Case]:
 
     return [
         Case("session", "raw GET+decode (redis-py)", raw_get, baseline=True),
-        Case("session", "redkit SessionStore.get", redkit_get, note="EVALSHA: GET + absolute check"),
+        Case("session", "redkit SessionStore.get", redkit_get, note="GET; TTL is capped"),
+        Case(
+            "session",
+            "redkit SessionStore.get, layout=go",
+            redkit_go_get,
+            note="EVALSHA: GET + created_at check",
+        ),
         Case("session", "starsessions RedisStore.read", star_read, note="bytes, no decode"),
         Case("session", "starsessions read+deserialize", star_read_decode),
         Case(

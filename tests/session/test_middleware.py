@@ -432,6 +432,23 @@ async def test_paused_redis_gives_503_within_the_timeout(fresh_server: EmbeddedR
         await client.aclose()
 
 
+async def test_middleware_timeout_bounds_a_slow_store(fresh_server: EmbeddedRedis) -> None:
+    """A client with long socket timeouts does not hold the request: the
+    middleware's own timeout answers 503 first."""
+    client = await connect(settings_for(fresh_server, read_timeout=30, write_timeout=30))
+    try:
+        store = SessionStore(client)
+        async with asgi_client(starlette_app(store, timeout=0.5)) as http:
+            value = cookie_value(await http.get("/put?a=1"))
+            with fresh_server.paused():
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                await _unavailable_checks(http, value)
+                assert loop.time() - started < 5
+    finally:
+        await client.aclose()
+
+
 # -- FastAPI -----------------------------------------------------------------
 
 
@@ -511,6 +528,8 @@ async def test_middleware_configuration_errors(redis_client: Redis) -> None:
         SessionMiddleware(app, store=store, secret_key=KEY, domain="a;b")
     with pytest.raises(ConfigError, match="refresh_every"):
         SessionMiddleware(app, store=store, secret_key=KEY, refresh_every=0)
+    with pytest.raises(ConfigError, match="timeout"):
+        SessionMiddleware(app, store=store, secret_key=KEY, timeout=-1)
 
 
 async def test_helpers_need_the_middleware() -> None:

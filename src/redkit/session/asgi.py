@@ -7,13 +7,14 @@ Starlette is not imported: handlers pass a ``Request`` (anything with a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
@@ -32,6 +33,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+T = TypeVar("T")
 
 STATE_KEY = "redkit.session"
 _SIGN_CONTEXT = b"redkit.session.cookie\x00"
@@ -159,7 +162,9 @@ class _State:
         if self.cookie_id is not None:
             store = self.middleware.store
             try:
-                session = await store.touch(self.cookie_id, self.middleware.refresh_every)
+                session = await self.middleware.bounded(
+                    store.touch(self.cookie_id, self.middleware.refresh_every)
+                )
             except SerializationError as exc:
                 log.warning("unreadable session record, starting a fresh session: %s", exc)
             if session is None:
@@ -187,7 +192,7 @@ class _State:
             changes = _diff(_decode_dict(self.original), working)
             if not changes:
                 return
-            updated = await store.update(self.session.id, changes)
+            updated = await self.middleware.bounded(store.update(self.session.id, changes))
             if updated is None:
                 # Ended meanwhile (expired, logged out elsewhere): not revived.
                 self.session = None
@@ -197,7 +202,7 @@ class _State:
                 self.session = updated
             self.original = encoded
         elif working:
-            self.session = await store.create("", working)
+            self.session = await self.middleware.bounded(store.create("", working))
             self.original = encoded
             self.new_cookie = self.session.id
 
@@ -255,8 +260,8 @@ class SessionMiddleware:
     the start of the response, as one merge of the changed keys, only when
     something changed; the cookie is set only for a new id and cleared for a
     tampered, unknown or expired one (whose request sees a fresh, empty
-    session). If Redis cannot be reached the request is answered ``503``
-    with a JSON error.
+    session). If Redis cannot be reached, or a store call takes longer than
+    ``timeout`` seconds, the request is answered ``503`` with a JSON error.
 
     WebSocket connections get ``scope["session"]`` read-only (loaded when
     ``eager``); changes made there are not saved.
@@ -278,6 +283,7 @@ class SessionMiddleware:
         same_site: Literal["lax", "strict", "none"] = "lax",
         eager: bool = True,
         refresh_every: timedelta | float = 60.0,
+        timeout: float | None = 5.0,
     ) -> None:
         if not isinstance(store, SessionStore):
             raise ConfigError(f"store must be a SessionStore, got {type(store).__name__}")
@@ -306,8 +312,13 @@ class SessionMiddleware:
             refresh_every = refresh_every.total_seconds()
         if not isinstance(refresh_every, (int, float)) or not refresh_every > 0:
             raise ConfigError(f"refresh_every must be positive seconds, got {refresh_every!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
         self.app = app
         self.store = store
+        self.timeout = timeout
         self.signer = _Signer(keys)
         self.cookie_name = cookie_name
         self.eager = eager
@@ -324,6 +335,18 @@ class SessionMiddleware:
         self._tail = "; ".join(tail)
         self._max_age = max_age
         self._force_secure = same_site == "none"
+
+    async def bounded(self, operation: Awaitable[T]) -> T:
+        """Await a store call, at most ``timeout`` seconds (on top of the
+        client's own socket timeouts); past it, ConnectionUnavailable."""
+        if self.timeout is None:
+            return await operation
+        try:
+            return await asyncio.wait_for(operation, self.timeout)
+        except asyncio.TimeoutError as exc:
+            raise ConnectionUnavailable(
+                f"the session store did not answer within {self.timeout:g}s"
+            ) from exc
 
     def cookie_header(self, value: str | None, scope: Scope) -> bytes:
         """The ``Set-Cookie`` value for a signed id, or one that clears the
@@ -452,9 +475,9 @@ async def login(request: HTTPConnection | Scope, user_id: str) -> Session:
     working = state.working()
     rotated = None
     if state.session is not None:
-        rotated = await store.rotate(state.session.id, user_id=user_id)
+        rotated = await state.middleware.bounded(store.rotate(state.session.id, user_id=user_id))
     if rotated is None:
-        rotated = await store.create(user_id, dict(working))
+        rotated = await state.middleware.bounded(store.create(user_id, dict(working)))
         state.original = _encode(dict(working))
     else:
         state.original = _encode(rotated.data)
@@ -479,9 +502,9 @@ async def logout(request: HTTPConnection | Scope, *, everywhere: bool = False) -
     else:
         target, user = state.cookie_id, ""
     if everywhere and user:
-        existed = await store.destroy_all_for_user(user) > 0
+        existed = await state.middleware.bounded(store.destroy_all_for_user(user)) > 0
     if target is not None:
-        existed = await store.destroy(target) or existed
+        existed = await state.middleware.bounded(store.destroy(target)) or existed
     working = state.working() if state.loaded else None
     if working is not None:
         working.clear()
