@@ -25,11 +25,12 @@ WORKER = Path(__file__).with_name("_crash_worker.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def spawn(mode: str, server: EmbeddedRedis | EmbeddedCluster) -> subprocess.Popen[str]:
+def spawn(mode: str, server: EmbeddedRedis | EmbeddedCluster, *extra: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     cluster = "1" if isinstance(server, EmbeddedCluster) else "0"
     return subprocess.Popen(
-        [sys.executable, str(WORKER), mode, server.host, str(server.port), cluster],
+        [sys.executable, str(WORKER), mode, server.host, str(server.port), cluster, *extra],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -105,3 +106,35 @@ async def test_login_killed_between_the_two_cluster_steps(
     assert await store.list_for_user("crash") == []
     tag = user_tag("crash")
     assert await all_keys(cluster_client, f"app:session:{{{tag}}}:*") == set()
+
+
+async def test_updates_from_several_processes_all_survive(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    name = "redis_cluster" if isinstance(client, RedisCluster) else "redis_server"
+    server = request.getfixturevalue(name)
+    store = SessionStore(client)
+    session = await store.create("42", {"start": True})
+    procs = [spawn("update", server, session.id, f"p{n}") for n in range(3)]
+    try:
+        for proc in procs:
+            assert read_line(proc) == "ready"
+        for proc in procs:  # start them together
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert read_line(proc) == "done"
+            assert proc.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            for stream in (proc.stdin, proc.stdout):
+                if stream:
+                    stream.close()
+    final = await store.get(session.id)
+    assert final is not None
+    expected = {"start": True} | {f"p{n}-{i}": i for n in range(3) for i in range(30)}
+    assert final.data == expected

@@ -75,7 +75,7 @@ class SessionStats:
     misses: int = 0
     malformed_ids: int = 0
     updated: int = 0
-    refreshed: int = 0
+    refreshed: int = 0  # refresh() calls that found the session
     rotated: int = 0
     destroyed: int = 0
     errors: int = 0
@@ -442,7 +442,7 @@ class SessionStore:
             return None
         if isinstance(reply, list):
             raise self._malformed_record(keys[0], reply[1])
-        if mode == "touch":
+        if mode == "touch" and min_move_us == 0:
             self._refreshed += 1
         return self._accept(reply, keys[0], session_id)
 

@@ -8,6 +8,23 @@ local mode = ARGV[6]
 local id = ARGV[8]
 local s = redis.call('GET', KEYS[1])
 if not s then return false end
+-- Fast path for the common case (a live record in the canonical member
+-- order, nothing to write): no full parse.
+if mode ~= 'take' then
+  local created = string.match(s, ',"created_at":"([^"]*)","expires_at":"[^"]*"}%s*$')
+  local c = created and parse_time(created)
+  if c then
+    local now = now_us()
+    local cap = c + ABS_US
+    if now < cap then
+      if mode == 'get' then return s end
+      local target = now + TTL_US
+      if cap < target then target = cap end
+      local left = redis.call('PTTL', KEYS[1])
+      if left >= 0 and target - (now + left * 1000) < tonumber(ARGV[7]) then return s end
+    end
+  end
+end
 local rec, why = parse_or_nil(s)
 if not rec then return {2, why} end
 local now = now_us()
