@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 
 from redkit.server import EmbeddedRedis
 
@@ -17,7 +18,8 @@ def blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
-def test_store_example_runs(redis_server: EmbeddedRedis, capsys: Any) -> None:
+def test_store_example_runs(redis_server: EmbeddedRedis, redis_client: Redis, capsys: Any) -> None:
+    # redis_client: the server is flushed first.
     store_example = next(b for b in blocks() if "async def main" in b and "SessionStore(" in b)
     code = store_example.replace("redis://127.0.0.1:6379/0", redis_server.url)
     exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
