@@ -88,11 +88,3 @@ def parse_time(text: str) -> datetime:
         )
     except ValueError as exc:
         raise SerializationError(f"not a valid timestamp: {text[:60]!r}: {exc}") from exc
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 text that Go's ``time.Time`` parses (microseconds, offset kept)."""
-    if value.tzinfo is None:
-        raise ValueError("session timestamps must be timezone-aware")
-    text = value.isoformat(timespec="microseconds")
-    return text[:-6] + "Z" if text.endswith("+00:00") else text

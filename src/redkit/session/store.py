@@ -300,7 +300,9 @@ class SessionStore:
         kwargs = client.connection_pool.connection_kwargs
         if kwargs.get("path"):
             return str(kwargs["path"])
-        return f"{kwargs.get('host')}:{kwargs.get('port')}"
+        if kwargs.get("host") is None:  # Sentinel: the master moves
+            return "the Sentinel-managed master"
+        return f"{kwargs['host']}:{kwargs.get('port')}"
 
     def _decode(self, raw: bytes, where: str) -> Session:
         if _LONG_FRACTION.search(raw) is None:
