@@ -173,6 +173,8 @@ class _State:
 
     def working(self) -> MutableMapping[str, Any]:
         data = self.scope.get("session")
+        if type(data) is dict:  # the usual case; skips the slower ABC check
+            return data
         if not isinstance(data, MutableMapping) or isinstance(data, _NotLoaded):
             data = {}
             self.scope["session"] = data
@@ -183,8 +185,10 @@ class _State:
         headers go out."""
         if not self.loaded:
             return
-        store = self.middleware.store
         working = self.working()
+        if self.session is None and not working:
+            return
+        store = self.middleware.store
         encoded = _encode(dict(working))
         if encoded == self.original:
             return
