@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -35,6 +36,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 T = TypeVar("T")
+_HAS_TIMEOUT_CM = sys.version_info >= (3, 11)
 
 STATE_KEY = "redkit.session"
 _SIGN_CONTEXT = b"redkit.session.cookie\x00"
@@ -346,6 +348,9 @@ class SessionMiddleware:
         if self.timeout is None:
             return await operation
         try:
+            if _HAS_TIMEOUT_CM:  # Python 3.11+: a timer, no extra task
+                async with asyncio.timeout(self.timeout):  # type: ignore[attr-defined,unused-ignore]
+                    return await operation
             return await asyncio.wait_for(operation, self.timeout)
         except asyncio.TimeoutError as exc:
             raise ConnectionUnavailable(

@@ -212,14 +212,18 @@ class SessionStore:
         head = f"{prefix}:session:" if prefix else "session:"
         self._head = head
         self._tagged = layout == "redkit"
-        self._argv_head: tuple[str | int, ...] = (
-            "t" if self._tagged else "g",
-            head,
-            head + "user:",
-            self._ttl_us,
-            self._abs_us,
+        # Sent with every script call: encoded once.
+        self._argv_head: tuple[bytes, ...] = tuple(
+            str(part).encode()
+            for part in (
+                "t" if self._tagged else "g",
+                head,
+                head + "user:",
+                self._ttl_us,
+                self._abs_us,
+            )
         )
-        self._abs_arg = [self._abs_us]
+        self._abs_arg = [str(self._abs_us).encode()]
         self._codec = get_codec("json")
         self._created = self._hits = self._misses = self._malformed = 0
         self._updated = self._refreshed = self._rotated = self._destroyed = self._errors = 0
