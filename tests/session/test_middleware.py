@@ -207,7 +207,7 @@ async def test_tampered_cookies_start_a_fresh_session_without_redis(redis_client
 
 async def test_unknown_or_expired_session_starts_fresh(client: Client) -> None:
     store = SessionStore(client, ttl=timedelta(seconds=1), absolute_ttl=timedelta(seconds=30))
-    async with asgi_client(starlette_app(store)) as http:
+    async with asgi_client(starlette_app(store, refresh_every=0.5)) as http:
         unknown = sign("A" * 22 + "." + "B" * 43)
         response = await http.get("/show", headers=with_cookie(unknown))
         assert response.json() == {}
@@ -528,6 +528,9 @@ async def test_middleware_configuration_errors(redis_client: Redis) -> None:
         SessionMiddleware(app, store=store, secret_key=KEY, domain="a;b")
     with pytest.raises(ConfigError, match="refresh_every"):
         SessionMiddleware(app, store=store, secret_key=KEY, refresh_every=0)
+    short = SessionStore(redis_client, ttl=30)
+    with pytest.raises(ConfigError, match=r"refresh_every \(60s\) must be shorter"):
+        SessionMiddleware(app, store=short, secret_key=KEY)
     with pytest.raises(ConfigError, match="timeout"):
         SessionMiddleware(app, store=store, secret_key=KEY, timeout=-1)
 

@@ -318,6 +318,11 @@ class SessionMiddleware:
             refresh_every = refresh_every.total_seconds()
         if not isinstance(refresh_every, (int, float)) or not refresh_every > 0:
             raise ConfigError(f"refresh_every must be positive seconds, got {refresh_every!r}")
+        if refresh_every >= store.ttl.total_seconds():
+            raise ConfigError(
+                f"refresh_every ({refresh_every:g}s) must be shorter than the store's idle "
+                f"ttl ({store.ttl.total_seconds():g}s), or sessions in use would expire"
+            )
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
         ):
