@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -17,7 +18,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from redkit.server import free_port
 from redkit.session import (
     SessionMiddleware,
     SessionStore,
@@ -140,13 +140,16 @@ def asgi_client(app: Any, scheme: str = "http") -> httpx.AsyncClient:
 
 @contextlib.asynccontextmanager
 async def served(app: Any) -> AsyncIterator[str]:
-    """``app`` served by uvicorn on a loopback port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
-    )
+    """``app`` served by uvicorn on a loopback port; yields its base URL.
+    The socket is bound here to a port the kernel picks, so no other process
+    can take it between choosing and binding."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 15
@@ -161,6 +164,7 @@ async def served(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+        sock.close()
 
 
 def set_cookies(response: httpx.Response) -> list[str]:
