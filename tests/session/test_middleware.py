@@ -350,23 +350,8 @@ async def test_session_data_too_large_is_an_app_error(redis_client: Redis) -> No
     assert await redis_client.dbsize() == 0
 
 
-async def test_websocket_sees_the_session(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
-    session = await store.create("", {"a": 1})
-    app = starlette_app(store)
-    sent: list[dict[str, Any]] = []
-    inbox = [{"type": "websocket.connect"}]
-
-    async def receive() -> dict[str, Any]:
-        if inbox:
-            return inbox.pop()
-        await asyncio.sleep(5)
-        return {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
+def ws_scope(cookie: str) -> dict[str, Any]:
+    return {
         "type": "websocket",
         "asgi": {"version": "3.0"},
         "scheme": "ws",
@@ -374,14 +359,47 @@ async def test_websocket_sees_the_session(redis_client: Redis) -> None:
         "raw_path": b"/ws",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"cookie", f"session={sign(session.id)}".encode())],
+        "headers": [(b"cookie", f"session={cookie}".encode())],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "subprotocols": [],
     }
-    await asyncio.wait_for(app(scope, receive, send), 10)
+
+
+async def run_ws(app: Any, cookie: str) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    inbox = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop()
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(ws_scope(cookie), receive, send), 10)
+    return sent
+
+
+async def test_websocket_sees_the_session(redis_client: Redis) -> None:
+    store = SessionStore(redis_client)
+    session = await store.create("", {"a": 1})
+    sent = await run_ws(starlette_app(store), sign(session.id))
     texts = [m.get("text") for m in sent if m["type"] == "websocket.send"]
     assert texts == [json.dumps({"a": 1}, separators=(",", ":"))]
+
+
+async def test_websocket_closes_with_1011_when_redis_is_down(fresh_server: EmbeddedRedis) -> None:
+    client = await connect(settings_for(fresh_server, max_retries=0))
+    try:
+        store = SessionStore(client)
+        session = await store.create("", {"a": 1})
+        fresh_server.stop()
+        sent = await run_ws(starlette_app(store), sign(session.id))
+        assert sent == [{"type": "websocket.close", "code": 1011}]
+    finally:
+        await client.aclose()
 
 
 # -- Redis unreachable -------------------------------------------------------
