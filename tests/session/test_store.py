@@ -558,3 +558,22 @@ async def test_prefix_separates_stores(client: Client) -> None:
     assert await b.list_for_user("42") == []
     assert await all_keys(client, "a:*")
     assert not await all_keys(client, "b:*")
+
+
+async def test_touch_refreshes_only_when_due(client: Client) -> None:
+    store = SessionStore(client, ttl=timedelta(seconds=30), absolute_ttl=timedelta(hours=1))
+    session = await store.create("42", {"a": 1})
+    key = record_key(store, session.id)
+    await client.pexpire(key, 20_000)  # as if last used 10 s ago
+    touched = await store.touch(session.id, timedelta(seconds=15))
+    assert touched == session  # not due: nothing rewritten
+    assert await client.pttl(key) <= 20_000
+    touched = await store.touch(session.id, timedelta(seconds=5))
+    assert touched is not None
+    assert touched.data == {"a": 1}
+    assert touched.expires_at > session.expires_at
+    assert await client.pttl(key) > 25_000
+    await store.destroy(session.id)
+    assert await store.touch(session.id, 1.0) is None
+    with pytest.raises(ConfigError, match="min_interval"):
+        await store.touch(session.id, 0)
