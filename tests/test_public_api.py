@@ -9,6 +9,15 @@ import inspect
 import redkit
 
 EXPECTED = {
+    "Session",
+    "SessionDataTooLarge",
+    "SessionMiddleware",
+    "SessionStats",
+    "SessionStore",
+    "load_session",
+    "login",
+    "logout",
+    "session_user_id",
     "Cache",
     "CacheStats",
     "CachedFunction",

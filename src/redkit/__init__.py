@@ -41,6 +41,17 @@ from .ratelimit import (
     by_user_or_ip,
 )
 from .scripts import Script
+from .session import (
+    Session,
+    SessionDataTooLarge,
+    SessionMiddleware,
+    SessionStats,
+    SessionStore,
+    load_session,
+    login,
+    logout,
+    session_user_id,
+)
 from .settings import RedisSettings
 
 __all__ = [
@@ -81,11 +92,20 @@ __all__ = [
     "Script",
     "Semaphore",
     "SerializationError",
+    "Session",
+    "SessionDataTooLarge",
+    "SessionMiddleware",
+    "SessionStats",
+    "SessionStore",
     "__version__",
     "by_client_ip",
     "by_user_or_ip",
     "close",
     "connect",
     "health",
+    "load_session",
+    "login",
+    "logout",
     "prometheus_text",
+    "session_user_id",
 ]

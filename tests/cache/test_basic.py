@@ -18,19 +18,8 @@ import redkit.cache
 from redkit import SerializationError
 from redkit.cache import MISSING, Cache, CacheStats, LocalCache, _envelope, _messages
 
-# The Go service's golden records: the repository's copy, or the shared seed
-# directory they were copied from.
-FIXTURES = next(
-    (
-        path
-        for path in (
-            Path(__file__).resolve().parents[1] / "fixtures" / "go",
-            Path("/work/shared/fixtures/seed"),
-        )
-        if path.is_dir()
-    ),
-    Path(__file__).resolve().parents[1] / "fixtures" / "go",
-)
+# The Go service's golden records (a copy of the shared seed fixtures).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "go"
 GOLDEN = {path.stem: path.read_bytes().strip() for path in sorted(FIXTURES.glob("*.json"))}
 
 

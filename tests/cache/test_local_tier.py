@@ -14,19 +14,8 @@ import redkit
 from redkit.cache import MISSING, Cache, LocalCache
 from redkit.testing import settings_for
 
-# The Go service's golden records: the repository's copy, or the shared seed
-# directory they were copied from.
-FIXTURES = next(
-    (
-        path
-        for path in (
-            Path(__file__).resolve().parents[1] / "fixtures" / "go",
-            Path("/work/shared/fixtures/seed"),
-        )
-        if path.is_dir()
-    ),
-    Path(__file__).resolve().parents[1] / "fixtures" / "go",
-)
+# The Go service's golden records (a copy of the shared seed fixtures).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "go"
 GO_BARE_INVALIDATE = (FIXTURES / "event_utc_nopayload.json").read_bytes().strip()
 
 

@@ -14,11 +14,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from redkit.connection import Client
 
-FIXTURE = (
-    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed" / "session_record.json"
-)
-if not FIXTURE.exists():  # worktrees live at /work/wt/<name>; shared is /work/shared
-    FIXTURE = Path("/work/shared/fixtures/seed/session_record.json")
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "go" / "session_record.json"
 
 
 def go_time(value: datetime, digits: int = 9) -> str:
