@@ -9,12 +9,13 @@ import random
 from typing import Any, Union
 
 from redis import exceptions as redis_errors
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
+from ._pool import WaitingConnectionPool
 from .errors import ConnectionUnavailable
 from .settings import RedisSettings
 
@@ -187,7 +188,7 @@ def _build(settings: RedisSettings) -> Client:
         if settings.ssl:
             pool_kwargs["connection_class"] = SSLConnection
             pool_kwargs.update(_ssl_kwargs(settings))
-    pool = BlockingConnectionPool(
+    pool = WaitingConnectionPool(
         max_connections=settings.pool_size,
         # Waiting for a free connection is bounded like any other wait.
         timeout=settings.connect_timeout,
