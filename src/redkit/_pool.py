@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from redis.asyncio import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["WaitingConnectionPool"]
+__all__ = ["WaitingConnectionPool", "WaitingRedisCluster"]
 
 
 class WaitingConnectionPool(ConnectionPool):
@@ -55,3 +56,32 @@ class WaitingConnectionPool(ConnectionPool):
             await super().release(connection)
         finally:
             self._slots.release()
+
+
+class WaitingRedisCluster(RedisCluster):
+    """redis-py's cluster client fails a command with ``MaxConnectionsError``
+    when its node has no free connection; this one lets at most
+    ``max_connections`` commands be in flight at once (so no node can run out,
+    each command holding at most one connection per node) and makes the rest
+    wait up to ``wait_timeout`` seconds."""
+
+    def __init__(self, *args: Any, wait_timeout: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wait_timeout = wait_timeout
+        self._in_flight = asyncio.Semaphore(kwargs.get("max_connections", 100))
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        slots = self._in_flight
+        if slots.locked():
+            try:
+                await asyncio.wait_for(slots.acquire(), self._wait_timeout)
+            except asyncio.TimeoutError:
+                raise RedisConnectionError(
+                    f"no free cluster connection within {self._wait_timeout:g}s"
+                ) from None
+        else:
+            await slots.acquire()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            slots.release()

@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ._pool import WaitingConnectionPool
+from ._pool import WaitingConnectionPool, WaitingRedisCluster
 from .errors import ConnectionUnavailable
 from .settings import RedisSettings
 
@@ -147,14 +147,14 @@ def _ssl_kwargs(settings: RedisSettings) -> dict[str, Any]:
 def _build(settings: RedisSettings) -> Client:
     common = _common_kwargs(settings)
     if settings.cluster:
-        return RedisCluster(
+        return WaitingRedisCluster(
             host=settings.host,
             port=settings.port,
-            # redis-py's cluster client cannot wait for a free connection: past
-            # the cap a command fails with MaxConnectionsError. A cap as small
-            # as a standalone pool would fail ordinary request bursts, so each
-            # node gets at least redis-py's own default of 100.
+            # Each node gets at least redis-py's own default of 100
+            # connections; past that, commands wait for one (see
+            # WaitingRedisCluster) instead of failing.
             max_connections=max(settings.pool_size, 100),
+            wait_timeout=settings.connect_timeout,
             ssl=settings.ssl,
             **_ssl_kwargs(settings),
             **common,

@@ -68,10 +68,10 @@ class RedisSettings:
     front on a standalone or Sentinel client; afterwards the pool grows on
     demand up to ``pool_size`` and idle connections are not reopened.
 
-    ``pool_size`` caps a standalone or Sentinel pool; a command waits (up to
-    ``connect_timeout``) for a free connection. redis-py's cluster client
-    cannot wait and fails past its cap, so on a cluster each node's cap is
-    ``max(pool_size, 100)``.
+    ``pool_size`` caps a standalone pool, and a command waits (up to
+    ``connect_timeout``) for a free connection. On a cluster each node's cap
+    is ``max(pool_size, 100)`` and at most that many commands are in flight
+    at once; the rest wait the same way.
 
     Timeouts are seconds. ``max_retries`` bounds both the start-up attempts of
     ``connect()`` and redis-py's retries of a command whose connection failed.
