@@ -17,8 +17,7 @@ from typing import Any
 
 import msgspec
 
-from bench.harness import Case, CountingConnection, Env
-from redkit import RedisSettings, connect
+from bench.harness import Case, Env
 from redkit.cache import Cache, LocalCache
 
 VALUE = {"id": 42, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin"]}
@@ -50,12 +49,7 @@ async def cases(env: Env) -> list[Case]:
         return decode(await raw.get("bench:cache:raw"))
 
     # the client redkit.connect() builds, its connections counted
-    connected = await connect(RedisSettings(host=env.host, port=env.port, min_idle_conns=0))
-    pool: Any = connected.connection_pool  # type: ignore[union-attr]
-    await pool.disconnect()
-    pool._available_connections.clear()  # drop the uncounted one PING opened
-    pool.connection_class = CountingConnection
-    env.closers.append(connected.aclose)
+    connected = await env.redkit_client()
     on_connected = Cache(connected, prefix="bench", default_ttl=3600)
     env.closers.append(on_connected.aclose)
 

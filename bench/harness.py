@@ -71,13 +71,15 @@ class Env:
         return client
 
     async def redkit_client(self) -> Redis:
-        """A client as :func:`redkit.connect` builds it, with counted connections."""
-        from redkit import RedisSettings, connect
+        """A client as :func:`redkit.connect` builds it (same pool, retry and
+        timeouts), with counted connections from its first command on."""
+        from redkit import RedisSettings
+        from redkit.connection import build_client
 
-        client = await connect(RedisSettings(host=self.host, port=self.port, min_idle_conns=0))
+        client = build_client(RedisSettings(host=self.host, port=self.port, min_idle_conns=0))
         assert isinstance(client, Redis)
         client.connection_pool.connection_class = CountingConnection
-        await client.connection_pool.disconnect()
+        await client.ping()
         self.closers.append(client.aclose)
         return client
 
