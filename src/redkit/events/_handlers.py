@@ -1,0 +1,133 @@
+"""Handler registration and invocation shared by the pub/sub subscriber and
+the stream consumer: typed payloads, per-call timeout, sync handlers in a
+worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import math
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, overload
+
+from ..errors import ConfigError, SerializationError
+from ._envelope import Event, _check_type, _decode_payload
+
+__all__ = ["Handler", "HandlerRegistry", "PayloadError", "Registration", "check_seconds"]
+
+Handler = Callable[[Event[Any]], "Awaitable[None] | None"]
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class PayloadError(SerializationError):
+    """The payload does not decode as the ``payload_type`` a handler asked for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    handler: Callable[[Event[Any]], Any]
+    payload_type: Any
+    is_async: bool
+    name: str
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+class HandlerRegistry:
+    """Handlers by event type; several handlers may share a type and all run."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, tuple[Registration, ...]] = {}
+
+    def add(self, event_type: str, handler: Callable[..., Any], payload_type: Any) -> None:
+        _check_type(event_type)
+        if not callable(handler):
+            raise TypeError(f"handler for {event_type!r} must be callable, got {handler!r}")
+        reg = Registration(handler, payload_type, _is_async(handler), _name(handler))
+        self._by_type[event_type] = (*self._by_type.get(event_type, ()), reg)
+
+    def get(self, event_type: str) -> tuple[Registration, ...] | None:
+        return self._by_type.get(event_type)
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._by_type)
+
+    @overload
+    def decorator(self, event_type: str, handler: None, payload_type: Any) -> Callable[[H], H]: ...
+    @overload
+    def decorator(self, event_type: str, handler: H, payload_type: Any) -> H: ...
+    def decorator(self, event_type: str, handler: Any, payload_type: Any) -> Any:
+        if handler is not None:
+            self.add(event_type, handler, payload_type)
+            return handler
+
+        def register(fn: H) -> H:
+            self.add(event_type, fn, payload_type)
+            return fn
+
+        return register
+
+
+def event_for(reg: Registration, event: Event[Any], payload: bytes) -> Event[Any]:
+    """``event`` with its payload built as the registration's type."""
+    if reg.payload_type is None:
+        return event
+    try:
+        typed = _decode_payload(payload, reg.payload_type)
+    except SerializationError as exc:
+        raise PayloadError(str(exc)) from exc
+    return dataclasses.replace(event, payload=typed)
+
+
+async def invoke(reg: Registration, event: Event[Any], timeout: float) -> None:
+    """Run one handler on ``event`` within ``timeout`` seconds. Sync handlers
+    run in the default thread pool (a timed-out thread cannot be stopped; it
+    finishes in the background)."""
+    if reg.is_async:
+        await _bounded(reg.handler(event), timeout)
+        return
+    result = await _bounded(asyncio.to_thread(reg.handler, event), timeout)
+    if inspect.isawaitable(result):
+        await _bounded(result, timeout)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
+        return await asyncio.wait_for(awaitable, timeout)
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """``value`` as seconds, or :class:`ConfigError` naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: object, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return value
