@@ -114,6 +114,10 @@ def free_port(host: str = "127.0.0.1", *, with_bus: bool = False) -> int:
 
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # redis-server binds with SO_REUSEADDR; probing the same way keeps
+        # connections of a stopped server (TIME_WAIT) from counting as a
+        # listener, which made restart() on the same port fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
