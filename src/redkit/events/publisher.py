@@ -42,7 +42,8 @@ def check_channel(channel: object, what: str = "channel") -> str:
 def sharded_unsupported(exc: BaseException) -> bool:
     """True when ``exc`` says the server has no sharded pub/sub (before 7.0)."""
     text = str(exc).lower()
-    return "unknown command" in text and ("spublish" in text or "ssubscribe" in text)
+    unknown = "unknown command" in text or "doesn't exist" in text
+    return unknown and ("spublish" in text or "ssubscribe" in text)
 
 
 class Publisher:

@@ -383,7 +383,9 @@ class StreamConsumer:
                 task.result()
             assert self._ready is not None
             waiter: asyncio.Future[Any] = asyncio.ensure_future(self._ready.wait())
-            done, _ = await asyncio.wait({task, waiter}, timeout=ready_timeout)
+            done, _ = await asyncio.wait(
+                {task, waiter}, timeout=ready_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
             if task in done:
                 task.result()

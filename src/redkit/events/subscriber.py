@@ -189,6 +189,7 @@ class Subscriber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._links: list[_Link] = []
         self._subscribed: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._stop: asyncio.Event | None = None
         self._received = 0
@@ -243,8 +244,16 @@ class Subscriber:
             raise RuntimeError("this Subscriber is already running")
         self._running = True
         self._slots = asyncio.Semaphore(self.max_concurrency)
-        self._subscribed = asyncio.Event()
-        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if self._subscribed is None or self._loop is not loop:
+            # Kept across runs of one loop, so wait_subscribed() called before
+            # a run starts sees that run.
+            self._loop = loop
+            self._subscribed = asyncio.Event()
+            self._stop = asyncio.Event()
+        assert self._stop is not None
+        self._stop.clear()
+        self._subscribed.clear()
         try:
             self._links = self._plan(chans, pats)
             if len(self._links) == 1:
@@ -288,7 +297,9 @@ class Subscriber:
         assert self._subscribed is not None
         waiter: asyncio.Future[Any] = asyncio.ensure_future(self._subscribed.wait())
         try:
-            done, _ = await asyncio.wait({task, waiter}, timeout=timeout)
+            done, _ = await asyncio.wait(
+                {task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waiter.cancel()
         if task in done:
