@@ -60,9 +60,7 @@ def test_golden_user_created_decodes_with_offset_kept_and_nanoseconds_truncated(
         "roles": ["admin", "ops"],
     }
     # .123456789 -> .123456 (truncated, not rounded to .123457)
-    assert event.timestamp == datetime(
-        2026, 11, 26, 18, 4, 5, 123456, timezone(timedelta(hours=7))
-    )
+    assert event.timestamp == datetime(2026, 11, 26, 18, 4, 5, 123456, timezone(timedelta(hours=7)))
     assert event.timestamp.utcoffset() == timedelta(hours=7)
     assert event.id.startswith("sha1:")
 

@@ -30,9 +30,7 @@ class UserDeleted:
 async def publish_count(client: Client) -> int:
     if isinstance(client, RedisCluster):
         infos = await client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
-        return sum(
-            int(info.get("cmdstat_publish", {}).get("calls", 0)) for info in infos.values()
-        )
+        return sum(int(info.get("cmdstat_publish", {}).get("calls", 0)) for info in infos.values())
     info = await client.info("commandstats")
     return int(info.get("cmdstat_publish", {}).get("calls", 0))
 
