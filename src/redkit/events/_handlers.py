@@ -15,7 +15,15 @@ from typing import Any, TypeVar, overload
 from ..errors import ConfigError, SerializationError
 from ._envelope import Event, _check_type, _decode_payload
 
-__all__ = ["Handler", "HandlerRegistry", "PayloadError", "Registration", "check_seconds"]
+__all__ = [
+    "Handler",
+    "HandlerRegistry",
+    "PayloadError",
+    "Registration",
+    "cancel_and_wait",
+    "check_seconds",
+    "raise_if_cancelled",
+]
 
 Handler = Callable[[Event[Any]], "Awaitable[None] | None"]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -112,6 +120,32 @@ else:  # pragma: no cover - Python 3.10
 
     async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
         return await asyncio.wait_for(awaitable, timeout)
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a lower layer dropped.
+
+    redis-py sends every command through ``asyncio.wait_for``, which on
+    Python 3.11 can lose a cancellation that arrives just as the send
+    completes (the call then returns normally). Loops that must stop when
+    cancelled call this after awaiting Redis.
+    """
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
+
+async def cancel_and_wait(task: asyncio.Future[Any], timeout: float) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling again every second
+    in case a cancellation was dropped; give up after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done():
+        task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        await asyncio.wait({task}, timeout=min(1.0, left))
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:

@@ -13,7 +13,7 @@ from redis import exceptions as redis_errors
 from ..connection import Client, describe_error, is_cluster
 from ..errors import ConfigError, ConnectionUnavailable
 from ._envelope import _check_type, _encode, format_timestamp
-from ._handlers import check_seconds
+from ._handlers import check_seconds, raise_if_cancelled
 
 __all__ = ["Publisher", "PublisherStats", "check_channel", "sharded_unsupported"]
 
@@ -140,6 +140,7 @@ class Publisher:
                 f"cannot publish event {type!r} on channel {channel!r}: {describe_error(exc)}"
             ) from exc
         self._published += 1
+        raise_if_cancelled()
         return int(receivers)
 
     async def _send(self, channel: str, data: bytes) -> Any:

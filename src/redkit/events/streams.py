@@ -28,10 +28,12 @@ from ._handlers import (
     HandlerRegistry,
     PayloadError,
     Registration,
+    cancel_and_wait,
     check_count,
     check_seconds,
     event_for,
     invoke,
+    raise_if_cancelled,
 )
 
 __all__ = [
@@ -143,6 +145,7 @@ class StreamPublisher:
                 f"cannot append event {type!r} to stream {stream!r}: {describe_error(exc)}"
             ) from exc
         self._published += 1
+        raise_if_cancelled()
         return event_id
 
     async def publish_many(self, stream: str, events: Iterable[tuple[str, Any]]) -> list[str]:
@@ -395,9 +398,9 @@ class StreamConsumer:
                 )
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, self.drain_timeout + 10.0)
+            if task.done() and not task.cancelled():
+                task.result()
 
     async def _loop(self) -> None:
         assert self._ready is not None
@@ -405,6 +408,7 @@ class StreamConsumer:
         recovered = False
         next_claim = 0.0
         while True:
+            raise_if_cancelled()
             try:
                 if not recovered:
                     await self.ensure_group()
@@ -421,6 +425,7 @@ class StreamConsumer:
                     count=self.batch_size,
                     block=max(1, int(self.block * 1000)),
                 )
+                raise_if_cancelled()
                 entries = _entries(reply)
                 if entries:
                     await self._process(entries, None)
@@ -452,6 +457,7 @@ class StreamConsumer:
             delay * 1000,
         )
         await asyncio.sleep(delay)
+        raise_if_cancelled()
         return failures + 1
 
     async def ensure_group(self) -> bool:
@@ -486,6 +492,7 @@ class StreamConsumer:
                 return
             log.info("re-running %d entries %s left pending", len(entries), self.consumer)
             await self._process(entries, await self._deliveries(entries))
+            raise_if_cancelled()
             cursor = entries[-1][0]
 
     async def _claim_idle_entries(self) -> None:
@@ -512,6 +519,7 @@ class StreamConsumer:
                     self.claim_idle,
                 )
                 await self._process(entries, await self._deliveries(entries))
+            raise_if_cancelled()
             if cursor in (b"0-0", "0-0"):
                 return
 
@@ -532,6 +540,7 @@ class StreamConsumer:
     async def _process(
         self, entries: list[tuple[Any, Any]], deliveries: Mapping[Any, int] | None
     ) -> None:
+        raise_if_cancelled()
         ack: list[Any] = []
         dead: list[_Outcome] = []
         jobs: list[asyncio.Task[_Outcome]] = []

@@ -33,10 +33,12 @@ from ._handlers import (
     HandlerRegistry,
     PayloadError,
     Registration,
+    cancel_and_wait,
     check_count,
     check_seconds,
     event_for,
     invoke,
+    raise_if_cancelled,
 )
 from .publisher import check_channel, sharded_unsupported
 
@@ -286,9 +288,9 @@ class Subscriber:
             await self._wait_ready(task, ready_timeout or self.connect_timeout)
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, self.drain_timeout + 10.0)
+            if task.done() and not task.cancelled():
+                task.result()
 
     async def _wait_ready(self, task: asyncio.Future[Any], timeout: float) -> None:
         await asyncio.sleep(0)  # let run() set up its state
@@ -370,14 +372,13 @@ class Subscriber:
                 link.attempts += 1
                 conn = link.make()
                 await asyncio.wait_for(conn.connect(), self.connect_timeout)  # type: ignore[no-untyped-call]
+                raise_if_cancelled()
                 session: asyncio.Future[Any] = asyncio.ensure_future(self._session(link, conn))
                 try:
                     await asyncio.wait({session, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     if not session.done():
-                        session.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await session
+                        await cancel_and_wait(session, 10.0)
                 if not session.cancelled():
                     session.result()  # raises why the session ended
                 return  # stopped
@@ -424,6 +425,7 @@ class Subscriber:
                 )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+            raise_if_cancelled()
 
     async def _session(self, link: _Link, conn: AbstractConnection) -> None:
         """Subscribe on ``conn`` and dispatch what arrives; raises
@@ -436,6 +438,7 @@ class Subscriber:
         if link.patterns:
             await conn.send_command("PSUBSCRIBE", *link.patterns, check_health=False)
             pending += len(link.patterns)
+        raise_if_cancelled()
         read = conn.read_response
         deliver = self._deliver
         probing = False
@@ -456,6 +459,7 @@ class Subscriber:
                         "stalled server)"
                     )
                 await conn.send_command("PING", check_health=False)
+                raise_if_cancelled()
                 probing = True
                 continue
             probing = False
