@@ -78,6 +78,9 @@ class Env:
         assert isinstance(client, Redis)
         client.connection_pool.connection_class = CountingConnection
         await client.connection_pool.disconnect()
+        # disconnect() keeps the old connection objects for reuse; drop them so
+        # that every connection from now on is a counting one.
+        client.connection_pool.reset()
         self.closers.append(client.aclose)
         return client
 
