@@ -194,7 +194,7 @@ def test_unencodable_payload_names_its_type() -> None:
 
 def test_event_is_frozen_and_generic() -> None:
     event: Event[int] = new_event("x", 3, "api")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         event.type = "y"  # type: ignore[misc]
     with pytest.raises(ValueError, match="event type"):
         new_event("", 1, "api")

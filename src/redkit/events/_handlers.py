@@ -12,6 +12,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
+import msgspec
+
 from ..errors import ConfigError, SerializationError
 from ._envelope import Event, _check_type, _decode_payload
 
@@ -20,6 +22,7 @@ __all__ = [
     "HandlerRegistry",
     "PayloadError",
     "Registration",
+    "Watchdog",
     "cancel_and_wait",
     "check_seconds",
     "raise_if_cancelled",
@@ -56,6 +59,7 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._by_type: dict[str, tuple[Registration, ...]] = {}
+        self._untyped: set[str] = set()
 
     def add(self, event_type: str, handler: Callable[..., Any], payload_type: Any) -> None:
         _check_type(event_type)
@@ -63,6 +67,12 @@ class HandlerRegistry:
             raise TypeError(f"handler for {event_type!r} must be callable, got {handler!r}")
         reg = Registration(handler, payload_type, _is_async(handler), _name(handler))
         self._by_type[event_type] = (*self._by_type.get(event_type, ()), reg)
+        if payload_type is None:
+            self._untyped.add(event_type)
+
+    def needs_untyped(self, event_type: str) -> bool:
+        """True when some handler of ``event_type`` takes the plain payload."""
+        return event_type in self._untyped
 
     def get(self, event_type: str) -> tuple[Registration, ...] | None:
         return self._by_type.get(event_type)
@@ -95,7 +105,17 @@ def event_for(reg: Registration, event: Event[Any], payload: bytes) -> Event[Any
         typed = _decode_payload(payload, reg.payload_type)
     except SerializationError as exc:
         raise PayloadError(str(exc)) from exc
-    return dataclasses.replace(event, payload=typed)
+    return msgspec.structs.replace(event, payload=typed)
+
+
+async def call_unbounded(reg: Registration, event: Event[Any]) -> None:
+    """Run one handler on ``event`` (a :class:`Watchdog` bounds it)."""
+    if reg.is_async:
+        await reg.handler(event)
+        return
+    result = await asyncio.to_thread(reg.handler, event)
+    if inspect.isawaitable(result):
+        await result
 
 
 async def invoke(reg: Registration, event: Event[Any], timeout: float) -> None:
@@ -120,6 +140,48 @@ else:  # pragma: no cover - Python 3.10
 
     async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
         return await asyncio.wait_for(awaitable, timeout)
+
+
+class Watchdog:
+    """Cuts off handler calls that outlive ``timeout``.
+
+    One periodic sweep cancels every overdue call, instead of a timer per
+    call (``asyncio.timeout`` costs about as much as the rest of dispatching
+    a pub/sub message). A call is cut off between ``timeout`` and
+    ``timeout + interval`` seconds after it started.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.interval = min(1.0, max(0.01, timeout / 10))
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+
+    def start(self, task: asyncio.Task[Any], now: float) -> None:
+        self._deadlines[task] = now + self.timeout
+
+    def stop(self, task: asyncio.Task[Any]) -> bool:
+        """Forget ``task``; True when it was cut off for being late."""
+        self._deadlines.pop(task, None)
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._expired
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval)
+            now = loop.time()
+            late = [t for t, deadline in self._deadlines.items() if deadline <= now]
+            for task in late:
+                del self._deadlines[task]
+                if not task.done():
+                    self._expired.add(task)
+                    task.cancel()
 
 
 def raise_if_cancelled() -> None:

@@ -28,11 +28,12 @@ from ._handlers import (
     HandlerRegistry,
     PayloadError,
     Registration,
+    Watchdog,
+    call_unbounded,
     cancel_and_wait,
     check_count,
     check_seconds,
     event_for,
-    invoke,
     raise_if_cancelled,
 )
 
@@ -312,6 +313,7 @@ class StreamConsumer:
         self.backoff_max = check_seconds("backoff_max", backoff_max)
         self._registry = HandlerRegistry()
         self._slots: asyncio.Semaphore | None = None
+        self._watchdog: Watchdog | None = None
         self._in_flight = 0
         self._running = False
         self._ready: asyncio.Event | None = None
@@ -367,10 +369,13 @@ class StreamConsumer:
         self._running = True
         self._slots = asyncio.Semaphore(self.max_concurrency)
         self._ready = asyncio.Event()
+        self._watchdog = Watchdog(self.handler_timeout)
+        sweeper = asyncio.ensure_future(self._watchdog.run())
         try:
             await self._loop()
         finally:
             self._running = False
+            sweeper.cancel()
 
     @contextlib.asynccontextmanager
     async def running(self, ready_timeout: float = 10.0) -> AsyncIterator[StreamConsumer]:
@@ -636,20 +641,24 @@ class StreamConsumer:
     async def _attempt(
         self, regs: tuple[Registration, ...], outcome: _Outcome, payload: bytes
     ) -> _Outcome:
-        assert self._slots is not None
+        slots = self._slots
+        watchdog = self._watchdog
+        assert slots is not None
+        assert watchdog is not None
         assert outcome.event is not None
         event = outcome.event
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
         self._in_flight += 1
         try:
             for reg in regs:
+                watchdog.start(task, loop.time())
                 try:
-                    await invoke(reg, event_for(reg, event, payload), self.handler_timeout)
-                except PayloadError as exc:
-                    self._malformed += 1
-                    outcome.error = f"payload is not a {_type_name(reg.payload_type)}: {exc}"
-                    outcome.deliveries = self.max_deliveries  # retrying cannot help
-                    return outcome
-                except (asyncio.TimeoutError, TimeoutError):
+                    await call_unbounded(reg, event_for(reg, event, payload))
+                except asyncio.CancelledError:
+                    if not watchdog.stop(task):
+                        raise
                     self._handler_timeouts += 1
                     outcome.error = f"handler {reg.name} timed out after {self.handler_timeout:g}s"
                     log.error(
@@ -659,6 +668,11 @@ class StreamConsumer:
                         event.id,
                         outcome.deliveries,
                     )
+                    return outcome
+                except PayloadError as exc:
+                    self._malformed += 1
+                    outcome.error = f"payload is not a {_type_name(reg.payload_type)}: {exc}"
+                    outcome.deliveries = self.max_deliveries  # retrying cannot help
                     return outcome
                 except Exception as exc:
                     self._handler_errors += 1
@@ -672,11 +686,13 @@ class StreamConsumer:
                         outcome.deliveries,
                     )
                     return outcome
+                finally:
+                    watchdog.stop(task)
             self._handled += 1
             return outcome
         finally:
             self._in_flight -= 1
-            self._slots.release()
+            slots.release()
 
     async def _dead_letter(self, outcome: _Outcome) -> None:
         error = (outcome.error or "unknown error")[:2000]

@@ -13,12 +13,15 @@ subscribed again and the gap is reported.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import random
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar, overload
 
@@ -33,11 +36,12 @@ from ._handlers import (
     HandlerRegistry,
     PayloadError,
     Registration,
+    Watchdog,
+    call_unbounded,
     cancel_and_wait,
     check_count,
     check_seconds,
     event_for,
-    invoke,
     raise_if_cancelled,
 )
 from .publisher import check_channel, sharded_unsupported
@@ -121,6 +125,9 @@ class _Link:
     lost_at: float | None = None
     lost_wall: datetime | None = None
     lost_error: str = ""
+    rx: int = 0
+    reader_waiting: bool = False
+    drop_reason: str = ""
 
 
 class Subscriber:
@@ -188,7 +195,13 @@ class Subscriber:
         self.sharded = bool(sharded)
         self._registry = HandlerRegistry()
         self._slots: asyncio.Semaphore | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchdog: Watchdog | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # gap callbacks
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle: collections.deque[asyncio.Future[_Job]] = collections.deque()
+        self._backlog: collections.deque[_Job] = collections.deque()
+        self._in_flight = 0
+        self._channel_names: dict[bytes, str] = {}
         self._links: list[_Link] = []
         self._subscribed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,6 +269,11 @@ class Subscriber:
         assert self._stop is not None
         self._stop.clear()
         self._subscribed.clear()
+        self._watchdog = Watchdog(self.handler_timeout)
+        sweeper = asyncio.ensure_future(self._watchdog.run())
+        self._idle.clear()
+        self._backlog.clear()
+        self._workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
         try:
             self._links = self._plan(chans, pats)
             if len(self._links) == 1:
@@ -265,7 +283,10 @@ class Subscriber:
         finally:
             self._running = False
             self._subscribed.clear()
-            await self._drain()
+            try:
+                await self._drain()
+            finally:
+                sweeper.cancel()
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to stop reading, drain and return."""
@@ -342,7 +363,7 @@ class Subscriber:
             reconnects=self._reconnects,
             connect_failures=self._connect_failures,
             gap_ms=self._gap_ms,
-            in_flight=len(self._tasks),
+            in_flight=self._in_flight,
         )
 
     # -- connections --------------------------------------------------------
@@ -429,7 +450,16 @@ class Subscriber:
 
     async def _session(self, link: _Link, conn: AbstractConnection) -> None:
         """Subscribe on ``conn`` and dispatch what arrives; raises
-        :class:`_Dropped` (or a redis-py error) when the connection fails."""
+        :class:`_Dropped` (or a redis-py error) when the connection fails.
+
+        Reads block without a timer (a timer per message costs as much as the
+        rest of the dispatch); a heartbeat task watches the connection and
+        closes it when it stops answering, which ends the read.
+        """
+        link.rx = 0
+        link.reader_waiting = False
+        link.drop_reason = ""
+        confirmed = asyncio.Event()
         pending = 0
         if link.channels:
             command = "SSUBSCRIBE" if self.sharded else "SUBSCRIBE"
@@ -439,43 +469,69 @@ class Subscriber:
             await conn.send_command("PSUBSCRIBE", *link.patterns, check_health=False)
             pending += len(link.patterns)
         raise_if_cancelled()
+        heartbeat = asyncio.ensure_future(self._heartbeat(link, conn, confirmed))
         read = conn.read_response
         deliver = self._deliver
-        probing = False
+        try:
+            while True:
+                try:
+                    msg = await read(timeout=math.inf, disconnect_on_error=False)
+                except _NETWORK_ERRORS:
+                    if link.drop_reason:
+                        raise _Dropped(link.drop_reason) from None
+                    raise
+                link.rx += 1
+                kind = msg[0]
+                if kind == b"message" or kind == b"smessage":
+                    await deliver(link, msg[1], msg[2])
+                elif kind == b"pmessage":
+                    await deliver(link, msg[2], msg[3])
+                elif kind in (b"subscribe", b"psubscribe", b"ssubscribe"):
+                    pending -= 1
+                    if pending == 0:
+                        confirmed.set()
+                        self._on_subscribed(link)
+                elif kind in (b"unsubscribe", b"punsubscribe", b"sunsubscribe"):
+                    # Nobody here asked for it: the server dropped the
+                    # subscription (a slot moved to another node).
+                    raise _Dropped(f"server ended the subscription to {_text(msg[1])!r}")
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(
+        self, link: _Link, conn: AbstractConnection, confirmed: asyncio.Event
+    ) -> None:
+        """Close ``conn`` when subscriptions are not confirmed within
+        ``connect_timeout``, or when a quiet connection does not answer a
+        PING within ``ping_timeout``."""
+        try:
+            await asyncio.wait_for(confirmed.wait(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            await self._give_up(
+                link, conn, f"subscriptions not confirmed within {self.connect_timeout:g}s"
+            )
+            return
+        seen = link.rx
         while True:
-            if pending:
-                timeout = self.connect_timeout
-            elif probing:
-                timeout = self.ping_timeout
-            else:
-                timeout = self.ping_interval
-            msg = await read(timeout=timeout, disconnect_on_error=False)
-            if msg is None:
-                if pending:
-                    raise _Dropped(f"subscriptions not confirmed within {timeout:g}s")
-                if probing:
-                    raise _Dropped(
-                        f"no reply to PING within {timeout:g}s (half-open connection or "
-                        "stalled server)"
-                    )
-                await conn.send_command("PING", check_health=False)
-                raise_if_cancelled()
-                probing = True
+            await asyncio.sleep(self.ping_interval)
+            if link.rx != seen or link.reader_waiting:
+                seen = link.rx  # traffic, or handlers full: alive
                 continue
-            probing = False
-            kind = msg[0]
-            if kind == b"message" or kind == b"smessage":
-                await deliver(msg[1], msg[2])
-            elif kind == b"pmessage":
-                await deliver(msg[2], msg[3])
-            elif kind in (b"subscribe", b"psubscribe", b"ssubscribe"):
-                pending -= 1
-                if pending == 0:
-                    self._on_subscribed(link)
-            elif kind in (b"unsubscribe", b"punsubscribe", b"sunsubscribe"):
-                # Nobody here asked for it: the server dropped the
-                # subscription (a slot moved to another node).
-                raise _Dropped(f"server ended the subscription to {_text(msg[1])!r}")
+            await conn.send_command("PING", check_health=False)
+            await asyncio.sleep(self.ping_timeout)
+            if link.rx == seen and not link.reader_waiting:
+                await self._give_up(
+                    link,
+                    conn,
+                    f"no reply to PING within {self.ping_timeout:g}s (half-open connection "
+                    "or stalled server)",
+                )
+                return
+            seen = link.rx
+
+    async def _give_up(self, link: _Link, conn: AbstractConnection, reason: str) -> None:
+        link.drop_reason = reason
+        await _close(conn)
 
     def _on_subscribed(self, link: _Link) -> None:
         link.subscribed = True
@@ -519,26 +575,22 @@ class Subscriber:
 
     # -- dispatch -----------------------------------------------------------
 
-    async def _deliver(self, channel: bytes, data: bytes) -> None:
+    async def _deliver(self, link: _Link, channel: bytes, data: bytes) -> None:
         self._received += 1
         try:
             wire, payload = _decode_wire(data)
-        except SerializationError as exc:
-            self._malformed += 1
-            log.warning("skipped a malformed message on channel %r: %s", _text(channel), exc)
-            return
-        regs = self._registry.get(wire.type)
-        if regs is None:
-            self._unhandled += 1
-            log.debug("no handler for event type %r on %r", wire.type, _text(channel))
-            return
-        try:
+            regs = self._registry.get(wire.type)
+            if regs is None:
+                self._unhandled += 1
+                log.debug("no handler for event type %r on %r", wire.type, _text(channel))
+                return
             untyped = (
-                _decode_payload(payload, None)
-                if any(r.payload_type is None for r in regs)
-                else None
+                _decode_payload(payload, None) if self._registry.needs_untyped(wire.type) else None
             )
-            event = _to_event(wire, untyped, data, _text(channel), None)
+            name = self._channel_names.get(channel)
+            if name is None:
+                name = self._channel_names[channel] = _text(channel)
+            event = _to_event(wire, untyped, data, name, None)
         except SerializationError as exc:
             self._malformed += 1
             log.warning("skipped a malformed message on channel %r: %s", _text(channel), exc)
@@ -546,19 +598,72 @@ class Subscriber:
         slots = self._slots
         assert slots is not None
         for reg in regs:
-            await slots.acquire()  # full: stop reading until a handler ends
-            self._spawn(self._call(reg, event, payload))
+            if slots.locked():
+                # Every slot busy: stop reading until a handler ends.
+                link.reader_waiting = True
+                try:
+                    await slots.acquire()
+                finally:
+                    link.reader_waiting = False
+            else:
+                await slots.acquire()
+            job = (reg, event, payload)
+            if self._idle:
+                self._idle.popleft().set_result(job)
+            else:
+                self._backlog.append(job)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
+    async def _worker(self) -> None:
+        """Runs handler calls one after another; ``max_concurrency`` of these
+        run at once (cheaper than a task per message)."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle
+        backlog = self._backlog
+        call = self._call
+        while True:
+            if backlog:
+                job = backlog.popleft()
+            else:
+                waiter: asyncio.Future[_Job] = loop.create_future()
+                idle.append(waiter)
+                job = await waiter
+            await call(*job)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _call(self, reg: Registration, event: Event[Any], payload: bytes) -> None:
-        assert self._slots is not None
+        slots = self._slots
+        watchdog = self._watchdog
+        assert slots is not None
+        assert watchdog is not None
+        task = asyncio.current_task()
+        assert task is not None
+        watchdog.start(task, asyncio.get_running_loop().time())
+        self._in_flight += 1
         try:
-            await invoke(reg, event_for(reg, event, payload), self.handler_timeout)
+            if reg.payload_type is not None:
+                event = event_for(reg, event, payload)
+            if reg.is_async:
+                await reg.handler(event)
+            else:
+                await call_unbounded(reg, event)
             self._handled += 1
+        except asyncio.CancelledError:
+            if not watchdog.expired(task):
+                raise
+            if sys.version_info >= (3, 11):
+                task.uncancel()  # the worker lives on
+            self._handler_timeouts += 1
+            log.error(
+                "handler %s for %r timed out after %gs (event %s)",
+                reg.name,
+                event.type,
+                self.handler_timeout,
+                event.id,
+            )
         except PayloadError as exc:
             self._malformed += 1
             log.warning(
@@ -569,35 +674,40 @@ class Subscriber:
                 getattr(reg.payload_type, "__qualname__", reg.payload_type),
                 exc,
             )
-        except (asyncio.TimeoutError, TimeoutError):
-            self._handler_timeouts += 1
-            log.error(
-                "handler %s for %r timed out after %gs (event %s)",
-                reg.name,
-                event.type,
-                self.handler_timeout,
-                event.id,
-            )
         except Exception:
             self._handler_errors += 1
             log.exception("handler %s for %r raised (event %s)", reg.name, event.type, event.id)
         finally:
-            self._slots.release()
+            self._in_flight -= 1
+            watchdog.stop(task)
+            slots.release()
 
     async def _drain(self) -> None:
-        tasks = set(self._tasks)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=self.drain_timeout)
-        if pending:
+        """Let running handler calls finish (at most ``drain_timeout``), then
+        cancel them and the workers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        # Polled: an Event would cost bookkeeping on every message.
+        while (self._in_flight or self._backlog) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
+        if self._in_flight:
             log.warning(
                 "cancelling %d handler call(s) still running after %gs",
-                len(pending),
+                self._in_flight,
                 self.drain_timeout,
             )
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=1.0)
+        workers, self._workers = self._workers, []
+        for task in [*workers, *self._tasks]:
+            task.cancel()
+        for waiter in self._idle:
+            waiter.cancel()
+        self._idle.clear()
+        self._backlog.clear()
+        if workers or self._tasks:
+            await asyncio.wait([*workers, *self._tasks], timeout=1.0)
+
+
+_Job = tuple[Registration, Event[Any], bytes]
 
 
 class _Dropped(Exception):
