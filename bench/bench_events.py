@@ -204,13 +204,14 @@ async def pubsub_cases(env: Env) -> list[Case]:
             f"raw PubSub: {BATCH} published -> handled",
             raw_batch,
             baseline=True,
-            note=f"1 op = {BATCH} msgs (msgs/s = ops/s x {BATCH}); get_message loop, inline handler",
+            note=f"1 op = {BATCH} msgs (msgs/s = ops/s x {BATCH}); get_message loop, "
+            "inline handler",
         ),
         Case(
             "events",
             f"redkit Subscriber: {BATCH} -> handled",
             redkit_batch,
-            note="same pipelined publish; handlers as tasks, max_concurrency=16",
+            note="same pipelined publish; 16 handler workers (default max_concurrency)",
         ),
     ]
     cases.append(await broadcaster_case(env, publish_batch))
@@ -284,7 +285,7 @@ async def stream_cases(env: Env) -> list[Case]:
     # raw redis-py: pipelined XADD, a consumer loop XREADGROUP -> decode ->
     # handler -> XACK per batch.
     raw = env.raw_client()
-    raw_consumer_client = env.raw_client(counted=False)
+    raw_consumer_client = env.raw_client()
     await raw.delete("bench:raw-stream", "bench:rk-stream")
     await raw.xgroup_create("bench:raw-stream", "g", id="0", mkstream=True)
     raw_arrivals = Arrivals()

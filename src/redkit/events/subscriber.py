@@ -194,12 +194,11 @@ class Subscriber:
         self.on_reconnect = on_reconnect
         self.sharded = bool(sharded)
         self._registry = HandlerRegistry()
-        self._slots: asyncio.Semaphore | None = None
         self._watchdog: Watchdog | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # gap callbacks
         self._workers: list[asyncio.Task[None]] = []
         self._idle: collections.deque[asyncio.Future[_Job]] = collections.deque()
-        self._backlog: collections.deque[_Job] = collections.deque()
+        self._reader_wait: asyncio.Future[None] | None = None
         self._in_flight = 0
         self._channel_names: dict[bytes, str] = {}
         self._links: list[_Link] = []
@@ -258,7 +257,6 @@ class Subscriber:
         if self._running:
             raise RuntimeError("this Subscriber is already running")
         self._running = True
-        self._slots = asyncio.Semaphore(self.max_concurrency)
         loop = asyncio.get_running_loop()
         if self._subscribed is None or self._loop is not loop:
             # Kept across runs of one loop, so wait_subscribed() called before
@@ -272,7 +270,6 @@ class Subscriber:
         self._watchdog = Watchdog(self.handler_timeout)
         sweeper = asyncio.ensure_future(self._watchdog.run())
         self._idle.clear()
-        self._backlog.clear()
         self._workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
         try:
             self._links = self._plan(chans, pats)
@@ -300,13 +297,13 @@ class Subscriber:
         """Run in a background task for the ``async with`` block.
 
         Entering waits until every subscription is confirmed (at most
-        ``ready_timeout`` seconds, default ``connect_timeout``) and raises
+        ``ready_timeout`` seconds, default 10) and raises
         :class:`~redkit.ConnectionUnavailable` if that does not happen.
         Leaving cancels the task, which drains running handlers.
         """
         task: asyncio.Future[Any] = asyncio.ensure_future(self.run(*channels, patterns=patterns))
         try:
-            await self._wait_ready(task, ready_timeout or self.connect_timeout)
+            await self._wait_ready(task, 10.0 if ready_timeout is None else ready_timeout)
             yield self
         finally:
             await cancel_and_wait(task, self.drain_timeout + 10.0)
@@ -595,53 +592,52 @@ class Subscriber:
             self._malformed += 1
             log.warning("skipped a malformed message on channel %r: %s", _text(channel), exc)
             return
-        slots = self._slots
-        assert slots is not None
+        idle = self._idle
         for reg in regs:
-            if slots.locked():
-                # Every slot busy: stop reading until a handler ends.
+            while not idle:
+                # Every worker busy: stop reading until one is free.
                 link.reader_waiting = True
+                waiter = self._reader_wait = asyncio.get_running_loop().create_future()
                 try:
-                    await slots.acquire()
+                    await waiter
                 finally:
                     link.reader_waiting = False
-            else:
-                await slots.acquire()
-            job = (reg, event, payload)
-            if self._idle:
-                self._idle.popleft().set_result(job)
-            else:
-                self._backlog.append(job)
+                    self._reader_wait = None
+            idle.popleft().set_result((reg, event, payload))
 
     async def _worker(self) -> None:
         """Runs handler calls one after another; ``max_concurrency`` of these
         run at once (cheaper than a task per message)."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         idle = self._idle
-        backlog = self._backlog
         call = self._call
         while True:
-            if backlog:
-                job = backlog.popleft()
-            else:
-                waiter: asyncio.Future[_Job] = loop.create_future()
-                idle.append(waiter)
-                job = await waiter
-            await call(*job)
+            waiter: asyncio.Future[_Job] = loop.create_future()
+            idle.append(waiter)
+            reader = self._reader_wait
+            if reader is not None and not reader.done():
+                reader.set_result(None)
+            reg, event, payload = await waiter
+            await call(task, loop.time(), reg, event, payload)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, reg: Registration, event: Event[Any], payload: bytes) -> None:
-        slots = self._slots
+    async def _call(
+        self,
+        task: asyncio.Task[Any],
+        now: float,
+        reg: Registration,
+        event: Event[Any],
+        payload: bytes,
+    ) -> None:
         watchdog = self._watchdog
-        assert slots is not None
         assert watchdog is not None
-        task = asyncio.current_task()
-        assert task is not None
-        watchdog.start(task, asyncio.get_running_loop().time())
+        watchdog.start(task, now)
         self._in_flight += 1
         try:
             if reg.payload_type is not None:
@@ -680,7 +676,6 @@ class Subscriber:
         finally:
             self._in_flight -= 1
             watchdog.stop(task)
-            slots.release()
 
     async def _drain(self) -> None:
         """Let running handler calls finish (at most ``drain_timeout``), then
@@ -688,7 +683,7 @@ class Subscriber:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_timeout
         # Polled: an Event would cost bookkeeping on every message.
-        while (self._in_flight or self._backlog) and loop.time() < deadline:  # noqa: ASYNC110
+        while self._in_flight and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
         if self._in_flight:
             log.warning(
@@ -702,7 +697,6 @@ class Subscriber:
         for waiter in self._idle:
             waiter.cancel()
         self._idle.clear()
-        self._backlog.clear()
         if workers or self._tasks:
             await asyncio.wait([*workers, *self._tasks], timeout=1.0)
 
