@@ -444,3 +444,22 @@ async def test_sharded_pubsub_where_supported(client: Client) -> None:
     assert sorted(seen) == [(c, i) for i, c in enumerate(channels)]
     with pytest.raises(ConfigError, match="patterns"):
         await sub.run("x", patterns=["y*"])
+
+
+async def test_busy_handlers_are_not_mistaken_for_a_dead_connection(redis_client: Redis) -> None:
+    # All workers busy for longer than ping_interval + ping_timeout while
+    # messages wait: the reader is not reading, yet the connection is fine.
+    pub = Publisher(redis_client)
+    sub = Subscriber(redis_client, max_concurrency=1, ping_interval=0.2, ping_timeout=0.2)
+    done: list[int] = []
+
+    @sub.on("slow")
+    async def slow(event: Event[Any]) -> None:
+        await asyncio.sleep(0.8)
+        done.append(event.payload)
+
+    async with sub.running("q"):
+        for i in range(3):
+            await pub.publish("q", "slow", i)
+        await eventually(lambda: done == [0, 1, 2], timeout=10)
+    assert sub.stats().disconnects == 0
