@@ -118,30 +118,6 @@ async def call_unbounded(reg: Registration, event: Event[Any]) -> None:
         await result
 
 
-async def invoke(reg: Registration, event: Event[Any], timeout: float) -> None:
-    """Run one handler on ``event`` within ``timeout`` seconds. Sync handlers
-    run in the default thread pool (a timed-out thread cannot be stopped; it
-    finishes in the background)."""
-    if reg.is_async:
-        await _bounded(reg.handler(event), timeout)
-        return
-    result = await _bounded(asyncio.to_thread(reg.handler, event), timeout)
-    if inspect.isawaitable(result):
-        await _bounded(result, timeout)
-
-
-if sys.version_info >= (3, 11):
-
-    async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
-        async with asyncio.timeout(timeout):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
-        return await asyncio.wait_for(awaitable, timeout)
-
-
 class Watchdog:
     """Cuts off handler calls that outlive ``timeout``.
 
