@@ -314,6 +314,7 @@ class StreamConsumer:
         self._registry = HandlerRegistry()
         self._slots: asyncio.Semaphore | None = None
         self._watchdog: Watchdog | None = None
+        self._acks: list[Any] = []
         self._in_flight = 0
         self._running = False
         self._ready: asyncio.Event | None = None
@@ -371,11 +372,16 @@ class StreamConsumer:
         self._ready = asyncio.Event()
         self._watchdog = Watchdog(self.handler_timeout)
         sweeper = asyncio.ensure_future(self._watchdog.run())
+        self._acks.clear()
         try:
             await self._loop()
         finally:
             self._running = False
             sweeper.cancel()
+            if self._acks:
+                # Stopped between a batch and the next read.
+                with contextlib.suppress(redis_errors.RedisError, *_NETWORK_ERRORS):
+                    await self._flush_acks()
 
     @contextlib.asynccontextmanager
     async def running(self, ready_timeout: float = 10.0) -> AsyncIterator[StreamConsumer]:
@@ -421,15 +427,10 @@ class StreamConsumer:
                     recovered = True
                     self._ready.set()
                 if time.monotonic() >= next_claim:
+                    await self._flush_acks()
                     await self._claim_idle_entries()
                     next_claim = time.monotonic() + self.claim_interval
-                reply = await self.client.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    {self.stream: ">"},
-                    count=self.batch_size,
-                    block=max(1, int(self.block * 1000)),
-                )
+                reply = await self._ack_and_read()
                 raise_if_cancelled()
                 entries = _entries(reply)
                 if entries:
@@ -443,12 +444,44 @@ class StreamConsumer:
                         "group %r of %r is gone; creating it again", self.group, self.stream
                     )
                     recovered = False
+                    self._acks.clear()
                     continue
                 failures = await self._back_off(exc, failures)
             except redis_errors.RedisError as exc:
                 failures = await self._back_off(exc, failures)
             except _NETWORK_ERRORS as exc:
                 failures = await self._back_off(exc, failures)
+
+    async def _ack_and_read(self) -> Any:
+        """XACK what the last batch finished and XREADGROUP the next batch in
+        one round trip (a pipeline: the acknowledgement is applied first)."""
+        block = max(1, int(self.block * 1000))
+        if not self._acks:
+            return await self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=block
+            )
+        acks, self._acks = self._acks, []
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(self.stream, self.group, *acks)
+        pipe.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=block
+        )
+        try:
+            _, reply = await pipe.execute()
+        except BaseException:
+            # Unknown whether the XACK was applied; acknowledging twice is harmless.
+            self._acks[:0] = acks
+            raise
+        return reply
+
+    async def _flush_acks(self) -> None:
+        if self._acks:
+            acks, self._acks = self._acks, []
+            try:
+                await self.client.xack(self.stream, self.group, *acks)
+            except BaseException:
+                self._acks[:0] = acks
+                raise
 
     async def _back_off(self, exc: BaseException, failures: int) -> int:
         self._redis_errors += 1
@@ -624,9 +657,12 @@ class StreamConsumer:
                 ack.append(outcome.entry_id)
             elif outcome.deliveries >= self.max_deliveries:
                 dead.append(outcome)
+        # Acknowledged with the next read (one round trip for both), or now
+        # when stopping.
+        self._acks.extend(ack)
         try:
-            if ack:
-                await self.client.xack(self.stream, self.group, *ack)
+            if final:
+                await self._flush_acks()
             for outcome in dead:
                 await self._dead_letter(outcome)
         except (redis_errors.RedisError, *_NETWORK_ERRORS) as exc:
@@ -634,7 +670,7 @@ class StreamConsumer:
                 raise
             log.warning(
                 "could not acknowledge %d entries while stopping (%s); they will be redelivered",
-                len(ack),
+                len(self._acks),
                 describe_error(exc),
             )
 
