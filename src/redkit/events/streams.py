@@ -5,10 +5,12 @@ dead-letter stream for events that keep failing."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 import random
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -207,6 +209,20 @@ class _Outcome:
     data: bytes
     deliveries: int
     error: str | None = None
+    completed: bool = False
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Entries of one read being handled by the workers."""
+
+    done: asyncio.Future[None]
+    running: int = 0
+    sealed: bool = False
+    finished: list[_Outcome] = dataclasses.field(default_factory=list)
+
+
+_Job = tuple[tuple[Registration, ...], _Outcome, bytes, _Batch]
 
 
 class StreamConsumer:
@@ -312,8 +328,9 @@ class StreamConsumer:
         self.backoff_base = check_seconds("backoff_base", backoff_base)
         self.backoff_max = check_seconds("backoff_max", backoff_max)
         self._registry = HandlerRegistry()
-        self._slots: asyncio.Semaphore | None = None
         self._watchdog: Watchdog | None = None
+        self._idle: collections.deque[asyncio.Future[_Job]] = collections.deque()
+        self._reader_wait: asyncio.Future[None] | None = None
         self._acks: list[Any] = []
         self._in_flight = 0
         self._running = False
@@ -368,16 +385,21 @@ class StreamConsumer:
         if self._running:
             raise RuntimeError("this StreamConsumer is already running")
         self._running = True
-        self._slots = asyncio.Semaphore(self.max_concurrency)
         self._ready = asyncio.Event()
         self._watchdog = Watchdog(self.handler_timeout)
         sweeper = asyncio.ensure_future(self._watchdog.run())
         self._acks.clear()
+        self._idle.clear()
+        workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
         try:
             await self._loop()
         finally:
             self._running = False
             sweeper.cancel()
+            for worker in workers:
+                worker.cancel()
+            await asyncio.wait(workers, timeout=1.0)
+            self._idle.clear()
             if self._acks:
                 # Stopped between a batch and the next read.
                 with contextlib.suppress(redis_errors.RedisError, *_NETWORK_ERRORS):
@@ -581,7 +603,7 @@ class StreamConsumer:
         raise_if_cancelled()
         ack: list[Any] = []
         dead: list[_Outcome] = []
-        jobs: list[asyncio.Task[_Outcome]] = []
+        batch = _Batch(asyncio.get_running_loop().create_future())
         self._received += len(entries)
         try:
             for entry_id, fields in entries:
@@ -607,7 +629,7 @@ class StreamConsumer:
                         continue
                     untyped = (
                         _decode_payload(payload, None)
-                        if any(r.payload_type is None for r in regs)
+                        if self._registry.needs_untyped(wire.type)
                         else None
                     )
                     event = _to_event(wire, untyped, data, self.stream, _text(entry_id))
@@ -623,39 +645,66 @@ class StreamConsumer:
                     )
                     dead.append(outcome)
                     continue
-                assert self._slots is not None
-                await self._slots.acquire()
-                jobs.append(asyncio.ensure_future(self._attempt(regs, outcome, payload)))
-            if jobs:
-                await asyncio.wait(jobs)
+                await self._hand_over((regs, outcome, payload, batch))
+            batch.sealed = True
+            if batch.running:
+                # Shielded: a cancellation must not cancel the future the
+                # drain below still waits on.
+                await asyncio.shield(batch.done)
         except asyncio.CancelledError:
             # Stopping: give running handlers their grace period, then record
             # what finished so it is not redone.
-            if jobs:
-                _, pending = await asyncio.wait(jobs, timeout=self.drain_timeout)
-                for job in pending:
-                    job.cancel()
-                if pending:
-                    await asyncio.wait(pending, timeout=1.0)
-            await self._settle(ack, dead, jobs, final=True)
+            batch.sealed = True
+            if batch.running:
+                await asyncio.wait({batch.done}, timeout=self.drain_timeout)
+            await self._settle(ack, dead, batch, final=True)
             raise
-        await self._settle(ack, dead, jobs, final=False)
+        await self._settle(ack, dead, batch, final=False)
+
+    async def _hand_over(self, job: _Job) -> None:
+        """Give ``job`` to an idle worker, waiting for one when all are busy."""
+        idle = self._idle
+        while not idle:
+            waiter = self._reader_wait = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._reader_wait = None
+        job[3].running += 1
+        idle.popleft().set_result(job)
+
+    async def _worker(self) -> None:
+        """Runs entries one after another; ``max_concurrency`` of these run
+        at once."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle
+        while True:
+            waiter: asyncio.Future[_Job] = loop.create_future()
+            idle.append(waiter)
+            reader = self._reader_wait
+            if reader is not None and not reader.done():
+                reader.set_result(None)
+            regs, outcome, payload, batch = await waiter
+            try:
+                await self._attempt(regs, outcome, payload)
+            finally:
+                batch.finished.append(outcome)
+                batch.running -= 1
+                if batch.sealed and not batch.running and not batch.done.done():
+                    batch.done.set_result(None)
 
     async def _settle(
         self,
         ack: list[Any],
         dead: list[_Outcome],
-        jobs: list[asyncio.Task[_Outcome]],
+        batch: _Batch,
         *,
         final: bool,
     ) -> None:
-        for job in jobs:
-            if not job.done() or job.cancelled():
-                continue
-            outcome = job.result()
-            if outcome.error is None:
+        for outcome in batch.finished:
+            if outcome.error is None and outcome.completed:
                 ack.append(outcome.entry_id)
-            elif outcome.deliveries >= self.max_deliveries:
+            elif outcome.error is not None and outcome.deliveries >= self.max_deliveries:
                 dead.append(outcome)
         # Acknowledged with the next read (one round trip for both), or now
         # when stopping.
@@ -677,9 +726,7 @@ class StreamConsumer:
     async def _attempt(
         self, regs: tuple[Registration, ...], outcome: _Outcome, payload: bytes
     ) -> _Outcome:
-        slots = self._slots
         watchdog = self._watchdog
-        assert slots is not None
         assert watchdog is not None
         assert outcome.event is not None
         event = outcome.event
@@ -695,6 +742,8 @@ class StreamConsumer:
                 except asyncio.CancelledError:
                     if not watchdog.stop(task):
                         raise
+                    if sys.version_info >= (3, 11):
+                        task.uncancel()  # the worker lives on
                     self._handler_timeouts += 1
                     outcome.error = f"handler {reg.name} timed out after {self.handler_timeout:g}s"
                     log.error(
@@ -725,10 +774,10 @@ class StreamConsumer:
                 finally:
                     watchdog.stop(task)
             self._handled += 1
+            outcome.completed = True
             return outcome
         finally:
             self._in_flight -= 1
-            slots.release()
 
     async def _dead_letter(self, outcome: _Outcome) -> None:
         error = (outcome.error or "unknown error")[:2000]
