@@ -352,3 +352,23 @@ async def _at_least(count: Any, target: int) -> bool:
 
 async def _no_pending(client: Redis) -> bool:
     return int((await client.xpending("jobs", "workers"))["pending"]) == 0
+
+
+async def test_consumer_rides_out_a_paused_server(fresh_server: EmbeddedRedis) -> None:
+    client = await connect(settings_for(fresh_server, read_timeout=1.0, write_timeout=1.0))
+    try:
+        stream = StreamPublisher(client)
+        seen: list[int] = []
+        consumer = StreamConsumer(
+            client, "orders", group="g", consumer="c", claim_idle=2.0, block=0.3, backoff_max=0.3
+        )
+        consumer.on("e", lambda e: seen.append(e.payload))
+        async with consumer.running():
+            await stream.publish("orders", "e", 1)
+            await eventually(lambda: seen == [1])
+            with fresh_server.paused():
+                await eventually(lambda: consumer.stats().redis_errors >= 1, timeout=10)
+            await stream.publish("orders", "e", 2)
+            await eventually(lambda: seen == [1, 2], timeout=10)
+    finally:
+        await client.aclose()

@@ -120,6 +120,7 @@ class _Link:
     patterns: tuple[str, ...]
     make: Callable[[], AbstractConnection]
     label: str
+    refresh: Callable[[], Awaitable[Any]] | None = None
     subscribed: bool = False
     attempts: int = 0
     lost_at: float | None = None
@@ -373,7 +374,14 @@ class Subscriber:
                 for channel in channels:
                     by_slot.setdefault(client.keyslot(channel), []).append(channel)
                 return [
-                    _Link(tuple(chs), (), _slot_owner_factory(client, slot), f"slot {slot}")
+                    _Link(
+                        tuple(chs),
+                        (),
+                        _slot_owner_factory(client, slot),
+                        f"slot {slot}",
+                        # The slot may have moved: learn the owner again.
+                        refresh=client.nodes_manager.initialize,
+                    )
                     for slot, chs in sorted(by_slot.items())
                 ]
             return [_Link(channels, patterns, _any_node_factory(client), "cluster")]
@@ -444,6 +452,12 @@ class Subscriber:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             raise_if_cancelled()
+            if link.refresh is not None:
+                try:
+                    await asyncio.wait_for(link.refresh(), self.connect_timeout)
+                except (redis_errors.RedisError, *_NETWORK_ERRORS) as exc:
+                    log.debug("cluster topology refresh failed: %s", describe_error(exc))
+                raise_if_cancelled()
 
     async def _session(self, link: _Link, conn: AbstractConnection) -> None:
         """Subscribe on ``conn`` and dispatch what arrives; raises
