@@ -202,7 +202,7 @@ class StreamConsumerStats:
     """Handler calls running now."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Outcome:
     entry_id: Any
     event: Event[Any] | None
@@ -214,15 +214,20 @@ class _Outcome:
 
 @dataclasses.dataclass
 class _Batch:
-    """Entries of one read being handled by the workers."""
+    """Entries of one read, taken one by one by the workers."""
 
     done: asyncio.Future[None]
-    running: int = 0
-    sealed: bool = False
+    queue: collections.deque[_Job] = dataclasses.field(default_factory=collections.deque)
+    remaining: int = 0
     finished: list[_Outcome] = dataclasses.field(default_factory=list)
 
+    def one_less(self, count: int = 1) -> None:
+        self.remaining -= count
+        if self.remaining <= 0 and not self.done.done():
+            self.done.set_result(None)
 
-_Job = tuple[tuple[Registration, ...], _Outcome, bytes, _Batch]
+
+_Job = tuple[tuple[Registration, ...], _Outcome, bytes]
 
 
 class StreamConsumer:
@@ -329,8 +334,7 @@ class StreamConsumer:
         self.backoff_max = check_seconds("backoff_max", backoff_max)
         self._registry = HandlerRegistry()
         self._watchdog: Watchdog | None = None
-        self._idle: collections.deque[asyncio.Future[_Job]] = collections.deque()
-        self._reader_wait: asyncio.Future[None] | None = None
+        self._idle: collections.deque[asyncio.Future[_Batch]] = collections.deque()
         self._acks: list[Any] = []
         self._in_flight = 0
         self._running = False
@@ -645,53 +649,50 @@ class StreamConsumer:
                     )
                     dead.append(outcome)
                     continue
-                await self._hand_over((regs, outcome, payload, batch))
-            batch.sealed = True
-            if batch.running:
+                batch.queue.append((regs, outcome, payload))
+            if batch.queue:
+                batch.remaining = len(batch.queue)
+                # Wake as many idle workers as there are entries; each takes
+                # entries from the batch until none is left.
+                woken = min(len(self._idle), len(batch.queue))
+                for _ in range(woken):
+                    self._idle.popleft().set_result(batch)
+                while not woken and batch.queue:  # no worker free: run here
+                    regs, outcome, payload = batch.queue.popleft()
+                    await self._attempt(regs, outcome, payload)
+                    batch.finished.append(outcome)
+                    batch.one_less()
                 # Shielded: a cancellation must not cancel the future the
                 # drain below still waits on.
                 await asyncio.shield(batch.done)
         except asyncio.CancelledError:
-            # Stopping: give running handlers their grace period, then record
-            # what finished so it is not redone.
-            batch.sealed = True
-            if batch.running:
+            # Stopping: start nothing new, give running handlers their grace
+            # period, then record what finished so it is not redone.
+            batch.one_less(len(batch.queue))
+            batch.queue.clear()
+            if not batch.done.done():
                 await asyncio.wait({batch.done}, timeout=self.drain_timeout)
             await self._settle(ack, dead, batch, final=True)
             raise
         await self._settle(ack, dead, batch, final=False)
 
-    async def _hand_over(self, job: _Job) -> None:
-        """Give ``job`` to an idle worker, waiting for one when all are busy."""
-        idle = self._idle
-        while not idle:
-            waiter = self._reader_wait = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._reader_wait = None
-        job[3].running += 1
-        idle.popleft().set_result(job)
-
     async def _worker(self) -> None:
-        """Runs entries one after another; ``max_concurrency`` of these run
-        at once."""
+        """Runs entries of the current batch one after another;
+        ``max_concurrency`` of these run at once."""
         loop = asyncio.get_running_loop()
         idle = self._idle
         while True:
-            waiter: asyncio.Future[_Job] = loop.create_future()
+            waiter: asyncio.Future[_Batch] = loop.create_future()
             idle.append(waiter)
-            reader = self._reader_wait
-            if reader is not None and not reader.done():
-                reader.set_result(None)
-            regs, outcome, payload, batch = await waiter
-            try:
-                await self._attempt(regs, outcome, payload)
-            finally:
-                batch.finished.append(outcome)
-                batch.running -= 1
-                if batch.sealed and not batch.running and not batch.done.done():
-                    batch.done.set_result(None)
+            batch = await waiter
+            queue = batch.queue
+            while queue:
+                regs, outcome, payload = queue.popleft()
+                try:
+                    await self._attempt(regs, outcome, payload)
+                finally:
+                    batch.finished.append(outcome)
+                    batch.one_less()
 
     async def _settle(
         self,
