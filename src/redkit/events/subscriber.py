@@ -600,6 +600,8 @@ class Subscriber:
             )
             name = self._channel_names.get(channel)
             if name is None:
+                if len(self._channel_names) >= 4096:  # patterns can match many
+                    self._channel_names.clear()
                 name = self._channel_names[channel] = _text(channel)
             event = _to_event(wire, untyped, data, name, None)
         except SerializationError as exc:
