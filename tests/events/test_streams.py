@@ -372,3 +372,25 @@ async def test_consumer_rides_out_a_paused_server(fresh_server: EmbeddedRedis) -
             await eventually(lambda: seen == [1, 2], timeout=10)
     finally:
         await client.aclose()
+
+
+async def test_pending_entries_deleted_from_the_stream_are_cleared(client: Client) -> None:
+    stream = StreamPublisher(client)
+    ids = await stream.publish_many("orders", [("order.paid", {"id": i}) for i in range(4)])
+    consumer = consumer_for(client, "alive", claim_idle=0.3, handler_timeout=0.1)
+    await consumer.ensure_group()
+    read = await client.xreadgroup("billing", "dead", {"orders": ">"}, count=4)
+    entry_ids = [entry_id for entry_id, _ in read[0][1]]
+    await client.xdel("orders", *entry_ids[:2])  # trimmed while pending
+    seen: list[str] = []
+    consumer.on("order.paid", lambda e: seen.append(e.id))
+    async with consumer.running():
+        await eventually(lambda: sorted(seen) == sorted(ids[2:]))
+        await eventually_pending_zero(client)
+
+
+async def eventually_pending_zero(client: Client) -> None:
+    deadline = time.monotonic() + 10
+    while int((await client.xpending("orders", "billing"))["pending"]) != 0:
+        assert time.monotonic() < deadline, "entries still pending"
+        await asyncio.sleep(0.05)

@@ -574,6 +574,10 @@ class StreamConsumer:
             )
             cursor = reply[0]
             entries = [(eid, fields) for eid, fields in reply[1] if eid is not None]
+            if len(entries) < len(reply[1]):
+                # Redis 6.2 claims entries deleted from the stream as nil
+                # (7.0 drops them itself): acknowledge them by id.
+                await self._ack_vanished()
             if entries:
                 self._claimed += len(entries)
                 log.info(
@@ -586,6 +590,24 @@ class StreamConsumer:
             raise_if_cancelled()
             if cursor in (b"0-0", "0-0"):
                 return
+
+    async def _ack_vanished(self) -> None:
+        """Acknowledge this consumer's pending entries that no longer exist
+        in the stream (trimmed or deleted), so they stop being claimed."""
+        rows = await self.client.xpending_range(
+            self.stream, self.group, min="-", max="+", count=1000, consumername=self.consumer
+        )
+        ids = [row["message_id"] for row in rows]
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.stream, entry_id, entry_id)
+        found = await pipe.execute()
+        vanished = [entry_id for entry_id, rows in zip(ids, found, strict=True) if not rows]
+        if vanished:
+            await self.client.xack(self.stream, self.group, *vanished)
+            log.info("acknowledged %d pending entries no longer in %r", len(vanished), self.stream)
 
     async def _deliveries(self, entries: list[tuple[Any, Any]]) -> dict[Any, int]:
         """How often each entry was delivered so far (this delivery included)."""
