@@ -1,0 +1,205 @@
+"""Handler registration and invocation shared by the pub/sub subscriber and
+the stream consumer: typed payloads, per-call timeout, sync handlers in a
+worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import math
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, overload
+
+import msgspec
+
+from ..errors import ConfigError, SerializationError
+from ._envelope import Event, _check_type, _decode_payload
+
+__all__ = [
+    "Handler",
+    "HandlerRegistry",
+    "PayloadError",
+    "Registration",
+    "Watchdog",
+    "cancel_and_wait",
+    "check_seconds",
+    "raise_if_cancelled",
+]
+
+Handler = Callable[[Event[Any]], "Awaitable[None] | None"]
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class PayloadError(SerializationError):
+    """The payload does not decode as the ``payload_type`` a handler asked for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    handler: Callable[[Event[Any]], Any]
+    payload_type: Any
+    is_async: bool
+    name: str
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+class HandlerRegistry:
+    """Handlers by event type; several handlers may share a type and all run."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, tuple[Registration, ...]] = {}
+        self._untyped: set[str] = set()
+
+    def add(self, event_type: str, handler: Callable[..., Any], payload_type: Any) -> None:
+        _check_type(event_type)
+        if not callable(handler):
+            raise TypeError(f"handler for {event_type!r} must be callable, got {handler!r}")
+        reg = Registration(handler, payload_type, _is_async(handler), _name(handler))
+        self._by_type[event_type] = (*self._by_type.get(event_type, ()), reg)
+        if payload_type is None:
+            self._untyped.add(event_type)
+
+    def needs_untyped(self, event_type: str) -> bool:
+        """True when some handler of ``event_type`` takes the plain payload."""
+        return event_type in self._untyped
+
+    def get(self, event_type: str) -> tuple[Registration, ...] | None:
+        return self._by_type.get(event_type)
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._by_type)
+
+    @overload
+    def decorator(self, event_type: str, handler: None, payload_type: Any) -> Callable[[H], H]: ...
+    @overload
+    def decorator(self, event_type: str, handler: H, payload_type: Any) -> H: ...
+    def decorator(self, event_type: str, handler: Any, payload_type: Any) -> Any:
+        if handler is not None:
+            self.add(event_type, handler, payload_type)
+            return handler
+
+        def register(fn: H) -> H:
+            self.add(event_type, fn, payload_type)
+            return fn
+
+        return register
+
+
+def event_for(reg: Registration, event: Event[Any], payload: bytes) -> Event[Any]:
+    """``event`` with its payload built as the registration's type."""
+    if reg.payload_type is None:
+        return event
+    try:
+        typed = _decode_payload(payload, reg.payload_type)
+    except SerializationError as exc:
+        raise PayloadError(str(exc)) from exc
+    return msgspec.structs.replace(event, payload=typed)
+
+
+async def call_unbounded(reg: Registration, event: Event[Any]) -> None:
+    """Run one handler on ``event`` (a :class:`Watchdog` bounds it)."""
+    if reg.is_async:
+        await reg.handler(event)
+        return
+    result = await asyncio.to_thread(reg.handler, event)
+    if inspect.isawaitable(result):
+        await result
+
+
+class Watchdog:
+    """Cuts off handler calls that outlive ``timeout``.
+
+    One periodic sweep cancels every overdue call, instead of a timer per
+    call (``asyncio.timeout`` costs about as much as the rest of dispatching
+    a pub/sub message). A call is cut off between ``timeout`` and
+    ``timeout + interval`` seconds after it started.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.interval = min(1.0, max(0.01, timeout / 10))
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+
+    def start(self, task: asyncio.Task[Any], now: float) -> None:
+        self._deadlines[task] = now + self.timeout
+
+    def stop(self, task: asyncio.Task[Any]) -> bool:
+        """Forget ``task``; True when it was cut off for being late."""
+        self._deadlines.pop(task, None)
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._expired
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval)
+            now = loop.time()
+            late = [t for t, deadline in self._deadlines.items() if deadline <= now]
+            for task in late:
+                del self._deadlines[task]
+                if not task.done():
+                    self._expired.add(task)
+                    task.cancel()
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a lower layer dropped.
+
+    redis-py sends every command through ``asyncio.wait_for``, which on
+    Python 3.11 can lose a cancellation that arrives just as the send
+    completes (the call then returns normally). Loops that must stop when
+    cancelled call this after awaiting Redis.
+    """
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
+
+async def cancel_and_wait(task: asyncio.Future[Any], timeout: float) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling again every second
+    in case a cancellation was dropped; give up after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done():
+        task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        await asyncio.wait({task}, timeout=min(1.0, left))
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """``value`` as seconds, or :class:`ConfigError` naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: object, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return value

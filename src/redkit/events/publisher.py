@@ -1,0 +1,161 @@
+"""Publisher: one PUBLISH (or SPUBLISH) per event, with the Go envelope."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from ..connection import Client, describe_error, is_cluster
+from ..errors import ConfigError, ConnectionUnavailable
+from ._envelope import _check_type, _encode, format_timestamp
+from ._handlers import check_seconds, raise_if_cancelled
+
+__all__ = ["Publisher", "PublisherStats", "check_channel", "sharded_unsupported"]
+
+log = logging.getLogger("redkit.events")
+_NETWORK_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError)
+
+
+@dataclasses.dataclass(frozen=True)
+class PublisherStats:
+    """Counters of a :class:`Publisher`."""
+
+    published: int
+    """Events sent."""
+    errors: int
+    """Publishes that raised :class:`~redkit.ConnectionUnavailable`."""
+    serialization_errors: int
+    """Publishes refused because the payload has no JSON form."""
+
+
+def check_channel(channel: object, what: str = "channel") -> str:
+    if not isinstance(channel, str) or not channel:
+        raise ValueError(f"{what} must be a non-empty string, got {channel!r}")
+    return channel
+
+
+def sharded_unsupported(exc: BaseException) -> bool:
+    """True when ``exc`` says the server has no sharded pub/sub (before 7.0)."""
+    text = str(exc).lower()
+    unknown = "unknown command" in text or "doesn't exist" in text
+    return unknown and ("spublish" in text or "ssubscribe" in text)
+
+
+class Publisher:
+    """Publishes events on pub/sub channels.
+
+    ``publish(channel, type, payload)`` sends ``{type, payload, timestamp,
+    source, id}`` as JSON in one PUBLISH and returns how many subscribers
+    received it (on a cluster: those connected to the node that took it, as
+    Redis reports). Pub/sub is fire-and-forget: subscribers that are not
+    connected miss the event; use :class:`StreamPublisher` for events that
+    must not be lost.
+
+    ``sharded=True`` uses SPUBLISH (Redis 7.0+): on a cluster the event
+    travels only within the shard owning the channel's slot. Subscribers
+    must then use ``Subscriber(..., sharded=True)``. On an older server the
+    first publish raises :class:`~redkit.ConfigError`.
+
+    ``timeout`` bounds a publish on top of the client's own socket timeout.
+    Failures raise :class:`~redkit.ConnectionUnavailable`; a payload with no
+    JSON form raises :class:`~redkit.SerializationError` before anything is
+    sent.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        source: str = "",
+        *,
+        sharded: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        if not isinstance(source, str):
+            raise ConfigError(f"source must be a string, got {source!r}")
+        self.client = client
+        self.source = source
+        self.sharded = bool(sharded)
+        self.timeout = None if timeout is None else check_seconds("timeout", timeout)
+        self._command = "SPUBLISH" if sharded else "PUBLISH"
+        self._published = 0
+        self._errors = 0
+        self._serialization_errors = 0
+
+    def __repr__(self) -> str:
+        return f"<Publisher source={self.source!r} sharded={self.sharded}>"
+
+    async def publish(
+        self,
+        channel: str,
+        type: str,
+        payload: Any = None,
+        *,
+        id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> int:
+        """Publish one event and return the number of receivers.
+
+        ``id`` defaults to a random UUID and ``timestamp`` to now (UTC); pass
+        them to republish an event unchanged.
+        """
+        check_channel(channel)
+        _check_type(type)
+        stamp = format_timestamp(timestamp or datetime.now(timezone.utc))
+        try:
+            data = _encode(type, payload, stamp, self.source, id or str(uuid.uuid4()))
+        except Exception:
+            self._serialization_errors += 1
+            raise
+        try:
+            if self.timeout is None:
+                receivers = await self._send(channel, data)
+            else:
+                receivers = await _within(self._send(channel, data), self.timeout)
+        except (
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            OSError,
+            TimeoutError,
+        ) as exc:
+            self._errors += 1
+            log.warning(
+                "publish of %r on channel %r failed: %s", type, channel, describe_error(exc)
+            )
+            raise ConnectionUnavailable(
+                f"cannot publish event {type!r} on channel {channel!r}: {describe_error(exc)}"
+            ) from exc
+        except redis_errors.RedisError as exc:
+            self._errors += 1
+            if self.sharded and sharded_unsupported(exc):
+                raise ConfigError(
+                    "sharded=True needs Redis 7.0 or newer (SPUBLISH); this server does not "
+                    f"know it: {describe_error(exc)}"
+                ) from exc
+            raise ConnectionUnavailable(
+                f"cannot publish event {type!r} on channel {channel!r}: {describe_error(exc)}"
+            ) from exc
+        self._published += 1
+        raise_if_cancelled()
+        return int(receivers)
+
+    async def _send(self, channel: str, data: bytes) -> Any:
+        if self.sharded and is_cluster(self.client):
+            return await self.client.spublish(channel, data)
+        return await self.client.execute_command(self._command, channel, data)
+
+    def stats(self) -> PublisherStats:
+        return PublisherStats(self._published, self._errors, self._serialization_errors)
+
+
+async def _within(awaitable: Any, timeout: float) -> Any:
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError as exc:
+        raise TimeoutError(f"no answer within {timeout:g}s") from exc

@@ -1,0 +1,884 @@
+"""Durable events on Redis Streams: at-least-once delivery through consumer
+groups, retries of entries a dead consumer left pending (XAUTOCLAIM), and a
+dead-letter stream for events that keep failing."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import random
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar, overload
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis, RedisCluster
+
+from ..connection import Client, describe_error
+from ..errors import ConfigError, ConnectionUnavailable, SerializationError
+from ..keys import validate_key_part
+from ..scripts import Script
+from ._envelope import Event, _check_type, _decode_payload, _decode_wire, _encode, _to_event
+from ._envelope import format_timestamp as _format_timestamp
+from ._handlers import (
+    HandlerRegistry,
+    PayloadError,
+    Registration,
+    Watchdog,
+    call_unbounded,
+    cancel_and_wait,
+    check_count,
+    check_seconds,
+    event_for,
+    raise_if_cancelled,
+)
+
+__all__ = [
+    "StreamConsumer",
+    "StreamConsumerStats",
+    "StreamPublisher",
+    "StreamPublisherStats",
+    "dead_letter_stream_for",
+]
+
+log = logging.getLogger("redkit.events")
+
+H = TypeVar("H", bound=Callable[..., Any])
+EVENT_FIELD = "event"
+_NETWORK_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    TimeoutError,
+)
+_DEAD_LETTER = Script.from_package("redkit.events", "lua/dead_letter.lua")
+
+
+def dead_letter_stream_for(stream: str) -> str:
+    """The default dead-letter stream of ``stream``: ``<stream>:dead-letter``
+    with the stream's hash tag (``{orders}:dead-letter`` for ``orders``), so
+    that moving an entry there is one atomic script on a cluster too."""
+    start = stream.find("{")
+    end = stream.find("}", start + 1) if start != -1 else -1
+    if start != -1 and end > start + 1:
+        return f"{stream}:dead-letter"
+    return f"{{{stream}}}:dead-letter"
+
+
+def _check_stream(stream: object) -> str:
+    try:
+        return validate_key_part(stream, "stream name")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamPublisherStats:
+    """Counters of a :class:`StreamPublisher`."""
+
+    published: int
+    errors: int
+
+
+class StreamPublisher:
+    """Appends events to streams with XADD, trimmed to about ``maxlen`` entries.
+
+    Each entry has one field, ``event``, holding the JSON envelope (the Go
+    format plus ``id``). ``publish`` returns the event id that consumers see
+    as ``event.id``. Trimming is approximate (``MAXLEN ~``), which costs
+    nothing per call; entries trimmed before a group read them are lost, so
+    ``maxlen`` must exceed the largest backlog you expect. ``maxlen=None``
+    never trims.
+    """
+
+    def __init__(self, client: Client, maxlen: int | None = 100_000, *, source: str = "") -> None:
+        self.client = client
+        self.maxlen = None if maxlen is None else check_count("maxlen", maxlen)
+        if not isinstance(source, str):
+            raise ConfigError(f"source must be a string, got {source!r}")
+        self.source = source
+        self._published = 0
+        self._errors = 0
+
+    def __repr__(self) -> str:
+        return f"<StreamPublisher maxlen={self.maxlen} source={self.source!r}>"
+
+    def _entry(
+        self, type: str, payload: Any, event_id: str | None, timestamp: datetime | None
+    ) -> tuple[str, bytes]:
+        _check_type(type)
+        event_id = event_id or str(uuid.uuid4())
+        stamp = _format_timestamp(timestamp or datetime.now(timezone.utc))
+        return event_id, _encode(type, payload, stamp, self.source, event_id)
+
+    async def publish(
+        self,
+        stream: str,
+        type: str,
+        payload: Any = None,
+        *,
+        id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> str:
+        """Append one event (one round trip) and return its id.
+
+        Raises :class:`~redkit.SerializationError` before sending when the
+        payload has no JSON form, :class:`~redkit.ConnectionUnavailable` when
+        Redis cannot be reached in time.
+        """
+        _check_stream(stream)
+        event_id, data = self._entry(type, payload, id, timestamp)
+        try:
+            await self.client.xadd(
+                stream,
+                {EVENT_FIELD: data},
+                maxlen=self.maxlen,
+                approximate=True,
+            )
+        except redis_errors.RedisError as exc:
+            self._errors += 1
+            raise ConnectionUnavailable(
+                f"cannot append event {type!r} to stream {stream!r}: {describe_error(exc)}"
+            ) from exc
+        self._published += 1
+        raise_if_cancelled()
+        return event_id
+
+    async def publish_many(self, stream: str, events: Iterable[tuple[str, Any]]) -> list[str]:
+        """Append several ``(type, payload)`` events in one pipelined round
+        trip; returns their ids in order. Every payload is encoded before
+        anything is sent."""
+        _check_stream(stream)
+        entries = [self._entry(t, p, None, None) for t, p in events]
+        if not entries:
+            return []
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for _, data in entries:
+                pipe.xadd(stream, {EVENT_FIELD: data}, maxlen=self.maxlen, approximate=True)
+            await pipe.execute()
+        except redis_errors.RedisError as exc:
+            self._errors += 1
+            raise ConnectionUnavailable(
+                f"cannot append {len(entries)} events to stream {stream!r}: {describe_error(exc)}"
+            ) from exc
+        self._published += len(entries)
+        return [event_id for event_id, _ in entries]
+
+    def stats(self) -> StreamPublisherStats:
+        return StreamPublisherStats(self._published, self._errors)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConsumerStats:
+    """Counters of a :class:`StreamConsumer` (since it was made)."""
+
+    received: int
+    """Entries delivered to this consumer (new, claimed or its own pending)."""
+    handled: int
+    """Entries whose handlers all succeeded (then acknowledged)."""
+    handler_errors: int
+    """Handler calls that raised (the entry stays pending and is retried)."""
+    handler_timeouts: int
+    """Handler calls cut off after ``handler_timeout`` (retried likewise)."""
+    unhandled: int
+    """Entries of a type with no handler here (acknowledged, skipped)."""
+    malformed: int
+    """Entries that are not an event envelope (moved to the dead-letter stream)."""
+    claimed: int
+    """Entries taken over from idle consumers with XAUTOCLAIM."""
+    dead_lettered: int
+    """Entries moved to the dead-letter stream."""
+    redis_errors: int
+    """Failed calls to Redis (the consumer backs off and carries on)."""
+    in_flight: int
+    """Handler calls running now."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Outcome:
+    entry_id: Any
+    event: Event[Any] | None
+    data: bytes
+    deliveries: int
+    error: str | None = None
+    completed: bool = False
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Entries of one read, taken one by one by the workers."""
+
+    done: asyncio.Future[None]
+    queue: collections.deque[_Job] = dataclasses.field(default_factory=collections.deque)
+    remaining: int = 0
+    finished: list[_Outcome] = dataclasses.field(default_factory=list)
+
+    def one_less(self, count: int = 1) -> None:
+        self.remaining -= count
+        if self.remaining <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+_Job = tuple[tuple[Registration, ...], _Outcome, bytes]
+
+
+class StreamConsumer:
+    """Reads one stream as ``consumer`` in consumer group ``group`` and runs
+    handlers per event type, acknowledging an entry only after all its
+    handlers succeeded.
+
+    * The group is created on first use (with the stream, if missing),
+      reading from the stream's start (``from_start=True``, the default, so
+      events published before any consumer existed are processed) or only
+      new events (``from_start=False``).
+    * Up to ``max_concurrency`` handler calls run at once, each cut off after
+      ``handler_timeout`` seconds (default half of ``claim_idle``).
+    * An entry that is not acknowledged (handler failed, consumer died) stays
+      pending. Entries pending longer than ``claim_idle`` seconds, whoever
+      holds them, are claimed with XAUTOCLAIM every ``claim_interval`` and
+      retried. When an entry's handlers failed on its ``max_deliveries``-th
+      delivery (or it was delivered more often than that without finishing)
+      it is moved, with the error text, to :attr:`dead_letter_stream` and
+      acknowledged, in one script.
+    * On start the consumer first re-runs its own pending entries (a
+      restarted process keeps its name), so a crash loses nothing.
+
+    Delivery is at-least-once: a handler may see an event again after a
+    crash or a timeout, so make it idempotent by ``event.id``.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        stream: str,
+        *,
+        group: str,
+        consumer: str,
+        max_deliveries: int = 5,
+        claim_idle: float = 30.0,
+        claim_interval: float | None = None,
+        handler_timeout: float | None = None,
+        max_concurrency: int = 16,
+        batch_size: int | None = None,
+        block: float | None = None,
+        from_start: bool = True,
+        dead_letter_stream: str | None = None,
+        dead_letter_maxlen: int = 100_000,
+        drain_timeout: float = 10.0,
+        backoff_base: float = 0.1,
+        backoff_max: float = 10.0,
+    ) -> None:
+        if not isinstance(client, (Redis, RedisCluster)):
+            raise ConfigError(
+                f"client must be a redis.asyncio Redis or RedisCluster, got {type(client).__name__}"
+            )
+        self.client = client
+        self.stream = _check_stream(stream)
+        try:
+            self.group = validate_key_part(group, "group")
+            self.consumer = validate_key_part(consumer, "consumer")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.max_deliveries = check_count("max_deliveries", max_deliveries)
+        self.claim_idle = check_seconds("claim_idle", claim_idle)
+        self.claim_interval = check_seconds(
+            "claim_interval",
+            claim_interval if claim_interval is not None else min(self.claim_idle / 2, 10.0),
+        )
+        self.handler_timeout = check_seconds(
+            "handler_timeout",
+            handler_timeout if handler_timeout is not None else self.claim_idle / 2,
+        )
+        if self.handler_timeout >= self.claim_idle:
+            raise ConfigError(
+                f"handler_timeout ({self.handler_timeout:g}s) must be shorter than claim_idle "
+                f"({self.claim_idle:g}s), or other consumers would claim entries still being "
+                "handled"
+            )
+        self.max_concurrency = check_count("max_concurrency", max_concurrency)
+        self.batch_size = check_count(
+            "batch_size", batch_size if batch_size is not None else self.max_concurrency
+        )
+        socket_timeout = _client_socket_timeout(client)
+        default_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
+        self.block = check_seconds("block", block if block is not None else default_block)
+        if socket_timeout and self.block >= socket_timeout:
+            raise ConfigError(
+                f"block ({self.block:g}s) must be shorter than the client's socket timeout "
+                f"({socket_timeout:g}s)"
+            )
+        self.from_start = bool(from_start)
+        self.dead_letter_stream = (
+            _check_stream(dead_letter_stream)
+            if dead_letter_stream is not None
+            else dead_letter_stream_for(self.stream)
+        )
+        if isinstance(client, RedisCluster) and client.keyslot(
+            self.dead_letter_stream
+        ) != client.keyslot(self.stream):
+            raise ConfigError(
+                f"dead_letter_stream {self.dead_letter_stream!r} must share the hash slot of "
+                f"{self.stream!r} on a cluster (give both the same hash tag)"
+            )
+        self.dead_letter_maxlen = check_count("dead_letter_maxlen", dead_letter_maxlen)
+        self.drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_zero=True)
+        self.backoff_base = check_seconds("backoff_base", backoff_base)
+        self.backoff_max = check_seconds("backoff_max", backoff_max)
+        self._registry = HandlerRegistry()
+        self._watchdog: Watchdog | None = None
+        self._idle: collections.deque[asyncio.Future[_Batch]] = collections.deque()
+        self._acks: list[Any] = []
+        self._in_flight = 0
+        self._running = False
+        self._ready: asyncio.Event | None = None
+        self._received = 0
+        self._handled = 0
+        self._handler_errors = 0
+        self._handler_timeouts = 0
+        self._unhandled = 0
+        self._malformed = 0
+        self._claimed = 0
+        self._dead_lettered = 0
+        self._redis_errors = 0
+
+    def __repr__(self) -> str:
+        return f"<StreamConsumer {self.stream!r} group={self.group!r} consumer={self.consumer!r}>"
+
+    @overload
+    def on(
+        self, event_type: str, handler: None = None, *, payload_type: Any = None
+    ) -> Callable[[H], H]: ...
+    @overload
+    def on(self, event_type: str, handler: H, *, payload_type: Any = None) -> H: ...
+    def on(self, event_type: str, handler: Any = None, *, payload_type: Any = None) -> Any:
+        """Register ``handler`` for events of ``event_type`` (or return a
+        decorator); ``payload_type`` as in :meth:`Subscriber.on`. An entry is
+        acknowledged when every handler of its type succeeded."""
+        return self._registry.decorator(event_type, handler, payload_type)
+
+    def stats(self) -> StreamConsumerStats:
+        return StreamConsumerStats(
+            received=self._received,
+            handled=self._handled,
+            handler_errors=self._handler_errors,
+            handler_timeouts=self._handler_timeouts,
+            unhandled=self._unhandled,
+            malformed=self._malformed,
+            claimed=self._claimed,
+            dead_lettered=self._dead_lettered,
+            redis_errors=self._redis_errors,
+            in_flight=self._in_flight,
+        )
+
+    # -- running ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until cancelled. Redis failures are logged and counted and
+        retried with exponential backoff and jitter; they never end the loop.
+        On cancellation running handlers get ``drain_timeout`` seconds, the
+        entries that finished are acknowledged, and the cancellation is
+        re-raised."""
+        if self._running:
+            raise RuntimeError("this StreamConsumer is already running")
+        self._running = True
+        self._ready = asyncio.Event()
+        self._watchdog = Watchdog(self.handler_timeout)
+        sweeper = asyncio.ensure_future(self._watchdog.run())
+        self._acks.clear()
+        self._idle.clear()
+        workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
+        try:
+            await self._loop()
+        finally:
+            self._running = False
+            sweeper.cancel()
+            for worker in workers:
+                worker.cancel()
+            await asyncio.wait(workers, timeout=1.0)
+            self._idle.clear()
+            if self._acks:
+                # Stopped between a batch and the next read.
+                with contextlib.suppress(redis_errors.RedisError, *_NETWORK_ERRORS):
+                    await self._flush_acks()
+
+    @contextlib.asynccontextmanager
+    async def running(self, ready_timeout: float = 10.0) -> AsyncIterator[StreamConsumer]:
+        """Run in a background task for the ``async with`` block. Entering
+        waits (at most ``ready_timeout`` s) until the group exists and the
+        consumer's own pending entries were re-run; raises
+        :class:`~redkit.ConnectionUnavailable` otherwise."""
+        task: asyncio.Future[Any] = asyncio.ensure_future(self.run())
+        try:
+            await asyncio.sleep(0)
+            assert self._ready is not None or task.done()
+            if task.done():
+                task.result()
+            assert self._ready is not None
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._ready.wait())
+            done, _ = await asyncio.wait(
+                {task, waiter}, timeout=ready_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiter.cancel()
+            if task in done:
+                task.result()
+            if waiter not in done:
+                raise ConnectionUnavailable(
+                    f"stream consumer for {self.stream!r} not ready within {ready_timeout:g}s"
+                )
+            yield self
+        finally:
+            await cancel_and_wait(task, self.drain_timeout + 10.0)
+            if task.done() and not task.cancelled():
+                task.result()
+
+    async def _loop(self) -> None:
+        assert self._ready is not None
+        failures = 0
+        recovered = False
+        next_claim = 0.0
+        while True:
+            raise_if_cancelled()
+            try:
+                if not recovered:
+                    await self.ensure_group()
+                    await self._recover_own()
+                    recovered = True
+                    self._ready.set()
+                if time.monotonic() >= next_claim:
+                    await self._flush_acks()
+                    await self._claim_idle_entries()
+                    next_claim = time.monotonic() + self.claim_interval
+                reply = await self._ack_and_read()
+                raise_if_cancelled()
+                entries = _entries(reply)
+                if entries:
+                    await self._process(entries, None)
+                failures = 0
+            except redis_errors.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # The stream or group vanished (server restarted without
+                    # persistence, key deleted): create them again.
+                    log.warning(
+                        "group %r of %r is gone; creating it again", self.group, self.stream
+                    )
+                    recovered = False
+                    self._acks.clear()
+                    continue
+                failures = await self._back_off(exc, failures)
+            except redis_errors.RedisError as exc:
+                failures = await self._back_off(exc, failures)
+            except _NETWORK_ERRORS as exc:
+                failures = await self._back_off(exc, failures)
+
+    async def _ack_and_read(self) -> Any:
+        """XACK what the last batch finished and XREADGROUP the next batch in
+        one round trip (a pipeline: the acknowledgement is applied first)."""
+        block = max(1, int(self.block * 1000))
+        if not self._acks:
+            return await self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=block
+            )
+        acks, self._acks = self._acks, []
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(self.stream, self.group, *acks)
+        pipe.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=block
+        )
+        try:
+            _, reply = await pipe.execute()
+        except BaseException:
+            # Unknown whether the XACK was applied; acknowledging twice is harmless.
+            self._acks[:0] = acks
+            raise
+        return reply
+
+    async def _flush_acks(self) -> None:
+        if self._acks:
+            acks, self._acks = self._acks, []
+            try:
+                await self.client.xack(self.stream, self.group, *acks)
+            except BaseException:
+                self._acks[:0] = acks
+                raise
+
+    async def _back_off(self, exc: BaseException, failures: int) -> int:
+        self._redis_errors += 1
+        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** min(failures, 30)))
+        log.warning(
+            "stream consumer %s/%s on %r: %s; retrying in %.0f ms",
+            self.group,
+            self.consumer,
+            self.stream,
+            describe_error(exc),
+            delay * 1000,
+        )
+        await asyncio.sleep(delay)
+        raise_if_cancelled()
+        return failures + 1
+
+    async def ensure_group(self) -> bool:
+        """Create the consumer group (and the stream) unless it exists;
+        True when it was created now."""
+        try:
+            await self.client.xgroup_create(
+                self.stream, self.group, id="0" if self.from_start else "$", mkstream=True
+            )
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        log.info(
+            "created consumer group %r on %r (%s)",
+            self.group,
+            self.stream,
+            "from the start" if self.from_start else "new events only",
+        )
+        return True
+
+    async def _recover_own(self) -> None:
+        """Re-run the entries this consumer name left pending (a restart
+        after a crash), oldest first."""
+        cursor: Any = "0-0"
+        while True:
+            reply = await self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: cursor}, count=self.batch_size
+            )
+            entries = _entries(reply)
+            if not entries:
+                return
+            log.info("re-running %d entries %s left pending", len(entries), self.consumer)
+            await self._process(entries, await self._deliveries(entries))
+            raise_if_cancelled()
+            cursor = entries[-1][0]
+
+    async def _claim_idle_entries(self) -> None:
+        """XAUTOCLAIM entries idle longer than ``claim_idle`` and run them."""
+        cursor: Any = "0-0"
+        min_idle = max(1, int(self.claim_idle * 1000))
+        for _ in range(100):  # bounded: new events get their turn too
+            reply = await self.client.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle,
+                start_id=cursor,
+                count=self.batch_size,
+            )
+            cursor = reply[0]
+            entries = [(eid, fields) for eid, fields in reply[1] if eid is not None]
+            if len(entries) < len(reply[1]):
+                # Redis 6.2 claims entries deleted from the stream as nil
+                # (7.0 drops them itself): acknowledge them by id.
+                await self._ack_vanished()
+            if entries:
+                self._claimed += len(entries)
+                log.info(
+                    "%s claimed %d entries idle for more than %gs",
+                    self.consumer,
+                    len(entries),
+                    self.claim_idle,
+                )
+                await self._process(entries, await self._deliveries(entries))
+            raise_if_cancelled()
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    async def _ack_vanished(self) -> None:
+        """Acknowledge this consumer's pending entries that no longer exist
+        in the stream (trimmed or deleted), so they stop being claimed."""
+        rows = await self.client.xpending_range(
+            self.stream, self.group, min="-", max="+", count=1000, consumername=self.consumer
+        )
+        ids = [row["message_id"] for row in rows]
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.stream, entry_id, entry_id)
+        found = await pipe.execute()
+        vanished = [entry_id for entry_id, rows in zip(ids, found, strict=True) if not rows]
+        if vanished:
+            await self.client.xack(self.stream, self.group, *vanished)
+            log.info("acknowledged %d pending entries no longer in %r", len(vanished), self.stream)
+
+    async def _deliveries(self, entries: list[tuple[Any, Any]]) -> dict[Any, int]:
+        """How often each entry was delivered so far (this delivery included)."""
+        rows = await self.client.xpending_range(
+            self.stream,
+            self.group,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries) * 2 + 10,
+            consumername=self.consumer,
+        )
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    # -- one batch ----------------------------------------------------------
+
+    async def _process(
+        self, entries: list[tuple[Any, Any]], deliveries: Mapping[Any, int] | None
+    ) -> None:
+        raise_if_cancelled()
+        ack: list[Any] = []
+        dead: list[_Outcome] = []
+        batch = _Batch(asyncio.get_running_loop().create_future())
+        self._received += len(entries)
+        try:
+            for entry_id, fields in entries:
+                count = deliveries.get(entry_id, 1) if deliveries is not None else 1
+                data = _event_field(fields)
+                if data is None:
+                    if not fields:
+                        ack.append(entry_id)  # deleted or trimmed while pending
+                        continue
+                    self._malformed += 1
+                    dead.append(
+                        _Outcome(
+                            entry_id, None, _describe_fields(fields), count, "no 'event' field"
+                        )
+                    )
+                    continue
+                try:
+                    wire, payload = _decode_wire(data)
+                    regs = self._registry.get(wire.type)
+                    if regs is None:
+                        self._unhandled += 1
+                        ack.append(entry_id)
+                        continue
+                    untyped = (
+                        _decode_payload(payload, None)
+                        if self._registry.needs_untyped(wire.type)
+                        else None
+                    )
+                    event = _to_event(wire, untyped, data, self.stream, _text(entry_id))
+                except SerializationError as exc:
+                    self._malformed += 1
+                    log.warning("malformed entry %s on %r: %s", _text(entry_id), self.stream, exc)
+                    dead.append(_Outcome(entry_id, None, data, count, f"malformed: {exc}"))
+                    continue
+                outcome = _Outcome(entry_id, event, data, count)
+                if count > self.max_deliveries:
+                    outcome.error = (
+                        f"delivered {count} times without finishing (consumer crashed or stalled)"
+                    )
+                    dead.append(outcome)
+                    continue
+                batch.queue.append((regs, outcome, payload))
+            if batch.queue:
+                batch.remaining = len(batch.queue)
+                # Wake as many idle workers as there are entries; each takes
+                # entries from the batch until none is left.
+                woken = min(len(self._idle), len(batch.queue))
+                for _ in range(woken):
+                    self._idle.popleft().set_result(batch)
+                while not woken and batch.queue:  # no worker free: run here
+                    regs, outcome, payload = batch.queue.popleft()
+                    await self._attempt(regs, outcome, payload)
+                    batch.finished.append(outcome)
+                    batch.one_less()
+                # Shielded: a cancellation must not cancel the future the
+                # drain below still waits on.
+                await asyncio.shield(batch.done)
+        except asyncio.CancelledError:
+            # Stopping: start nothing new, give running handlers their grace
+            # period, then record what finished so it is not redone.
+            batch.one_less(len(batch.queue))
+            batch.queue.clear()
+            if not batch.done.done():
+                await asyncio.wait({batch.done}, timeout=self.drain_timeout)
+            await self._settle(ack, dead, batch, final=True)
+            raise
+        await self._settle(ack, dead, batch, final=False)
+
+    async def _worker(self) -> None:
+        """Runs entries of the current batch one after another;
+        ``max_concurrency`` of these run at once."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle
+        while True:
+            waiter: asyncio.Future[_Batch] = loop.create_future()
+            idle.append(waiter)
+            batch = await waiter
+            queue = batch.queue
+            while queue:
+                regs, outcome, payload = queue.popleft()
+                try:
+                    await self._attempt(regs, outcome, payload)
+                finally:
+                    batch.finished.append(outcome)
+                    batch.one_less()
+
+    async def _settle(
+        self,
+        ack: list[Any],
+        dead: list[_Outcome],
+        batch: _Batch,
+        *,
+        final: bool,
+    ) -> None:
+        for outcome in batch.finished:
+            if outcome.error is None and outcome.completed:
+                ack.append(outcome.entry_id)
+            elif outcome.error is not None and outcome.deliveries >= self.max_deliveries:
+                dead.append(outcome)
+        # Acknowledged with the next read (one round trip for both), or now
+        # when stopping.
+        self._acks.extend(ack)
+        try:
+            if final:
+                await self._flush_acks()
+            for outcome in dead:
+                await self._dead_letter(outcome)
+        except (redis_errors.RedisError, *_NETWORK_ERRORS) as exc:
+            if not final:
+                raise
+            log.warning(
+                "could not acknowledge %d entries while stopping (%s); they will be redelivered",
+                len(self._acks),
+                describe_error(exc),
+            )
+
+    async def _attempt(
+        self, regs: tuple[Registration, ...], outcome: _Outcome, payload: bytes
+    ) -> _Outcome:
+        watchdog = self._watchdog
+        assert watchdog is not None
+        assert outcome.event is not None
+        event = outcome.event
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        try:
+            for reg in regs:
+                watchdog.start(task, loop.time())
+                try:
+                    await call_unbounded(reg, event_for(reg, event, payload))
+                except asyncio.CancelledError:
+                    if not watchdog.stop(task):
+                        raise
+                    if sys.version_info >= (3, 11):
+                        task.uncancel()  # the worker lives on
+                    self._handler_timeouts += 1
+                    outcome.error = f"handler {reg.name} timed out after {self.handler_timeout:g}s"
+                    log.error(
+                        "%s on %r (event %s, delivery %d)",
+                        outcome.error,
+                        self.stream,
+                        event.id,
+                        outcome.deliveries,
+                    )
+                    return outcome
+                except PayloadError as exc:
+                    self._malformed += 1
+                    outcome.error = f"payload is not a {_type_name(reg.payload_type)}: {exc}"
+                    outcome.deliveries = self.max_deliveries  # retrying cannot help
+                    return outcome
+                except Exception as exc:
+                    self._handler_errors += 1
+                    outcome.error = f"handler {reg.name} raised {type(exc).__name__}: {exc}"
+                    log.exception(
+                        "handler %s for %r raised on %r (event %s, delivery %d)",
+                        reg.name,
+                        event.type,
+                        self.stream,
+                        event.id,
+                        outcome.deliveries,
+                    )
+                    return outcome
+                finally:
+                    watchdog.stop(task)
+            self._handled += 1
+            outcome.completed = True
+            return outcome
+        finally:
+            self._in_flight -= 1
+
+    async def _dead_letter(self, outcome: _Outcome) -> None:
+        error = (outcome.error or "unknown error")[:2000]
+        moved = await _DEAD_LETTER(
+            self.client,
+            [self.stream, self.dead_letter_stream],
+            [
+                self.group,
+                outcome.entry_id,
+                self.dead_letter_maxlen,
+                EVENT_FIELD,
+                outcome.data,
+                "error",
+                error,
+                "stream",
+                self.stream,
+                "entry_id",
+                outcome.entry_id,
+                "group",
+                self.group,
+                "consumer",
+                self.consumer,
+                "deliveries",
+                outcome.deliveries,
+            ],
+        )
+        if moved:
+            self._dead_lettered += 1
+            log.error(
+                "entry %s of %r moved to %r after %d deliveries: %s",
+                _text(outcome.entry_id),
+                self.stream,
+                self.dead_letter_stream,
+                outcome.deliveries,
+                error,
+            )
+
+
+def _entries(reply: Any) -> list[tuple[Any, Any]]:
+    """The entries of a one-stream XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        for value in reply.values():
+            return list(value[0]) if value and isinstance(value[0], list) else list(value)
+        return []
+    return list(reply[0][1])
+
+
+def _event_field(fields: Any) -> bytes | None:
+    if not fields:
+        return None
+    value = fields.get(b"event")
+    if value is None:
+        value = fields.get("event")
+    if isinstance(value, str):
+        return value.encode()
+    return value if isinstance(value, bytes) else None
+
+
+def _describe_fields(fields: Any) -> bytes:
+    text = repr({_text(k): _text(v) for k, v in dict(fields).items()})
+    return text[:2000].encode()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _type_name(tp: Any) -> str:
+    return str(getattr(tp, "__qualname__", None) or tp)
+
+
+def _client_socket_timeout(client: Client) -> float | None:
+    kwargs = (
+        client.connection_kwargs
+        if isinstance(client, RedisCluster)
+        else client.connection_pool.connection_kwargs
+    )
+    value = kwargs.get("socket_timeout")
+    return float(value) if value else None

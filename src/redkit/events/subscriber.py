@@ -1,0 +1,803 @@
+"""Subscriber: typed handlers on pub/sub channels and patterns, bounded
+concurrency, and a dedicated connection that heals itself.
+
+The subscriber reads from its own connection (never one of the client's pool),
+built from the client's connection parameters. While the connection is quiet
+it sends a PING every ``ping_interval`` seconds and expects some reply within
+``ping_timeout``; a dropped connection, a half-open one, or a server that has
+stopped answering are all seen that way and lead to a reconnect with
+exponential backoff and full jitter, after which every channel and pattern is
+subscribed again and the gap is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar, overload
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+
+from ..connection import Client, describe_error
+from ..errors import ConfigError, ConnectionUnavailable, SerializationError
+from ._envelope import Event, _decode_payload, _decode_wire, _to_event
+from ._handlers import (
+    HandlerRegistry,
+    PayloadError,
+    Registration,
+    Watchdog,
+    call_unbounded,
+    cancel_and_wait,
+    check_count,
+    check_seconds,
+    event_for,
+    raise_if_cancelled,
+)
+from .publisher import check_channel, sharded_unsupported
+
+__all__ = ["Gap", "Subscriber", "SubscriberStats"]
+
+log = logging.getLogger("redkit.events")
+
+H = TypeVar("H", bound=Callable[..., Any])
+_NETWORK_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    TimeoutError,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """A stretch of time during which the subscriber was not subscribed.
+
+    Events published on its channels in that time were not received (pub/sub
+    keeps nothing); the ``on_reconnect`` callback gets this to let the
+    application catch up (reload state, drop a local cache ...).
+    """
+
+    started: datetime
+    """Wall-clock time (UTC) the loss of the connection was noticed."""
+    ended: datetime
+    """Wall-clock time (UTC) every subscription was back."""
+    seconds: float
+    """Length of the gap, measured on the monotonic clock."""
+    attempts: int
+    """Connection attempts it took to come back."""
+    error: str
+    """Why the connection was given up."""
+    channels: tuple[str, ...]
+    patterns: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriberStats:
+    """Counters of a :class:`Subscriber` (since it was made)."""
+
+    received: int
+    """Messages read from Redis (any content)."""
+    handled: int
+    """Handler calls that returned normally."""
+    handler_errors: int
+    """Handler calls that raised."""
+    handler_timeouts: int
+    """Handler calls cut off after ``handler_timeout``."""
+    unhandled: int
+    """Well-formed events of a type with no handler."""
+    malformed: int
+    """Messages that are not an event envelope (or whose payload does not
+    decode as the handler's ``payload_type``), skipped."""
+    disconnects: int
+    """Connections lost or given up as half-open."""
+    reconnects: int
+    """Times every subscription was restored after a loss (= gaps reported)."""
+    connect_failures: int
+    """Connection attempts that failed."""
+    gap_ms: int
+    """Total milliseconds spent in gaps."""
+    in_flight: int
+    """Handler calls running now."""
+
+
+@dataclasses.dataclass
+class _Link:
+    """One dedicated connection's share of the subscriptions."""
+
+    channels: tuple[str, ...]
+    patterns: tuple[str, ...]
+    make: Callable[[], AbstractConnection]
+    label: str
+    refresh: Callable[[], Awaitable[Any]] | None = None
+    subscribed: bool = False
+    attempts: int = 0
+    lost_at: float | None = None
+    lost_wall: datetime | None = None
+    lost_error: str = ""
+    rx: int = 0
+    reader_waiting: bool = False
+    drop_reason: str = ""
+
+
+class Subscriber:
+    """Runs handlers for events arriving on pub/sub channels.
+
+    Register handlers with :meth:`on`, then ``await run("users",
+    patterns=["audit.*"])`` (until cancelled) or ``async with
+    running("users"):``.
+
+    ``max_concurrency`` handler calls run at once; when all are busy the
+    subscriber stops reading (Redis buffers on its side, up to its
+    ``client-output-buffer-limit pubsub``) instead of queueing in memory.
+    Each call is cut off after ``handler_timeout`` seconds; exceptions and
+    timeouts are logged and counted and never stop the subscriber. Sync
+    handlers run in a worker thread.
+
+    Malformed messages (not JSON, fields missing, written by another
+    publisher) are logged with their channel, counted and skipped. Events
+    with no handler are counted as ``unhandled``.
+
+    ``on_reconnect(gap)`` (sync or async) is called with a :class:`Gap` each
+    time subscriptions are restored after a loss. ``drain_timeout`` bounds how
+    long cancellation waits for running handlers before cancelling them.
+
+    ``sharded=True`` subscribes with SSUBSCRIBE (Redis 7.0+; no patterns); on
+    a cluster one connection per slot goes to the node owning it. Otherwise a
+    cluster subscription uses one node (classic PUBLISH reaches every node's
+    subscribers) and moves to another node if that one fails.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        max_concurrency: int = 16,
+        handler_timeout: float = 30.0,
+        on_reconnect: Callable[[Gap], Any] | None = None,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 3.0,
+        connect_timeout: float | None = None,
+        backoff_base: float = 0.1,
+        backoff_max: float = 10.0,
+        drain_timeout: float = 10.0,
+        sharded: bool = False,
+    ) -> None:
+        if not isinstance(client, (Redis, RedisCluster)):
+            raise ConfigError(
+                f"client must be a redis.asyncio Redis or RedisCluster, got {type(client).__name__}"
+            )
+        self.client = client
+        self.max_concurrency = check_count("max_concurrency", max_concurrency)
+        self.handler_timeout = check_seconds("handler_timeout", handler_timeout)
+        self.ping_interval = check_seconds("ping_interval", ping_interval)
+        self.ping_timeout = check_seconds("ping_timeout", ping_timeout)
+        self.connect_timeout = check_seconds(
+            "connect_timeout",
+            connect_timeout if connect_timeout is not None else _client_connect_timeout(client),
+        )
+        self.backoff_base = check_seconds("backoff_base", backoff_base)
+        self.backoff_max = check_seconds("backoff_max", backoff_max)
+        self.drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_zero=True)
+        if on_reconnect is not None and not callable(on_reconnect):
+            raise ConfigError(f"on_reconnect must be callable, got {on_reconnect!r}")
+        self.on_reconnect = on_reconnect
+        self.sharded = bool(sharded)
+        self._registry = HandlerRegistry()
+        self._watchdog: Watchdog | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # gap callbacks
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle: collections.deque[asyncio.Future[_Job]] = collections.deque()
+        self._reader_wait: asyncio.Future[None] | None = None
+        self._in_flight = 0
+        self._channel_names: dict[bytes, str] = {}
+        self._links: list[_Link] = []
+        self._subscribed: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+        self._stop: asyncio.Event | None = None
+        self._received = 0
+        self._handled = 0
+        self._handler_errors = 0
+        self._handler_timeouts = 0
+        self._unhandled = 0
+        self._malformed = 0
+        self._disconnects = 0
+        self._reconnects = 0
+        self._connect_failures = 0
+        self._gap_ms = 0
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "idle"
+        return f"<Subscriber {state} types={sorted(self._registry.types)}>"
+
+    # -- registration -------------------------------------------------------
+
+    @overload
+    def on(
+        self, event_type: str, handler: None = None, *, payload_type: Any = None
+    ) -> Callable[[H], H]: ...
+    @overload
+    def on(self, event_type: str, handler: H, *, payload_type: Any = None) -> H: ...
+    def on(self, event_type: str, handler: Any = None, *, payload_type: Any = None) -> Any:
+        """Register ``handler`` for events of ``event_type``; without a
+        handler, return a decorator. With ``payload_type`` the handler gets
+        ``event.payload`` built as that type (dataclass, msgspec Struct,
+        pydantic model, ``list[T]`` ...). Several handlers of one type all run.
+        """
+        return self._registry.decorator(event_type, handler, payload_type)
+
+    # -- running ------------------------------------------------------------
+
+    async def run(self, *channels: str, patterns: Iterable[str] = ()) -> None:
+        """Subscribe and dispatch events until cancelled (or :meth:`stop`).
+
+        Connection problems never end it: it reconnects with backoff for as
+        long as it runs. On cancellation it stops reading, waits up to
+        ``drain_timeout`` for running handlers, cancels the rest and re-raises
+        the cancellation. Raises :class:`~redkit.ConfigError` for a
+        configuration the server cannot serve (``sharded=True`` before 7.0).
+        """
+        chans = _unique(check_channel(c) for c in channels)
+        pats = _unique(check_channel(p, "pattern") for p in patterns)
+        if not chans and not pats:
+            raise ValueError("run() needs at least one channel or pattern")
+        if self.sharded and pats:
+            raise ConfigError("sharded pub/sub has no patterns; subscribe to them unsharded")
+        if self._running:
+            raise RuntimeError("this Subscriber is already running")
+        self._running = True
+        loop = asyncio.get_running_loop()
+        if self._subscribed is None or self._loop is not loop:
+            # Kept across runs of one loop, so wait_subscribed() called before
+            # a run starts sees that run.
+            self._loop = loop
+            self._subscribed = asyncio.Event()
+            self._stop = asyncio.Event()
+        assert self._stop is not None
+        self._stop.clear()
+        self._subscribed.clear()
+        self._watchdog = Watchdog(self.handler_timeout)
+        sweeper = asyncio.ensure_future(self._watchdog.run())
+        self._idle.clear()
+        self._workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
+        try:
+            self._links = self._plan(chans, pats)
+            if len(self._links) == 1:
+                await self._serve(self._links[0])
+            else:
+                await _all_or_none([self._serve(link) for link in self._links])
+        finally:
+            self._running = False
+            self._subscribed.clear()
+            try:
+                await self._drain()
+            finally:
+                sweeper.cancel()
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to stop reading, drain and return."""
+        if self._stop is not None:
+            self._stop.set()
+
+    @contextlib.asynccontextmanager
+    async def running(
+        self, *channels: str, patterns: Iterable[str] = (), ready_timeout: float | None = None
+    ) -> AsyncIterator[Subscriber]:
+        """Run in a background task for the ``async with`` block.
+
+        Entering waits until every subscription is confirmed (at most
+        ``ready_timeout`` seconds, default 10) and raises
+        :class:`~redkit.ConnectionUnavailable` if that does not happen.
+        Leaving cancels the task, which drains running handlers.
+        """
+        task: asyncio.Future[Any] = asyncio.ensure_future(self.run(*channels, patterns=patterns))
+        try:
+            await self._wait_ready(task, 10.0 if ready_timeout is None else ready_timeout)
+            yield self
+        finally:
+            await cancel_and_wait(task, self.drain_timeout + 10.0)
+            if task.done() and not task.cancelled():
+                task.result()
+
+    async def _wait_ready(self, task: asyncio.Future[Any], timeout: float) -> None:
+        await asyncio.sleep(0)  # let run() set up its state
+        if task.done():
+            task.result()
+        assert self._subscribed is not None
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(self._subscribed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+        if task in done:
+            task.result()
+            raise ConnectionUnavailable("subscriber stopped before it was subscribed")
+        if waiter not in done:
+            raise ConnectionUnavailable(
+                f"subscriber not subscribed within {timeout:g}s: Redis unreachable or not answering"
+            )
+
+    async def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until every subscription is active; False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._subscribed is None:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    @property
+    def subscribed(self) -> bool:
+        """True while every channel and pattern is subscribed."""
+        return self._subscribed is not None and self._subscribed.is_set()
+
+    def stats(self) -> SubscriberStats:
+        return SubscriberStats(
+            received=self._received,
+            handled=self._handled,
+            handler_errors=self._handler_errors,
+            handler_timeouts=self._handler_timeouts,
+            unhandled=self._unhandled,
+            malformed=self._malformed,
+            disconnects=self._disconnects,
+            reconnects=self._reconnects,
+            connect_failures=self._connect_failures,
+            gap_ms=self._gap_ms,
+            in_flight=self._in_flight,
+        )
+
+    # -- connections --------------------------------------------------------
+
+    def _plan(self, channels: tuple[str, ...], patterns: tuple[str, ...]) -> list[_Link]:
+        client = self.client
+        if isinstance(client, RedisCluster):
+            if self.sharded:
+                by_slot: dict[int, list[str]] = {}
+                for channel in channels:
+                    by_slot.setdefault(client.keyslot(channel), []).append(channel)
+                return [
+                    _Link(
+                        tuple(chs),
+                        (),
+                        _slot_owner_factory(client, slot),
+                        f"slot {slot}",
+                        # The slot may have moved: learn the owner again.
+                        refresh=client.nodes_manager.initialize,
+                    )
+                    for slot, chs in sorted(by_slot.items())
+                ]
+            return [_Link(channels, patterns, _any_node_factory(client), "cluster")]
+        return [_Link(channels, patterns, _pool_factory(client), "standalone")]
+
+    async def _serve(self, link: _Link) -> None:
+        """Keep ``link`` subscribed until stopped; every failure leads to a
+        new connection after a backoff."""
+        assert self._stop is not None
+        while not self._stop.is_set():
+            conn: AbstractConnection | None = None
+            stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+            try:
+                link.attempts += 1
+                conn = link.make()
+                await asyncio.wait_for(conn.connect(), self.connect_timeout)  # type: ignore[no-untyped-call]
+                raise_if_cancelled()
+                session: asyncio.Future[Any] = asyncio.ensure_future(self._session(link, conn))
+                try:
+                    await asyncio.wait({session, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not session.done():
+                        await cancel_and_wait(session, 10.0)
+                if not session.cancelled():
+                    session.result()  # raises why the session ended
+                return  # stopped
+            except _Dropped as exc:
+                reason = str(exc)
+            except _NETWORK_ERRORS as exc:
+                reason = describe_error(exc) or type(exc).__name__
+            except redis_errors.ResponseError as exc:
+                if self.sharded and sharded_unsupported(exc):
+                    raise ConfigError(
+                        "sharded=True needs Redis 7.0 or newer (SSUBSCRIBE); this server "
+                        f"does not know it: {describe_error(exc)}"
+                    ) from exc
+                reason = describe_error(exc)
+            except redis_errors.RedisError as exc:
+                reason = describe_error(exc)
+            finally:
+                stop_wait.cancel()
+                if conn is not None:
+                    await _close(conn)
+            if link.subscribed:
+                # A working subscription was lost: the gap starts now.
+                link.subscribed = False
+                assert self._subscribed is not None
+                self._subscribed.clear()
+                self._disconnects += 1
+                link.lost_at = time.monotonic()
+                link.lost_wall = datetime.now(timezone.utc)
+                link.lost_error = reason
+                link.attempts = 0
+                delay = random.uniform(0, self.backoff_base)
+                log.warning("subscriber (%s) lost its connection: %s", link.label, reason)
+            else:
+                self._connect_failures += 1
+                delay = random.uniform(
+                    0, min(self.backoff_max, self.backoff_base * 2 ** min(link.attempts, 30))
+                )
+                log.warning(
+                    "subscriber (%s) cannot subscribe (attempt %d): %s; next try in %.0f ms",
+                    link.label,
+                    link.attempts,
+                    reason,
+                    delay * 1000,
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            raise_if_cancelled()
+            if link.refresh is not None:
+                try:
+                    await asyncio.wait_for(link.refresh(), self.connect_timeout)
+                except (redis_errors.RedisError, *_NETWORK_ERRORS) as exc:
+                    log.debug("cluster topology refresh failed: %s", describe_error(exc))
+                raise_if_cancelled()
+
+    async def _session(self, link: _Link, conn: AbstractConnection) -> None:
+        """Subscribe on ``conn`` and dispatch what arrives; raises
+        :class:`_Dropped` (or a redis-py error) when the connection fails.
+
+        Reads block without a timer (a timer per message costs as much as the
+        rest of the dispatch); a heartbeat task watches the connection and
+        closes it when it stops answering, which ends the read.
+        """
+        link.rx = 0
+        link.reader_waiting = False
+        link.drop_reason = ""
+        confirmed = asyncio.Event()
+        pending = 0
+        if link.channels:
+            command = "SSUBSCRIBE" if self.sharded else "SUBSCRIBE"
+            await conn.send_command(command, *link.channels, check_health=False)
+            pending += len(link.channels)
+        if link.patterns:
+            await conn.send_command("PSUBSCRIBE", *link.patterns, check_health=False)
+            pending += len(link.patterns)
+        raise_if_cancelled()
+        heartbeat = asyncio.ensure_future(self._heartbeat(link, conn, confirmed))
+        read = conn.read_response
+        deliver = self._deliver
+        try:
+            while True:
+                try:
+                    msg = await read(timeout=math.inf, disconnect_on_error=False)
+                except _NETWORK_ERRORS:
+                    if link.drop_reason:
+                        raise _Dropped(link.drop_reason) from None
+                    raise
+                link.rx += 1
+                kind = msg[0]
+                if kind == b"message" or kind == b"smessage":
+                    await deliver(link, msg[1], msg[2])
+                elif kind == b"pmessage":
+                    await deliver(link, msg[2], msg[3])
+                elif kind in (b"subscribe", b"psubscribe", b"ssubscribe"):
+                    pending -= 1
+                    if pending == 0:
+                        confirmed.set()
+                        self._on_subscribed(link)
+                elif kind in (b"unsubscribe", b"punsubscribe", b"sunsubscribe"):
+                    # Nobody here asked for it: the server dropped the
+                    # subscription (a slot moved to another node).
+                    raise _Dropped(f"server ended the subscription to {_text(msg[1])!r}")
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(
+        self, link: _Link, conn: AbstractConnection, confirmed: asyncio.Event
+    ) -> None:
+        """Close ``conn`` when subscriptions are not confirmed within
+        ``connect_timeout``, or when a quiet connection does not answer a
+        PING within ``ping_timeout``."""
+        try:
+            await asyncio.wait_for(confirmed.wait(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            await self._give_up(
+                link, conn, f"subscriptions not confirmed within {self.connect_timeout:g}s"
+            )
+            return
+        seen = link.rx
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            if link.rx != seen or link.reader_waiting:
+                seen = link.rx  # traffic, or handlers full: alive
+                continue
+            await conn.send_command("PING", check_health=False)
+            await asyncio.sleep(self.ping_timeout)
+            if link.rx == seen and not link.reader_waiting:
+                await self._give_up(
+                    link,
+                    conn,
+                    f"no reply to PING within {self.ping_timeout:g}s (half-open connection "
+                    "or stalled server)",
+                )
+                return
+            seen = link.rx
+
+    async def _give_up(self, link: _Link, conn: AbstractConnection, reason: str) -> None:
+        link.drop_reason = reason
+        await _close(conn)
+
+    def _on_subscribed(self, link: _Link) -> None:
+        link.subscribed = True
+        assert self._subscribed is not None
+        if all(other.subscribed for other in self._links):
+            self._subscribed.set()
+        attempts, link.attempts = link.attempts, 0
+        if link.lost_at is None or link.lost_wall is None:
+            log.info("subscribed (%s): %s %s", link.label, link.channels, link.patterns)
+            return
+        seconds = time.monotonic() - link.lost_at
+        self._reconnects += 1
+        self._gap_ms += int(seconds * 1000)
+        report = Gap(
+            started=link.lost_wall,
+            ended=datetime.now(timezone.utc),
+            seconds=seconds,
+            attempts=attempts,
+            error=link.lost_error,
+            channels=link.channels,
+            patterns=link.patterns,
+        )
+        link.lost_at = link.lost_wall = None
+        log.warning(
+            "subscriber (%s) resubscribed after a %.2fs gap (%s)",
+            link.label,
+            seconds,
+            report.error,
+        )
+        if self.on_reconnect is not None:
+            self._spawn(self._report_gap(report))
+
+    async def _report_gap(self, gap: Gap) -> None:
+        assert self.on_reconnect is not None
+        try:
+            result = self.on_reconnect(gap)
+            if isinstance(result, Awaitable):
+                await asyncio.wait_for(result, self.handler_timeout)
+        except Exception:
+            log.exception("on_reconnect callback raised")
+
+    # -- dispatch -----------------------------------------------------------
+
+    async def _deliver(self, link: _Link, channel: bytes, data: bytes) -> None:
+        self._received += 1
+        try:
+            wire, payload = _decode_wire(data)
+            regs = self._registry.get(wire.type)
+            if regs is None:
+                self._unhandled += 1
+                log.debug("no handler for event type %r on %r", wire.type, _text(channel))
+                return
+            untyped = (
+                _decode_payload(payload, None) if self._registry.needs_untyped(wire.type) else None
+            )
+            name = self._channel_names.get(channel)
+            if name is None:
+                if len(self._channel_names) >= 4096:  # patterns can match many
+                    self._channel_names.clear()
+                name = self._channel_names[channel] = _text(channel)
+            event = _to_event(wire, untyped, data, name, None)
+        except SerializationError as exc:
+            self._malformed += 1
+            log.warning("skipped a malformed message on channel %r: %s", _text(channel), exc)
+            return
+        idle = self._idle
+        for reg in regs:
+            while not idle:
+                # Every worker busy: stop reading until one is free.
+                link.reader_waiting = True
+                waiter = self._reader_wait = asyncio.get_running_loop().create_future()
+                try:
+                    await waiter
+                finally:
+                    link.reader_waiting = False
+                    self._reader_wait = None
+            idle.popleft().set_result((reg, event, payload))
+
+    async def _worker(self) -> None:
+        """Runs handler calls one after another; ``max_concurrency`` of these
+        run at once (cheaper than a task per message)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        idle = self._idle
+        call = self._call
+        while True:
+            waiter: asyncio.Future[_Job] = loop.create_future()
+            idle.append(waiter)
+            reader = self._reader_wait
+            if reader is not None and not reader.done():
+                reader.set_result(None)
+            reg, event, payload = await waiter
+            await call(task, loop.time(), reg, event, payload)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call(
+        self,
+        task: asyncio.Task[Any],
+        now: float,
+        reg: Registration,
+        event: Event[Any],
+        payload: bytes,
+    ) -> None:
+        watchdog = self._watchdog
+        assert watchdog is not None
+        watchdog.start(task, now)
+        self._in_flight += 1
+        try:
+            if reg.payload_type is not None:
+                event = event_for(reg, event, payload)
+            if reg.is_async:
+                await reg.handler(event)
+            else:
+                await call_unbounded(reg, event)
+            self._handled += 1
+        except asyncio.CancelledError:
+            if not watchdog.expired(task):
+                raise
+            if sys.version_info >= (3, 11):
+                task.uncancel()  # the worker lives on
+            self._handler_timeouts += 1
+            log.error(
+                "handler %s for %r timed out after %gs (event %s)",
+                reg.name,
+                event.type,
+                self.handler_timeout,
+                event.id,
+            )
+        except PayloadError as exc:
+            self._malformed += 1
+            log.warning(
+                "event %s of type %r on %r: payload is not a %s: %s",
+                event.id,
+                event.type,
+                event.channel,
+                getattr(reg.payload_type, "__qualname__", reg.payload_type),
+                exc,
+            )
+        except Exception:
+            self._handler_errors += 1
+            log.exception("handler %s for %r raised (event %s)", reg.name, event.type, event.id)
+        finally:
+            self._in_flight -= 1
+            watchdog.stop(task)
+
+    async def _drain(self) -> None:
+        """Let running handler calls finish (at most ``drain_timeout``), then
+        cancel them and the workers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        # Polled: an Event would cost bookkeeping on every message.
+        while self._in_flight and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
+        if self._in_flight:
+            log.warning(
+                "cancelling %d handler call(s) still running after %gs",
+                self._in_flight,
+                self.drain_timeout,
+            )
+        workers, self._workers = self._workers, []
+        for task in [*workers, *self._tasks]:
+            task.cancel()
+        for waiter in self._idle:
+            waiter.cancel()
+        self._idle.clear()
+        if workers or self._tasks:
+            await asyncio.wait([*workers, *self._tasks], timeout=1.0)
+
+
+_Job = tuple[Registration, Event[Any], bytes]
+
+
+class _Dropped(Exception):
+    """The subscription connection is gone or no longer answers."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _client_connect_timeout(client: Client) -> float:
+    kwargs = (
+        client.connection_kwargs
+        if isinstance(client, RedisCluster)
+        else client.connection_pool.connection_kwargs
+    )
+    value = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
+    return float(value) if value else 5.0
+
+
+_OVERRIDES = {"decode_responses": False, "protocol": 2, "health_check_interval": 0}
+
+
+def _pool_factory(client: Redis) -> Callable[[], AbstractConnection]:
+    pool = client.connection_pool
+
+    def make() -> AbstractConnection:
+        kwargs = {**pool.connection_kwargs, **_OVERRIDES}
+        conn: AbstractConnection = pool.connection_class(**kwargs)
+        return conn
+
+    return make
+
+
+def _node_connection(node: Any) -> AbstractConnection:
+    kwargs = {**node.connection_kwargs, **_OVERRIDES}
+    conn: AbstractConnection = node.connection_class(**kwargs)
+    return conn
+
+
+def _any_node_factory(client: RedisCluster) -> Callable[[], AbstractConnection]:
+    """Connections to the cluster's primaries in turn, starting at a random
+    one: after a failure the next attempt tries another node."""
+    turn = [random.randrange(1 << 16)]
+
+    def make() -> AbstractConnection:
+        nodes = client.get_primaries() or client.get_nodes()
+        if not nodes:
+            raise redis_errors.ConnectionError("the cluster client knows no nodes")
+        turn[0] += 1
+        return _node_connection(nodes[turn[0] % len(nodes)])
+
+    return make
+
+
+def _slot_owner_factory(client: RedisCluster, slot: int) -> Callable[[], AbstractConnection]:
+    def make() -> AbstractConnection:
+        node = client.nodes_manager.get_node_from_slot(slot)
+        return _node_connection(node)
+
+    return make
+
+
+async def _close(conn: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.disconnect(nowait=True)
+
+
+async def _all_or_none(coros: Sequence[Awaitable[None]]) -> None:
+    """Run ``coros`` together; the first failure cancels the others."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
