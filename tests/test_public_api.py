@@ -9,6 +9,16 @@ import inspect
 import redkit
 
 EXPECTED = {
+    "Event",
+    "Publisher",
+    "PublisherStats",
+    "StreamConsumer",
+    "StreamConsumerStats",
+    "StreamPublisher",
+    "StreamPublisherStats",
+    "Subscriber",
+    "SubscriberStats",
+    "Gap",
     "Session",
     "SessionDataTooLarge",
     "SessionMiddleware",

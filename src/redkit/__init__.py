@@ -24,6 +24,18 @@ from .errors import (
     RedkitError,
     SerializationError,
 )
+from .events import (
+    Event,
+    Gap,
+    Publisher,
+    PublisherStats,
+    StreamConsumer,
+    StreamConsumerStats,
+    StreamPublisher,
+    StreamPublisherStats,
+    Subscriber,
+    SubscriberStats,
+)
 from .health import HealthStatus, health
 from .keys import KeySpace
 from .lock import DistributedLock, Lease, LockStats, Permit, Semaphore
@@ -65,6 +77,8 @@ __all__ = [
     "ConnectionUnavailable",
     "Decision",
     "DistributedLock",
+    "Event",
+    "Gap",
     "HealthStatus",
     "InvalidationStrategy",
     "Invalidator",
@@ -79,6 +93,8 @@ __all__ = [
     "LockStats",
     "MsgpackCodec",
     "Permit",
+    "Publisher",
+    "PublisherStats",
     "Rate",
     "RateLimitMiddleware",
     "RateLimitRule",
@@ -97,6 +113,12 @@ __all__ = [
     "SessionMiddleware",
     "SessionStats",
     "SessionStore",
+    "StreamConsumer",
+    "StreamConsumerStats",
+    "StreamPublisher",
+    "StreamPublisherStats",
+    "Subscriber",
+    "SubscriberStats",
     "__version__",
     "by_client_ip",
     "by_user_or_ip",
