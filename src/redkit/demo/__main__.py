@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -66,7 +67,9 @@ def run(
                 lifespan="on",
             )
         )
-        server.run()
+        # uvicorn shuts down gracefully on Ctrl-C, then re-raises it.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
     finally:
         if embedded is not None:
             embedded.cleanup()

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from importlib import resources
 from typing import Any
@@ -44,13 +45,14 @@ from .. import (
     Subscriber,
     by_client_ip,
     health,
+    load_session,
     login,
     logout,
     prometheus_text,
     session_user_id,
 )
 from ..connection import build_client, is_cluster
-from ..ratelimit import RequestInfo
+from ..ratelimit import USER_RATE, Decision
 from .feed import EventFeed
 from .repository import UserRepository
 from .usecases import USERS_CHANNEL, DuplicateUsername, UserService
@@ -96,20 +98,29 @@ class UserUpdate(BaseModel):
     email: str | None = Field(default=None, min_length=3, max_length=200)
 
 
+class RateLimited(Exception):
+    """A signed-in route refused by the per-user limit."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("per-user rate limit")
+        self.decision = decision
+
+
+class Prefs(BaseModel):
+    theme: str = Field(pattern=r"^(light|dark)$")
+
+
 class OrderBody(BaseModel):
     item: str = Field(min_length=1, max_length=100)
     quantity: int = Field(default=1, ge=1, le=1000)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
-
-
-def signed_in_user(request: RequestInfo) -> str | None:
-    """Rate-limit key of the per-user preset: the session's user, or None
-    for anonymous requests (the rule then does not apply)."""
-    user_id = session_user_id(request.scope) if "redkit.session" in request.scope else None
-    return f"user:{user_id}" if user_id else None
 
 
 class Services:
@@ -176,7 +187,7 @@ class Services:
         await asyncio.gather(*self._jobs, return_exceptions=True)
         await self._stack.aclose()
 
-    async def _on_user_event(self, event: Event) -> None:
+    async def _on_user_event(self, event: Event[Any]) -> None:
         data = {
             "type": event.type,
             "source": event.source,
@@ -185,12 +196,12 @@ class Services:
         }
         self.feed.publish("user", msgspec.json.encode(data).decode())
 
-    async def _on_order(self, event: Event) -> None:
+    async def _on_order(self, event: Event[Any]) -> None:
         # Idempotent by event id: an order delivered twice is recorded once.
         await self.client.hsetnx(ORDERS_DONE, event.id, msgspec.json.encode(event.payload))
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
         return task
@@ -226,15 +237,12 @@ def create_app(config: DemoConfig) -> FastAPI:
     app = FastAPI(title="redkit demo", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
 
-    # Added last = outermost: sessions load before the per-user rate limit
-    # reads the user from them.
     app.add_middleware(
         RateLimitMiddleware,
         limiter=services.limiter,
         rules=[
             RateLimitRule("/auth/*", "5/minute", key=by_client_ip, name="auth"),
             RateLimitRule("/*", "100/minute", key=by_client_ip, name="api"),
-            RateLimitRule("/*", "60/minute", key=signed_in_user, name="user"),
         ],
         match="all",
         exempt_paths=["/healthz", "/metrics", "/events/stream"],
@@ -244,6 +252,9 @@ def create_app(config: DemoConfig) -> FastAPI:
         store=services.sessions,
         secret_key=config.secret_key,
         secure=config.https_only,
+        # Routes load the session when they need it, so public and cached
+        # routes neither wait for nor depend on the session store.
+        eager=False,
     )
     _routes(app, services)
     _errors(app)
@@ -254,9 +265,16 @@ def _routes(app: FastAPI, services: Services) -> None:
     static = resources.files("redkit.demo").joinpath("static/index.html")
 
     async def current_user(request: Request) -> int:
+        """The signed-in user, charged against the per-user preset
+        (60/minute): the IP limits come from the middleware, this one needs
+        the session, which only signed-in routes load."""
+        await load_session(request)
         user_id = session_user_id(request)
         if user_id is None:
             raise HTTPException(401, "sign in first")
+        decision = await services.limiter.hit(f"user:{user_id}", USER_RATE)
+        if not decision.allowed:
+            raise RateLimited(decision)
         return int(user_id)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -340,13 +358,20 @@ def _routes(app: FastAPI, services: Services) -> None:
         await logout(request)
         return {"sessions_ended": ended}
 
+    @app.put("/prefs")
+    async def set_prefs(body: Prefs, request: Request) -> Any:
+        """Anonymous visitors get a session too, once they store something."""
+        session = await load_session(request)
+        session["theme"] = body.theme
+        return {"theme": body.theme}
+
     @app.get("/me")
     async def me(request: Request) -> Any:
         user_id = await current_user(request)
         user = await services.repo.get(user_id)
         if user is None:
             raise HTTPException(401, "the account no longer exists")
-        return {"user": msgspec.to_builtins(user), "session": dict(request.session)}
+        return {"user": msgspec.to_builtins(user), "session": dict(await load_session(request))}
 
     @app.get("/me/sessions")
     async def my_sessions(request: Request) -> Any:
@@ -392,7 +417,7 @@ def _routes(app: FastAPI, services: Services) -> None:
     @app.get("/orders/processed")
     async def processed_orders() -> Any:
         done = await services.client.hgetall(ORDERS_DONE)
-        return {k.decode(): msgspec.json.decode(v) for k, v in done.items()}
+        return {_text(k): msgspec.json.decode(v) for k, v in done.items()}
 
     @app.get("/events/stream")
     async def event_stream(request: Request) -> StreamingResponse:
@@ -432,7 +457,9 @@ async def _report_job(services: Services, seconds: float, acquired: asyncio.Futu
                 "fencing_token": lease.fencing_token,
                 "instance": services.config.instance,
                 "seconds": seconds,
-                "renewed": lease.renewals,
+                "lease_ttl": ttl,
+                # Still held after a job longer than the lease: renewal worked.
+                "held_throughout": not lease.lost.is_set(),
             }
             await services.client.set(REPORT_LAST, msgspec.json.encode(report))
             await services.client.delete(REPORT_HOLDER)
@@ -465,6 +492,16 @@ def _errors(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return _error(422, "VALIDATION_ERROR", "the request is not valid", details=details)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        # The middleware adds the per-IP limit headers to every response; the
+        # per-user refusal adds only when to come back.
+        retry = exc.decision.retry_after
+        headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry is not None else {}
+        response = _error(429, "RATE_LIMITED", "too many requests for this user; slow down")
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(ConnectionUnavailable)
     async def redis_down(request: Request, exc: ConnectionUnavailable) -> JSONResponse:
