@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
+from fastapi import FastAPI
 
 from redkit.demo.app import DemoConfig, create_app
 from redkit.server import EmbeddedRedis, free_port
@@ -24,6 +25,7 @@ class Instance:
     url: str
     server: uvicorn.Server
     task: asyncio.Task[None]
+    app: FastAPI
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=10)
@@ -37,9 +39,10 @@ async def start_instance(redis: EmbeddedRedis, db: Path, name: str) -> Instance:
         instance=name,
         secret_key="test-secret-key-for-the-demo-0123456789",
     )
+    app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            app,
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -59,7 +62,7 @@ async def start_instance(redis: EmbeddedRedis, db: Path, name: str) -> Instance:
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("the demo did not start")
-    return Instance(f"http://127.0.0.1:{port}", server, task)
+    return Instance(f"http://127.0.0.1:{port}", server, task, app)
 
 
 async def stop_instance(instance: Instance) -> None:
