@@ -1,6 +1,6 @@
-"""The examples in README.md are run, in order, in one namespace, with
-``REDIS_URL`` pointing at the test server (each component's docs/*.md has
-its own test beside the component's tests). A block whose first
+"""The examples in README.md and docs/cache.md are run, in order, one
+namespace per file, with ``REDIS_URL`` pointing at the test server (the
+other components' docs/*.md have their own tests beside the component's). A block whose first
 line is ``# not run: <reason>`` is shown to readers only (an app fragment that
 needs a framework around it)."""
 
@@ -18,7 +18,7 @@ from redkit.server import EmbeddedRedis
 from redkit.testing import flush
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "cache.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
