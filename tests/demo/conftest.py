@@ -15,7 +15,7 @@ import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
 
-from redkit.demo.app import DemoConfig, create_app
+from redkit.demo.app import DemoConfig, DemoServer, create_app
 from redkit.server import EmbeddedRedis, free_port
 from redkit.testing import settings_for
 
@@ -23,7 +23,7 @@ from redkit.testing import settings_for
 @dataclasses.dataclass
 class Instance:
     url: str
-    server: uvicorn.Server
+    server: DemoServer
     task: asyncio.Task[None]
     app: FastAPI
 
@@ -40,7 +40,7 @@ async def start_instance(redis: EmbeddedRedis, db: Path, name: str) -> Instance:
         secret_key="test-secret-key-for-the-demo-0123456789",
     )
     app = create_app(config)
-    server = uvicorn.Server(
+    server = DemoServer(
         uvicorn.Config(
             app,
             host="127.0.0.1",

@@ -65,11 +65,23 @@ def test_demo_runs_on_embedded_redis_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         page = httpx.get(f"http://127.0.0.1:{http_port}/")
         assert "alice" in page.text
         assert "wonderland" in page.text
+        # A browser tab left open on the live feed must not hold up Ctrl-C.
+        feed = httpx.Client(timeout=30)
+        stream = feed.stream("GET", f"http://127.0.0.1:{http_port}/events/stream")
+        response = stream.__enter__()
+        assert next(response.iter_lines()) == ": connected"
     finally:
         proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
         output, _ = proc.communicate(timeout=30)
+        stopped_in = time.monotonic() - started
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+    assert "CancelledError" not in output
+    # uvicorn's graceful-shutdown timeout is 3 s; the feed ends at once.
+    assert stopped_in < 3, stopped_in
+    stream.__exit__(None, None, None)
+    feed.close()
     assert "embedded" in output
     assert _redis_pids(redis_port) == []
     assert not _answers("127.0.0.1", redis_port)

@@ -30,7 +30,7 @@ def run(
     try:
         import uvicorn
 
-        from .app import DemoConfig, create_app
+        from .app import DemoConfig, DemoServer, create_app
     except ImportError as exc:
         raise click.ClickException(
             f"the demo needs FastAPI and uvicorn: pip install 'redkit[demo]' ({exc})"
@@ -57,7 +57,7 @@ def run(
         )
         app = create_app(config)
         click.echo(f"redkit demo on http://{host}:{port}/  (Ctrl-C stops it)")
-        server = uvicorn.Server(
+        server = DemoServer(
             uvicorn.Config(
                 app,
                 host=host,

@@ -12,12 +12,14 @@ import dataclasses
 import logging
 import math
 import secrets
+import socket
 from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from importlib import resources
 from typing import Any
 
 import msgspec
+import uvicorn
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
@@ -57,7 +59,7 @@ from .feed import EventFeed
 from .repository import UserRepository
 from .usecases import USERS_CHANNEL, DuplicateUsername, UserService
 
-__all__ = ["DemoConfig", "create_app"]
+__all__ = ["DemoConfig", "DemoServer", "create_app"]
 
 log = logging.getLogger("redkit.demo")
 
@@ -512,3 +514,16 @@ def _errors(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         return _error(500, "INTERNAL_ERROR", "something went wrong on our side")
+
+
+class DemoServer(uvicorn.Server):
+    """uvicorn, ending the live-feed streams first on shutdown: they never
+    finish on their own, and uvicorn waits for open responses before it
+    runs the app's shutdown."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        services = getattr(getattr(app, "state", None), "services", None)
+        if isinstance(services, Services):
+            services.feed.close()
+        await super().shutdown(sockets)
