@@ -81,6 +81,12 @@ class DemoConfig:
     secret_key: str = "redkit-demo-secret-key-change-me"
     https_only: bool = False
     report_lease_ttl: float = 2.0
+    # The presets of the Go service; the benchmark raises api_rate so that
+    # it measures the limiter's cost rather than its refusals.
+    api_rate: str = "100/minute"
+    auth_rate: str = "5/minute"
+    # Off only to measure what the session and rate-limit middleware cost.
+    middleware: bool = True
 
 
 class LoginBody(BaseModel):
@@ -239,12 +245,20 @@ def create_app(config: DemoConfig) -> FastAPI:
     app = FastAPI(title="redkit demo", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
 
+    if config.middleware:
+        _middleware(app, services, config)
+    _routes(app, services)
+    _errors(app)
+    return app
+
+
+def _middleware(app: FastAPI, services: Services, config: DemoConfig) -> None:
     app.add_middleware(
         RateLimitMiddleware,
         limiter=services.limiter,
         rules=[
-            RateLimitRule("/auth/*", "5/minute", key=by_client_ip, name="auth"),
-            RateLimitRule("/*", "100/minute", key=by_client_ip, name="api"),
+            RateLimitRule("/auth/*", config.auth_rate, key=by_client_ip, name="auth"),
+            RateLimitRule("/*", config.api_rate, key=by_client_ip, name="api"),
         ],
         match="all",
         exempt_paths=["/healthz", "/metrics", "/events/stream"],
@@ -258,9 +272,6 @@ def create_app(config: DemoConfig) -> FastAPI:
         # routes neither wait for nor depend on the session store.
         eager=False,
     )
-    _routes(app, services)
-    _errors(app)
-    return app
 
 
 def _routes(app: FastAPI, services: Services) -> None:
