@@ -463,3 +463,42 @@ async def test_busy_handlers_are_not_mistaken_for_a_dead_connection(redis_client
             await pub.publish("q", "slow", i)
         await eventually(lambda: done == [0, 1, 2], timeout=10)
     assert sub.stats().disconnects == 0
+
+
+async def test_slow_sync_handler_is_cut_off_and_counted(redis_client: Redis) -> None:
+    pub = Publisher(redis_client)
+    sub = Subscriber(redis_client, handler_timeout=0.2)
+    release = threading.Event()
+
+    @sub.on("block")
+    def block(event: Event[Any]) -> None:
+        release.wait(10)  # a thread cannot be stopped; it ends when released
+
+    try:
+        async with sub.running("q"):
+            await pub.publish("q", "block")
+            await eventually(lambda: sub.stats().handler_timeouts == 1, timeout=5)
+            assert sub.stats().in_flight == 0
+    finally:
+        release.set()
+
+
+async def test_a_failing_gap_callback_does_not_stop_the_subscriber(redis_client: Redis) -> None:
+    calls: list[Any] = []
+
+    def broken(gap: Any) -> None:
+        calls.append(gap)
+        raise RuntimeError("callback bug")
+
+    pub = Publisher(redis_client)
+    sub = Subscriber(redis_client, on_reconnect=broken)
+    seen: list[Any] = []
+    sub.on("e", lambda e: seen.append(e.payload))
+    async with sub.running("q"):
+        await kill_pubsub_connections(redis_client)
+        await eventually(lambda: len(calls) == 1)
+        await pub.publish("q", "e", 1)
+        await eventually(lambda: seen == [1])
+        await kill_pubsub_connections(redis_client)
+        await eventually(lambda: len(calls) == 2)
+    assert sub.stats().reconnects == 2

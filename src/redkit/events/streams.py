@@ -456,7 +456,9 @@ class StreamConsumer:
                     await self._flush_acks()
                     await self._claim_idle_entries()
                     next_claim = time.monotonic() + self.claim_interval
-                reply = await self._ack_and_read()
+                # Wake up in time for the next claim round.
+                wait = min(self.block, max(0.001, next_claim - time.monotonic()))
+                reply = await self._ack_and_read(wait)
                 raise_if_cancelled()
                 entries = _entries(reply)
                 if entries:
@@ -478,10 +480,11 @@ class StreamConsumer:
             except _NETWORK_ERRORS as exc:
                 failures = await self._back_off(exc, failures)
 
-    async def _ack_and_read(self) -> Any:
-        """XACK what the last batch finished and XREADGROUP the next batch in
-        one round trip (a pipeline: the acknowledgement is applied first)."""
-        block = max(1, int(self.block * 1000))
+    async def _ack_and_read(self, wait: float) -> Any:
+        """XACK what the last batch finished and XREADGROUP the next batch
+        (blocking up to ``wait`` seconds) in one round trip: a pipeline, the
+        acknowledgement applied first."""
+        block = max(1, int(wait * 1000))
         if not self._acks:
             return await self.client.xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=block

@@ -482,7 +482,8 @@ class Subscriber:
         raise_if_cancelled()
         heartbeat = asyncio.ensure_future(self._heartbeat(link, conn, confirmed))
         read = conn.read_response
-        deliver = self._deliver
+        prepare = self._prepare
+        idle = self._idle
         try:
             while True:
                 try:
@@ -494,18 +495,29 @@ class Subscriber:
                 link.rx += 1
                 kind = msg[0]
                 if kind == b"message" or kind == b"smessage":
-                    await deliver(link, msg[1], msg[2])
+                    prepared = prepare(msg[1], msg[2])
                 elif kind == b"pmessage":
-                    await deliver(link, msg[2], msg[3])
-                elif kind in (b"subscribe", b"psubscribe", b"ssubscribe"):
-                    pending -= 1
-                    if pending == 0:
-                        confirmed.set()
-                        self._on_subscribed(link)
-                elif kind in (b"unsubscribe", b"punsubscribe", b"sunsubscribe"):
-                    # Nobody here asked for it: the server dropped the
-                    # subscription (a slot moved to another node).
-                    raise _Dropped(f"server ended the subscription to {_text(msg[1])!r}")
+                    prepared = prepare(msg[2], msg[3])
+                else:
+                    if kind in (b"subscribe", b"psubscribe", b"ssubscribe"):
+                        pending -= 1
+                        if pending == 0:
+                            confirmed.set()
+                            self._on_subscribed(link)
+                    elif kind in (b"unsubscribe", b"punsubscribe", b"sunsubscribe"):
+                        # Nobody here asked for it: the server dropped the
+                        # subscription (a slot moved to another node).
+                        raise _Dropped(f"server ended the subscription to {_text(msg[1])!r}")
+                    continue  # PONG and confirmations carry no event
+                if prepared is None:
+                    continue
+                regs, event, payload = prepared
+                for reg in regs:
+                    if idle:
+                        idle.popleft().set_result((reg, event, payload))
+                    else:
+                        await self._wait_for_worker(link)
+                        idle.popleft().set_result((reg, event, payload))
         finally:
             heartbeat.cancel()
 
@@ -586,7 +598,11 @@ class Subscriber:
 
     # -- dispatch -----------------------------------------------------------
 
-    async def _deliver(self, link: _Link, channel: bytes, data: bytes) -> None:
+    def _prepare(
+        self, channel: bytes, data: bytes
+    ) -> tuple[tuple[Registration, ...], Event[Any], bytes] | None:
+        """Decode one message into its event and handlers; None when it is
+        skipped (malformed, or no handler for its type)."""
         self._received += 1
         try:
             wire, payload = _decode_wire(data)
@@ -594,7 +610,7 @@ class Subscriber:
             if regs is None:
                 self._unhandled += 1
                 log.debug("no handler for event type %r on %r", wire.type, _text(channel))
-                return
+                return None
             untyped = (
                 _decode_payload(payload, None) if self._registry.needs_untyped(wire.type) else None
             )
@@ -603,32 +619,32 @@ class Subscriber:
                 if len(self._channel_names) >= 4096:  # patterns can match many
                     self._channel_names.clear()
                 name = self._channel_names[channel] = _text(channel)
-            event = _to_event(wire, untyped, data, name, None)
+            return regs, _to_event(wire, untyped, data, name, None), payload
         except SerializationError as exc:
             self._malformed += 1
             log.warning("skipped a malformed message on channel %r: %s", _text(channel), exc)
-            return
-        idle = self._idle
-        for reg in regs:
-            while not idle:
-                # Every worker busy: stop reading until one is free.
-                link.reader_waiting = True
-                waiter = self._reader_wait = asyncio.get_running_loop().create_future()
-                try:
-                    await waiter
-                finally:
-                    link.reader_waiting = False
-                    self._reader_wait = None
-            idle.popleft().set_result((reg, event, payload))
+            return None
+
+    async def _wait_for_worker(self, link: _Link) -> None:
+        """Every worker is busy: stop reading until one is free."""
+        while not self._idle:
+            link.reader_waiting = True
+            waiter = self._reader_wait = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                link.reader_waiting = False
+                self._reader_wait = None
 
     async def _worker(self) -> None:
         """Runs handler calls one after another; ``max_concurrency`` of these
         run at once (cheaper than a task per message)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
+        watchdog = self._watchdog
         assert task is not None
+        assert watchdog is not None
         idle = self._idle
-        call = self._call
         while True:
             waiter: asyncio.Future[_Job] = loop.create_future()
             idle.append(waiter)
@@ -636,47 +652,37 @@ class Subscriber:
             if reader is not None and not reader.done():
                 reader.set_result(None)
             reg, event, payload = await waiter
-            await call(task, loop.time(), reg, event, payload)
+            watchdog.start(task, loop.time())
+            self._in_flight += 1
+            try:
+                if reg.payload_type is not None:
+                    event = event_for(reg, event, payload)
+                if reg.is_async:
+                    await reg.handler(event)
+                else:
+                    await call_unbounded(reg, event)
+                self._handled += 1
+            except asyncio.CancelledError:
+                if not watchdog.expired(task):
+                    raise
+                if sys.version_info >= (3, 11):
+                    task.uncancel()  # the worker lives on
+                self._handler_timeouts += 1
+                log.error(
+                    "handler %s for %r timed out after %gs (event %s)",
+                    reg.name,
+                    event.type,
+                    self.handler_timeout,
+                    event.id,
+                )
+            except Exception as exc:
+                self._handler_failed(reg, event, exc)
+            finally:
+                self._in_flight -= 1
+                watchdog.stop(task)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _call(
-        self,
-        task: asyncio.Task[Any],
-        now: float,
-        reg: Registration,
-        event: Event[Any],
-        payload: bytes,
-    ) -> None:
-        watchdog = self._watchdog
-        assert watchdog is not None
-        watchdog.start(task, now)
-        self._in_flight += 1
-        try:
-            if reg.payload_type is not None:
-                event = event_for(reg, event, payload)
-            if reg.is_async:
-                await reg.handler(event)
-            else:
-                await call_unbounded(reg, event)
-            self._handled += 1
-        except asyncio.CancelledError:
-            if not watchdog.expired(task):
-                raise
-            if sys.version_info >= (3, 11):
-                task.uncancel()  # the worker lives on
-            self._handler_timeouts += 1
-            log.error(
-                "handler %s for %r timed out after %gs (event %s)",
-                reg.name,
-                event.type,
-                self.handler_timeout,
-                event.id,
-            )
-        except PayloadError as exc:
+    def _handler_failed(self, reg: Registration, event: Event[Any], exc: Exception) -> None:
+        if isinstance(exc, PayloadError):
             self._malformed += 1
             log.warning(
                 "event %s of type %r on %r: payload is not a %s: %s",
@@ -686,12 +692,20 @@ class Subscriber:
                 getattr(reg.payload_type, "__qualname__", reg.payload_type),
                 exc,
             )
-        except Exception:
-            self._handler_errors += 1
-            log.exception("handler %s for %r raised (event %s)", reg.name, event.type, event.id)
-        finally:
-            self._in_flight -= 1
-            watchdog.stop(task)
+            return
+        self._handler_errors += 1
+        log.error(
+            "handler %s for %r raised (event %s)",
+            reg.name,
+            event.type,
+            event.id,
+            exc_info=exc,
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
         """Let running handler calls finish (at most ``drain_timeout``), then
