@@ -23,7 +23,7 @@ from redkit.events import (
 )
 
 # Byte-for-byte copies of the Go service's golden records.
-GOLDEN = Path(__file__).parent / "fixtures"
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "go"
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 
