@@ -334,10 +334,15 @@ class RateLimiter:
         deadlines = self._deadlines
         task = None if deadlines is None else deadlines.enter()
         try:
-            try:
-                raw = await self._script(self.client, keys, args)
-            except MaxConnectionsError:
-                raw = await self._wait_for_connection(keys, args)
+            if task is None and self.timeout is not None:
+                # Python 3.10: no cheap deadline (see _deadline.py); a
+                # wait_for per call keeps the limiter's timeout all the same.
+                try:
+                    raw = await asyncio.wait_for(self._run(keys, args), self.timeout)
+                except asyncio.TimeoutError:
+                    return self._failed(key, plan, charge, TimeoutError())
+            else:
+                raw = await self._run(keys, args)
         except _FAILURES as exc:
             return self._failed(key, plan, charge, exc)
         except asyncio.CancelledError:
@@ -355,6 +360,12 @@ class RateLimiter:
         else:
             counts["peeks"] += 1
         return decision
+
+    async def _run(self, keys: list[str], args: Sequence[str]) -> Any:
+        try:
+            return await self._script(self.client, keys, args)
+        except MaxConnectionsError:
+            return await self._wait_for_connection(keys, args)
 
     async def _wait_for_connection(self, keys: list[str], args: Sequence[str]) -> Any:
         # A cluster client's per-node pool does not queue: when every
