@@ -757,22 +757,32 @@ def _client_connect_timeout(client: Client) -> float:
 
 
 _OVERRIDES = {"decode_responses": False, "protocol": 2, "health_check_interval": 0}
+# redis-py 8's maintenance notifications need RESP3 or hiredis; a RESP2
+# subscription connection built from a pool's arguments must leave them out,
+# or it cannot connect where hiredis is not installed.
+_DROPPED = frozenset(
+    {"maint_notifications_config", "maint_notifications_pool_handler", "protocol"}
+)
+
+
+def _connection_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in kwargs.items() if k not in _DROPPED}, **_OVERRIDES}
 
 
 def _pool_factory(client: Redis) -> Callable[[], AbstractConnection]:
     pool = client.connection_pool
 
     def make() -> AbstractConnection:
-        kwargs = {**pool.connection_kwargs, **_OVERRIDES}
-        conn: AbstractConnection = pool.connection_class(**kwargs)
+        conn: AbstractConnection = pool.connection_class(
+            **_connection_kwargs(pool.connection_kwargs)
+        )
         return conn
 
     return make
 
 
 def _node_connection(node: Any) -> AbstractConnection:
-    kwargs = {**node.connection_kwargs, **_OVERRIDES}
-    conn: AbstractConnection = node.connection_class(**kwargs)
+    conn: AbstractConnection = node.connection_class(**_connection_kwargs(node.connection_kwargs))
     return conn
 
 
