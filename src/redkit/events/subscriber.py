@@ -760,9 +760,7 @@ _OVERRIDES = {"decode_responses": False, "protocol": 2, "health_check_interval":
 # redis-py 8's maintenance notifications need RESP3 or hiredis; a RESP2
 # subscription connection built from a pool's arguments must leave them out,
 # or it cannot connect where hiredis is not installed.
-_DROPPED = frozenset(
-    {"maint_notifications_config", "maint_notifications_pool_handler", "protocol"}
-)
+_DROPPED = frozenset({"maint_notifications_config", "maint_notifications_pool_handler", "protocol"})
 
 
 def _connection_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
