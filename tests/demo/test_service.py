@@ -264,6 +264,8 @@ async def test_signed_in_routes_have_a_per_user_limit(
         refused = await ca.get("/me")
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "RATE_LIMITED"
-        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # The sliding window weighs the previous window too: a full window
+        # can take up to two periods to drain.
+        assert 1 <= int(refused.headers["retry-after"]) <= 120
         # Anonymous routes are not charged to the user.
         assert (await ca.get("/users/1")).status_code == 200
