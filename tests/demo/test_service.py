@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 
 import httpx
@@ -223,7 +222,8 @@ async def test_unknown_user_and_wrong_password_take_the_same_time(
             wrong.append(await timed(client, "alice"))
     # Both pay for one scrypt check; without the dummy check an unknown user
     # answers in a fraction of the time.
-    ratio = statistics.median(unknown) / statistics.median(wrong)
+    # The fastest of each: scheduling noise only ever adds time.
+    ratio = min(unknown) / min(wrong)
     assert 0.5 < ratio < 2.0, (unknown, wrong)
 
 
