@@ -193,20 +193,28 @@ async def test_waiters_resubscribe_after_the_subscription_drops(
         holder = await slow.lock("again", ttl=30)
         waiter = asyncio.create_task(slow.acquire("again", ttl=5, timeout=30).__aenter__())
         await eventually(lambda: value_is(subscribers(client, channel), 1))
-        # Drop the subscriber's connection and refuse new connections, so
-        # that redis-py cannot quietly reconnect it.
-        connected = len(await client.client_list())
-        await client.config_set("maxclients", connected - 1)
+        # Take pub/sub away from the client's user and drop the subscriber:
+        # redis-py reconnects at once, but its SUBSCRIBE is refused. Only
+        # channels are refused; connections and the lock's own commands
+        # (its scripts publish only on release) go on working.
+        await client.execute_command("ACL", "SETUSER", "default", "resetchannels")
         try:
             await client.client_kill_filter(_type="pubsub")
             await eventually(lambda: any("backoff only" in r.getMessage() for r in caplog.records))
+            assert await subscribers(client, channel) == 0
         finally:
-            await client.config_set("maxclients", 10000)
-        # The same waiter subscribes again, and is woken by the release.
+            await client.execute_command("ACL", "SETUSER", "default", "allchannels")
+        # The same waiter subscribes again ...
         await eventually(lambda: value_is(subscribers(client, channel), 1), timeout=15)
+        assert not waiter.done()
+        # ... and a message on the channel wakes it: the event it waits on is
+        # cleared before each attempt, so this counts even if the message
+        # lands while the waiter is asking Redis.
+        before = slow.stats().wakeups
+        await client.publish(channel, "1")
+        await eventually(lambda: slow.stats().wakeups > before)
         assert await holder.release()
         lease = await asyncio.wait_for(waiter, 10)
-        assert slow.stats().wakeups >= 1
         await lease.release()
     finally:
         await slow.aclose()
