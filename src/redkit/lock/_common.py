@@ -116,12 +116,18 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, seconds)
 
 
-def cancel_count() -> int:
-    """How many cancellations the current task has pending (Python 3.11+;
-    always 0 before)."""
-    task = asyncio.current_task()
-    counter = getattr(task, "cancelling", None)
-    return int(counter()) if counter is not None else 0
+if sys.version_info >= (3, 11):
+
+    def cancel_count() -> int:
+        """How many cancellations the current task has pending."""
+        task = asyncio.current_task()
+        return task.cancelling() if task is not None else 0
+
+else:  # pragma: no cover - Python 3.10
+
+    def cancel_count() -> int:
+        """Always 0: Python 3.10 does not count pending cancellations."""
+        return 0
 
 
 def check_cancelled(baseline: int) -> None:

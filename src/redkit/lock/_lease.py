@@ -85,13 +85,14 @@ class Host:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.client_timeout = _socket_timeout(client)
 
-    async def request(self, awaitable: Awaitable[T], budget: float) -> T:
-        """Await one request for at most ``budget`` seconds. When the
+    def request(self, awaitable: Awaitable[T], budget: float) -> Awaitable[T]:
+        """``awaitable``, bounded to at most ``budget`` seconds. When the
         client's own socket timeout is no longer than that, it already
-        bounds the request and no timer is set (the uncontended path)."""
+        bounds the request and neither a timer nor another coroutine is
+        added (the uncontended path)."""
         if self.client_timeout is not None and self.client_timeout <= budget:
-            return await awaitable
-        return await bounded(awaitable, budget)
+            return awaitable
+        return bounded(awaitable, budget)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -134,22 +135,31 @@ class Resource(abc.ABC):
     def describe(self) -> str:
         return f"{self.kind} {self.name!r}"
 
+    # Log calls pass the resource itself, so that its description is only
+    # built when the record is emitted.
+    __str__ = describe
+
     def busy(self) -> str:
         """How "not acquired" reads for this resource."""
         return f"{self.describe()} is still held"
 
-    @abc.abstractmethod
-    async def try_acquire(self, token: str, ttl_ms: int) -> tuple[bool, int]:
-        """One attempt. ``(True, fencing token)`` or ``(False, ms until the
-        current holder's lease ends, <= 0 when unknown)``."""
+    # The requests below return the script's reply unconverted (each is
+    # awaited on the hot path, where a wrapping coroutine costs time).
 
     @abc.abstractmethod
-    async def extend(self, token: str, ttl_ms: int) -> bool:
-        """Set the lease of ``token`` to ``ttl_ms``; False when not held."""
+    def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
+        """One attempt. Replies ``[1, fencing token]``, or ``[0, ms until
+        the current holder's lease ends]`` (<= 0 when unknown)."""
 
     @abc.abstractmethod
-    async def release(self, token: str) -> bool:
-        """Give the lease of ``token`` back; False when it was not held."""
+    def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
+        """Set the lease of ``token`` to ``ttl_ms``. Replies 1, or 0 when
+        not held."""
+
+    @abc.abstractmethod
+    def release(self, token: str) -> Awaitable[Any]:
+        """Give the lease of ``token`` back. Replies 1, or 0 when it was
+        not held."""
 
 
 def _valid_until(sent_at: float, ttl_ms: int) -> float:
@@ -250,9 +260,6 @@ class Lease:
         """Why the lease was lost, or None while it is not."""
         return self._lost_reason
 
-    async def __call__(self) -> bool:
-        return await self.release()
-
     async def extend(self, ttl: Seconds | None = None) -> None:
         """Set the lease to ``ttl`` seconds from now (default: its current
         ttl); later automatic renewals use the new ttl.
@@ -272,7 +279,7 @@ class Lease:
         budget = max(self._valid_until - sent_at, REQUEST_FLOOR)
         baseline = cancel_count()
         try:
-            held = await resource.host.request(resource.extend(self.token, ttl_ms), budget)
+            held = bool(await resource.host.request(resource.extend(self.token, ttl_ms), budget))
         except UNREACHABLE as exc:
             resource.counters.errors += 1
             if time.monotonic() >= self._valid_until:
@@ -327,13 +334,17 @@ class Lease:
         check_cancelled(baseline)
         return released
 
+    # ``await lease()`` releases; an alias rather than a wrapper, so the
+    # release costs no extra coroutine.
+    __call__ = release
+
     # -- internals ---------------------------------------------------------
 
     async def _send_release(self, *, quiet: bool) -> bool:
         resource = self._resource
         try:
             host = resource.host
-            released = await host.request(resource.release(self.token), host.request_timeout)
+            released = bool(await host.request(resource.release(self.token), host.request_timeout))
         except UNREACHABLE as exc:
             resource.counters.errors += 1
             what = f"cannot release {resource.describe()}"
@@ -346,7 +357,7 @@ class Lease:
             raise server_refused(what, exc) from exc
         if released:
             resource.counters.released += 1
-            log.debug("released %s (fencing token %d)", resource.describe(), self.fencing_token)
+            log.debug("released %s (fencing token %d)", resource, self.fencing_token)
         elif quiet:
             log.debug("%s was already released or had expired", resource.describe())
         else:
@@ -495,7 +506,8 @@ async def _attempt(
     sent_at = time.monotonic()
     budget = host.request_timeout if deadline is None else max(deadline - sent_at, REQUEST_FLOOR)
     try:
-        taken, value = await host.request(resource.try_acquire(token, ttl_ms), budget)
+        reply = await host.request(resource.try_acquire(token, ttl_ms), budget)
+        taken, value = bool(reply[0]), int(reply[1])
     except asyncio.CancelledError:
         # The request may have reached Redis: give back whatever it took.
         host.spawn(_discard(resource, token))
@@ -568,7 +580,7 @@ async def take(
             resource, token, ttl_ms, deadline, max_attempts, delay, value, baseline
         )
     resource.counters.acquired += 1
-    log.debug("acquired %s (fencing token %d)", resource.describe(), value)
+    log.debug("acquired %s (fencing token %d)", resource, value)
     return lease_type(
         resource,
         token,

@@ -4,6 +4,7 @@ renewal, loss signalling and early wake-up of waiters."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +32,8 @@ from ._semaphore import Semaphore
 _ACQUIRE = Script.from_package("redkit.lock", "lua/acquire.lua")
 _EXTEND = Script.from_package("redkit.lock", "lua/extend.lua")
 _RELEASE = Script.from_package("redkit.lock", "lua/release.lua")
+# lock() makes one attempt, so it never waits between attempts.
+_NO_WAIT = jittered(0.0)
 
 
 class _Mutex(Resource):
@@ -48,15 +51,14 @@ class _Mutex(Resource):
         self.key = key
         self.fence_key = key + ":fence"
 
-    async def try_acquire(self, token: str, ttl_ms: int) -> tuple[bool, int]:
-        taken, value = await _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms))
-        return bool(taken), int(value)
+    def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
+        return _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms))
 
-    async def extend(self, token: str, ttl_ms: int) -> bool:
-        return bool(await _EXTEND(self.host.client, (self.key,), (token, ttl_ms)))
+    def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
+        return _EXTEND(self.host.client, (self.key,), (token, ttl_ms))
 
-    async def release(self, token: str) -> bool:
-        return bool(await _RELEASE(self.host.client, (self.key,), (token, self.channel)))
+    def release(self, token: str) -> Awaitable[Any]:
+        return _RELEASE(self.host.client, (self.key,), (token, self.channel))
 
 
 class DistributedLock:
@@ -149,7 +151,7 @@ class DistributedLock:
                 ttl_ms,
                 timeout=None,
                 max_attempts=1,
-                delay=jittered(0.0),
+                delay=_NO_WAIT,
                 auto_renew=auto_renew,
                 on_lost="signal",
                 task=None,

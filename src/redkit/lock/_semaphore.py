@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -44,17 +45,14 @@ class _Permits(Resource):
     def busy(self) -> str:
         return f"all {self.limit} permits of {self.describe()} are held"
 
-    async def try_acquire(self, token: str, ttl_ms: int) -> tuple[bool, int]:
-        taken, value = await _ACQUIRE(
-            self.host.client, (self.key, self.fence_key), (token, ttl_ms, self.limit)
-        )
-        return bool(taken), int(value)
+    def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
+        return _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms, self.limit))
 
-    async def extend(self, token: str, ttl_ms: int) -> bool:
-        return bool(await _EXTEND(self.host.client, (self.key,), (token, ttl_ms)))
+    def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
+        return _EXTEND(self.host.client, (self.key,), (token, ttl_ms))
 
-    async def release(self, token: str) -> bool:
-        return bool(await _RELEASE(self.host.client, (self.key,), (token, self.channel)))
+    def release(self, token: str) -> Awaitable[Any]:
+        return _RELEASE(self.host.client, (self.key,), (token, self.channel))
 
 
 class Semaphore:
