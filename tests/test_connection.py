@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 
 import redkit
 from redkit import ConnectionUnavailable, RedisSettings
+from redkit.connection import read_timeout
 from redkit.server import EmbeddedCluster, EmbeddedRedis, free_port
 from redkit.testing import settings_for
 
@@ -166,5 +167,38 @@ async def test_commands_retry_once_the_server_is_back(fresh_server: EmbeddedRedi
         # The pooled connection is dead after the restart; the command retries
         # on a fresh one instead of failing.
         assert await client.set("k", "2")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Redis(),
+        lambda: Redis(socket_timeout=1.5),
+        lambda: Redis(socket_timeout=None),
+        lambda: Redis.from_url("redis://localhost"),
+        lambda: Redis(connection_pool=ConnectionPool()),
+    ],
+    ids=["default", "explicit", "none", "from-url", "bare-pool"],
+)
+async def test_read_timeout_is_what_the_clients_connections_apply(
+    make: Callable[[], Redis],
+) -> None:
+    client = make()
+    connection = client.connection_pool.make_connection()
+    applied = connection.socket_timeout
+    assert read_timeout(client) == (float(applied) if applied else None)
+    await client.aclose()
+
+
+async def test_read_timeout_of_a_cluster_client(redis_cluster: EmbeddedCluster) -> None:
+    client = await redkit.connect(
+        settings_for(redis_cluster, read_timeout=1.25, write_timeout=1.25)
+    )
+    try:
+        assert read_timeout(client) == 1.25
+        node = client.get_default_node()
+        assert node.acquire_connection().socket_timeout == 1.25
     finally:
         await client.aclose()

@@ -4,13 +4,14 @@ socket, Sentinel or Cluster, verified before it is handed out."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 from typing import Any, Union
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -96,6 +97,41 @@ def build_client(settings: RedisSettings) -> Client:
 async def close(client: Client) -> None:
     """Close a client made by :func:`connect` and its pool."""
     await client.aclose()
+
+
+def read_timeout(client: Any) -> float | None:
+    """The socket timeout the client's connections apply to every read, or
+    None when they wait forever (or it cannot be told)."""
+    if isinstance(client, RedisCluster):
+        kwargs = client.connection_kwargs
+        connection_class: Any = kwargs.get("connection_class", Connection)
+    else:
+        pool = getattr(client, "connection_pool", None)
+        kwargs = getattr(pool, "connection_kwargs", None) or {}
+        connection_class = getattr(pool, "connection_class", Connection)
+    if "socket_timeout" in kwargs:
+        value = kwargs["socket_timeout"]
+    else:
+        # Not given: the connection class's default applies (None before
+        # redis-py 6, 5 s since).
+        value = _default_socket_timeout(connection_class)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _default_socket_timeout(connection_class: Any) -> object:
+    for klass in getattr(connection_class, "__mro__", ()):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            parameter = inspect.signature(init).parameters.get("socket_timeout")
+        except (TypeError, ValueError):
+            return None
+        if parameter is not None:
+            return parameter.default
+    return None
 
 
 def describe_error(exc: BaseException) -> str:

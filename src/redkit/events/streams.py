@@ -20,7 +20,7 @@ from typing import Any, TypeVar, overload
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
-from ..connection import Client, describe_error
+from ..connection import Client, describe_error, read_timeout
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
@@ -307,7 +307,7 @@ class StreamConsumer:
         self.batch_size = check_count(
             "batch_size", batch_size if batch_size is not None else self.max_concurrency
         )
-        socket_timeout = _client_socket_timeout(client)
+        socket_timeout = read_timeout(client)
         default_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
         self.block = check_seconds("block", block if block is not None else default_block)
         if socket_timeout and self.block >= socket_timeout:
@@ -875,13 +875,3 @@ def _text(value: Any) -> str:
 
 def _type_name(tp: Any) -> str:
     return str(getattr(tp, "__qualname__", None) or tp)
-
-
-def _client_socket_timeout(client: Client) -> float | None:
-    kwargs = (
-        client.connection_kwargs
-        if isinstance(client, RedisCluster)
-        else client.connection_pool.connection_kwargs
-    )
-    value = kwargs.get("socket_timeout")
-    return float(value) if value else None

@@ -11,7 +11,7 @@ import random
 import sys
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
@@ -55,7 +55,10 @@ def check_name(name: object, what: str = "lock name") -> str:
 def to_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
     """``value`` as positive (or, with ``allow_zero``, non-negative) finite
     seconds, else ``ValueError`` naming it."""
-    if isinstance(value, timedelta):
+    kind = type(value)
+    if kind is float or kind is int:
+        seconds = float(value)  # type: ignore[arg-type]
+    elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
@@ -116,23 +119,26 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, seconds)
 
 
+Task = asyncio.Task[Any] | None
+
 if sys.version_info >= (3, 11):
 
-    def cancel_count() -> int:
-        """How many cancellations the current task has pending."""
-        task = asyncio.current_task()
+    def cancel_count(task: Task) -> int:
+        """How many cancellations ``task`` (the current task, which callers
+        look up once per operation) has pending."""
         return task.cancelling() if task is not None else 0
 
 else:  # pragma: no cover - Python 3.10
 
-    def cancel_count() -> int:
+    def cancel_count(task: Task) -> int:
         """Always 0: Python 3.10 does not count pending cancellations."""
         return 0
 
 
-def check_cancelled(baseline: int) -> None:
-    """Raise ``CancelledError`` if the current task was cancelled since
-    ``baseline = cancel_count()`` but the cancellation never arrived.
+def check_cancelled(task: Task, baseline: int) -> None:
+    """Raise ``CancelledError`` if ``task`` (the current task) was cancelled
+    since ``baseline = cancel_count(task)`` but the cancellation never
+    arrived.
 
     On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to bound socket
     writes) returns normally when its inner operation finishes in the same
@@ -140,7 +146,7 @@ def check_cancelled(baseline: int) -> None:
     task's cancellation count stays raised. Without this check a cancelled
     waiter would go on waiting until its timeout.
     """
-    if cancel_count() > baseline:
+    if cancel_count(task) > baseline:
         raise asyncio.CancelledError()
 
 

@@ -32,6 +32,8 @@ from ._semaphore import Semaphore
 _ACQUIRE = Script.from_package("redkit.lock", "lua/acquire.lua")
 _EXTEND = Script.from_package("redkit.lock", "lua/extend.lua")
 _RELEASE = Script.from_package("redkit.lock", "lua/release.lua")
+# How many lock names' keys one DistributedLock keeps built.
+_KEPT_NAMES = 1024
 # lock() makes one attempt, so it never waits between attempts.
 _NO_WAIT = jittered(0.0)
 
@@ -100,6 +102,7 @@ class DistributedLock:
         )
         self._counters = Counters()
         self._backoff = backoff(self._host.retry_base, self._host.retry_cap)
+        self._mutexes: dict[str, _Mutex] = {}
 
     def __repr__(self) -> str:
         return f"DistributedLock(prefix={self._keys.prefix!r})"
@@ -129,7 +132,15 @@ class DistributedLock:
         return self._counters.snapshot()
 
     def _mutex(self, name: str) -> _Mutex:
-        return _Mutex(self._host, self._keys, check_name(name), self._counters)
+        # Most services lock a handful of names over and over: their checked
+        # names and built keys are kept (a bounded number, dropped in bulk).
+        mutex = self._mutexes.get(name) if type(name) is str else None
+        if mutex is None:
+            mutex = _Mutex(self._host, self._keys, check_name(name), self._counters)
+            if len(self._mutexes) >= _KEPT_NAMES:
+                self._mutexes.clear()
+            self._mutexes[name] = mutex
+        return mutex
 
     async def lock(self, name: str, ttl: Seconds, *, auto_renew: bool = False) -> Lease:
         """Take ``name`` for ``ttl`` seconds in one attempt (one round trip).
