@@ -44,6 +44,8 @@ class Script:
         self, client: Any, keys: Sequence[KeyOrArg] = (), args: Sequence[KeyOrArg] = ()
     ) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            # execute_command rather than evalsha(): the same command, two
+            # Python calls fewer on every script run.
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)

@@ -140,8 +140,9 @@ class Resource(abc.ABC):
 
     @abc.abstractmethod
     def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        """One attempt. Replies ``[1, fencing token]``, or ``[0, ms until
-        the current holder's lease ends]`` (<= 0 when unknown)."""
+        """One attempt. Replies the fencing token (>= 1) when taken, else
+        minus the ms until the current holder's lease ends (0 when
+        unknown)."""
 
     @abc.abstractmethod
     def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
@@ -315,15 +316,23 @@ class Lease:
         self._stop_timers()
         me = asyncio.current_task()
         baseline = cancel_count(me)
+        host = self._resource.host
         try:
-            released = await self._send_release(quiet=False)
+            # Awaited here rather than through _send_release: one coroutine
+            # less on the hot path.
+            reply = await host.request(self._resource.release(self.token), host.request_timeout)
         except asyncio.CancelledError:
-            self._resource.host.spawn(self._finish_release(future))
+            host.spawn(self._finish_release(future))
             raise
+        except REQUEST_FAILED as exc:
+            self._release_future = None
+            future.set_result(False)
+            raise self._release_failed(exc) from exc
         except BaseException:
             self._release_future = None
             future.set_result(False)
             raise
+        released = self._released(bool(reply), quiet=False)
         future.set_result(released)
         check_cancelled(me, baseline)
         return released
@@ -335,25 +344,33 @@ class Lease:
     # -- internals ---------------------------------------------------------
 
     async def _send_release(self, *, quiet: bool) -> bool:
-        resource = self._resource
+        host = self._resource.host
         try:
-            host = resource.host
-            released = bool(await host.request(resource.release(self.token), host.request_timeout))
-        except UNREACHABLE as exc:
-            resource.counters.errors += 1
-            what = f"cannot release {resource.describe()}"
-            log.warning("%s (its ttl ends it on its own): %s", what, detail(exc))
-            raise unavailable(what, exc) from exc
-        except RedisError as exc:
-            resource.counters.errors += 1
-            what = f"cannot release {resource.describe()}"
+            reply = await host.request(self._resource.release(self.token), host.request_timeout)
+        except REQUEST_FAILED as exc:
+            raise self._release_failed(exc) from exc
+        return self._released(bool(reply), quiet=quiet)
+
+    def _release_failed(self, exc: BaseException) -> Exception:
+        """What a release request that failed with ``exc`` (one of
+        REQUEST_FAILED) raises; logged here."""
+        resource = self._resource
+        resource.counters.errors += 1
+        what = f"cannot release {resource.describe()}"
+        if isinstance(exc, RedisError) and not isinstance(exc, UNREACHABLE):
             log.warning("%s: %s", what, exc)
-            raise server_refused(what, exc) from exc
+            return server_refused(what, exc)
+        log.warning("%s (its ttl ends it on its own): %s", what, detail(exc))
+        return unavailable(what, exc)
+
+    def _released(self, released: bool, *, quiet: bool) -> bool:
+        """Count and log the outcome of a release request."""
+        resource = self._resource
         if released:
             resource.counters.released += 1
             log.debug("released %s (fencing token %d)", resource, self.fencing_token)
         elif quiet:
-            log.debug("%s was already released or had expired", resource.describe())
+            log.debug("%s was already released or had expired", resource)
         else:
             resource.counters.release_not_held += 1
             if not self.lost.is_set():
@@ -494,32 +511,55 @@ async def _attempt(
     me: Task,
     baseline: int,
 ) -> tuple[bool, int, float]:
+    """One attempt: ``(taken, fencing token or ms the holder has left,
+    when it was sent)``. take() makes its first attempt inline, the same
+    way, to save a coroutine on the uncontended path."""
     host = resource.host
     sent_at = time.monotonic()
-    budget = host.request_timeout if deadline is None else max(deadline - sent_at, REQUEST_FLOOR)
     try:
-        reply = await host.request(resource.try_acquire(token, ttl_ms), budget)
-        taken, value = bool(reply[0]), int(reply[1])
+        reply = await host.request(
+            resource.try_acquire(token, ttl_ms), _attempt_budget(host, deadline, sent_at)
+        )
     except asyncio.CancelledError:
-        # The request may have reached Redis: give back whatever it took.
         host.spawn(_discard(resource, token))
         raise
-    except UNREACHABLE as exc:
-        resource.counters.errors += 1
-        host.spawn(_discard(resource, token))
-        raise unavailable(f"cannot acquire {resource.describe()}", exc) from exc
-    except RedisError as exc:
-        resource.counters.errors += 1
-        raise server_refused(f"cannot acquire {resource.describe()}", exc) from exc
+    except REQUEST_FAILED as exc:
+        raise _attempt_failed(resource, token, exc) from exc
+    taken, value = _attempt_outcome(resource, token, reply, me, baseline)
+    return taken, value, sent_at
+
+
+def _attempt_budget(host: Host, deadline: float | None, sent_at: float) -> float:
+    return host.request_timeout if deadline is None else max(deadline - sent_at, REQUEST_FLOOR)
+
+
+def _attempt_failed(resource: Resource, token: str, exc: BaseException) -> Exception:
+    """What an attempt whose request failed with ``exc`` (one of
+    REQUEST_FAILED) raises."""
+    resource.counters.errors += 1
+    if isinstance(exc, RedisError) and not isinstance(exc, UNREACHABLE):
+        return server_refused(f"cannot acquire {resource.describe()}", exc)
+    # The request may have reached Redis: give back whatever it took.
+    resource.host.spawn(_discard(resource, token))
+    return unavailable(f"cannot acquire {resource.describe()}", exc)
+
+
+def _attempt_outcome(
+    resource: Resource, token: str, reply: Any, me: Task, baseline: int
+) -> tuple[bool, int]:
+    value = int(reply)
+    taken = value > 0
+    if not taken:
+        value = -value
     if cancel_count(me) > baseline:
         # Cancelled, but the CancelledError was lost on the way (see
         # check_cancelled): honour it, and give back what was taken.
         if taken:
-            host.spawn(_discard(resource, token))
+            resource.host.spawn(_discard(resource, token))
         raise asyncio.CancelledError()
     if not taken:
         resource.counters.busy += 1
-    return taken, value, sent_at
+    return taken, value
 
 
 async def _discard(resource: Resource, token: str) -> None:
@@ -567,7 +607,19 @@ async def take(
     deadline = None if timeout is None else started + timeout
     me = asyncio.current_task()
     baseline = cancel_count(me)
-    taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline, me, baseline)
+    # The first attempt, inline (see _attempt).
+    host = resource.host
+    sent_at = time.monotonic()
+    try:
+        reply = await host.request(
+            resource.try_acquire(token, ttl_ms), _attempt_budget(host, deadline, sent_at)
+        )
+    except asyncio.CancelledError:
+        host.spawn(_discard(resource, token))
+        raise
+    except REQUEST_FAILED as exc:
+        raise _attempt_failed(resource, token, exc) from exc
+    taken, value = _attempt_outcome(resource, token, reply, me, baseline)
     if not taken:
         value, sent_at = await _wait(
             resource, token, ttl_ms, deadline, max_attempts, delay, value, me, baseline
