@@ -70,11 +70,16 @@ def to_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
     return seconds
 
 
+_MAX_TTL_MS = 2**48
+
+
 def to_ttl_ms(value: object) -> int:
     """A lease TTL in whole milliseconds (at least 1)."""
+    if type(value) is int and 0 < value <= _MAX_TTL_MS // 1000:
+        return value * 1000  # the common case, without the general checks
     seconds = to_seconds(value, "ttl")
     ms = math.ceil(seconds * 1000)
-    if ms > 2**48:
+    if ms > _MAX_TTL_MS:
         raise ValueError(f"ttl is too large: {value!r}")
     return ms
 

@@ -133,7 +133,7 @@ class Resource(abc.ABC):
 
     def busy(self) -> str:
         """How "not acquired" reads for this resource."""
-        return f"{self.describe()} is still held"
+        return f"{self.describe()} is held by another holder"
 
     # The requests below return the script's reply unconverted (each is
     # awaited on the hot path, where a wrapping coroutine costs time).
@@ -598,10 +598,11 @@ async def take(
     auto_renew: bool,
     on_lost: OnLost,
     task: asyncio.Task[Any] | None,
+    into: Acquisition[L] | None = None,
 ) -> L:
     """Take a lease, waiting at most ``timeout`` seconds (None: bounded by
     ``max_attempts``) and at most ``max_attempts`` attempts (None: bounded
-    by the timeout)."""
+    by the timeout). The lease is also stored in ``into``, when given."""
     token = os.urandom(16).hex()  # secrets.token_hex without the extra calls
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
@@ -626,7 +627,7 @@ async def take(
         )
     resource.counters.acquired += 1
     log.debug("acquired %s (fencing token %d)", resource, value)
-    return lease_type(
+    lease = lease_type(
         resource,
         token,
         value,
@@ -636,6 +637,9 @@ async def take(
         on_lost=on_lost,
         task=task,
     )
+    if into is not None:
+        into._lease = lease
+    return lease
 
 
 async def _wait(
@@ -655,6 +659,8 @@ async def _wait(
     def give_up() -> LockNotAcquired:
         resource.counters.timeouts += 1
         if deadline is None:
+            if attempts == 1:
+                return LockNotAcquired(resource.busy())
             return LockNotAcquired(f"{resource.busy()} after {attempts} attempts")
         return LockNotAcquired(f"{resource.busy()}; gave up waiting")
 
@@ -724,20 +730,60 @@ class Acquisition(Generic[L]):
     exit, also on error or cancellation) or ``await`` it for a lease you
     release yourself."""
 
-    __slots__ = ("_lease", "_start")
+    __slots__ = (
+        "_auto_renew",
+        "_delay",
+        "_lease",
+        "_lease_type",
+        "_on_lost",
+        "_resource",
+        "_timeout",
+        "_ttl_ms",
+    )
 
-    def __init__(self, start: Callable[[asyncio.Task[Any] | None], Awaitable[L]]) -> None:
-        self._start = start
+    def __init__(
+        self,
+        resource: Resource,
+        lease_type: type[L],
+        ttl_ms: int,
+        *,
+        timeout: float,
+        delay: Delay,
+        auto_renew: bool,
+        on_lost: OnLost,
+    ) -> None:
+        self._resource = resource
+        self._lease_type = lease_type
+        self._ttl_ms = ttl_ms
+        self._timeout = timeout
+        self._delay = delay
+        self._auto_renew = auto_renew
+        self._on_lost = on_lost
         self._lease: L | None = None
 
-    def __await__(self) -> Generator[Any, None, L]:
-        return self._start(asyncio.current_task()).__await__()
+    def _take(self, into: Acquisition[L] | None) -> Coroutine[Any, Any, L]:
+        return take(
+            self._resource,
+            self._lease_type,
+            self._ttl_ms,
+            timeout=self._timeout,
+            max_attempts=None,
+            delay=self._delay,
+            auto_renew=self._auto_renew,
+            on_lost=self._on_lost,
+            task=asyncio.current_task(),
+            into=into,
+        )
 
-    async def __aenter__(self) -> L:
+    def __await__(self) -> Generator[Any, None, L]:
+        return self._take(None).__await__()
+
+    def __aenter__(self) -> Coroutine[Any, Any, L]:
+        # A plain method handing back take()'s coroutine (which stores the
+        # lease here for __aexit__): one coroutine less per acquisition.
         if self._lease is not None:
             raise RuntimeError("this acquire() was already entered; call acquire() again")
-        self._lease = await self._start(asyncio.current_task())
-        return self._lease
+        return self._take(self)
 
     async def __aexit__(
         self,
@@ -765,7 +811,10 @@ class Acquisition(Generic[L]):
                         f"{lease.lost_reason}"
                     ) from exc
             return
-        with contextlib.suppress(Exception):
-            # A failed release is logged; the lease ends with its ttl, and
-            # the block's own outcome is what the caller should see.
+        # A failed release is logged; the lease ends with its ttl, and the
+        # block's own outcome is what the caller should see. (try/except
+        # rather than contextlib.suppress: no object built on the hot path.)
+        try:  # noqa: SIM105
             await lease.release()
+        except Exception:
+            pass

@@ -3,15 +3,13 @@ renewal, loss signalling and early wake-up of waiters."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from ..connection import Client
-from ..errors import LockNotAcquired
 from ..keys import KeySpace
 from ..scripts import Script
 from ._common import (
@@ -142,7 +140,9 @@ class DistributedLock:
             self._mutexes[name] = mutex
         return mutex
 
-    async def lock(self, name: str, ttl: Seconds, *, auto_renew: bool = False) -> Lease:
+    def lock(
+        self, name: str, ttl: Seconds, *, auto_renew: bool = False
+    ) -> Coroutine[Any, Any, Lease]:
         """Take ``name`` for ``ttl`` seconds in one attempt (one round trip).
 
         Returns the :class:`Lease`; calling it releases (``release = await
@@ -151,24 +151,24 @@ class DistributedLock:
         (``lease.lost`` is then set and a warning logged if it was not
         released). Raises :class:`~redkit.LockNotAcquired` when the lock is
         held, :class:`~redkit.ConnectionUnavailable` when Redis cannot be
-        reached, ``ValueError`` for a bad name or ttl.
+        reached, ``ValueError`` for a bad name or ttl (raised by the call
+        itself, before anything is awaited).
         """
+        # A plain function handing back take()'s coroutine: one coroutine
+        # less on the uncontended path.
         resource = self._mutex(name)
         ttl_ms = to_ttl_ms(ttl)
-        try:
-            return await take(
-                resource,
-                Lease,
-                ttl_ms,
-                timeout=None,
-                max_attempts=1,
-                delay=_NO_WAIT,
-                auto_renew=auto_renew,
-                on_lost="signal",
-                task=None,
-            )
-        except LockNotAcquired:
-            raise LockNotAcquired(f"lock {resource.name!r} is already held") from None
+        return take(
+            resource,
+            Lease,
+            ttl_ms,
+            timeout=None,
+            max_attempts=1,
+            delay=_NO_WAIT,
+            auto_renew=auto_renew,
+            on_lost="signal",
+            task=None,
+        )
 
     async def try_lock_with_retry(
         self,
@@ -236,22 +236,15 @@ class DistributedLock:
         ttl_ms = to_ttl_ms(ttl)
         wait = to_seconds(timeout, "timeout", allow_zero=True)
         check_on_lost(on_lost)
-        delay = self._backoff
-
-        def start(task: asyncio.Task[Any] | None) -> Any:
-            return take(
-                resource,
-                Lease,
-                ttl_ms,
-                timeout=wait,
-                max_attempts=None,
-                delay=delay,
-                auto_renew=auto_renew,
-                on_lost=on_lost,
-                task=task,
-            )
-
-        return Acquisition(start)
+        return Acquisition(
+            resource,
+            Lease,
+            ttl_ms,
+            timeout=wait,
+            delay=self._backoff,
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+        )
 
     async def is_locked(self, name: str) -> bool:
         """Whether someone holds ``name`` right now (one EXISTS)."""

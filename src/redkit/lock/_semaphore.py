@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,7 +20,7 @@ from ._common import (
     to_ttl_ms,
     unavailable,
 )
-from ._lease import Acquisition, Host, OnLost, Permit, Resource, backoff, take
+from ._lease import Acquisition, Host, OnLost, Permit, Resource, backoff
 
 _ACQUIRE = Script.from_package("redkit.lock", "lua/sem_acquire.lua")
 _EXTEND = Script.from_package("redkit.lock", "lua/sem_extend.lua")
@@ -110,24 +109,15 @@ class Semaphore:
         :class:`~redkit.ConnectionUnavailable` when Redis is unreachable)."""
         wait = to_seconds(timeout, "timeout", allow_zero=True)
         check_on_lost(on_lost)
-        delay = backoff(self._host.retry_base, self._host.retry_cap)
-        permits = self._permits
-        ttl_ms = self._ttl_ms
-
-        def start(task: asyncio.Task[Any] | None) -> Any:
-            return take(
-                permits,
-                Permit,
-                ttl_ms,
-                timeout=wait,
-                max_attempts=None,
-                delay=delay,
-                auto_renew=auto_renew,
-                on_lost=on_lost,
-                task=task,
-            )
-
-        return Acquisition(start)
+        return Acquisition(
+            self._permits,
+            Permit,
+            self._ttl_ms,
+            timeout=wait,
+            delay=backoff(self._host.retry_base, self._host.retry_cap),
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+        )
 
     async def count(self) -> int:
         """How many permits are held right now (expired ones not counted)."""
