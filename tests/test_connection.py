@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 import redkit
 from redkit import ConnectionUnavailable, RedisSettings
-from redkit.connection import read_timeout
+from redkit.connection import read_timeout, request_bound
 from redkit.server import EmbeddedCluster, EmbeddedRedis, free_port
 from redkit.testing import settings_for
 
@@ -202,3 +204,41 @@ async def test_read_timeout_of_a_cluster_client(redis_cluster: EmbeddedCluster) 
         assert node.acquire_connection().socket_timeout == 1.25
     finally:
         await client.aclose()
+
+
+def _repeats_timeouts(client: Redis) -> bool:
+    """What redis-py's own connection object does after a read timeout."""
+    retry = client.connection_pool.make_connection().retry
+    return retry._retries != 0 and any(  # type: ignore[attr-defined]
+        issubclass(e, TimeoutError) or e.__name__ == "TimeoutError"
+        for e in retry._supported_errors  # type: ignore[attr-defined]
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Redis(socket_timeout=1.5),
+        lambda: Redis(socket_timeout=1.5, retry=Retry(NoBackoff(), 0)),
+        lambda: Redis(connection_pool=ConnectionPool(socket_timeout=1.5)),
+    ],
+    ids=["default-retry", "no-retries", "bare-pool"],
+)
+async def test_request_bound_only_when_a_timed_out_command_is_not_sent_again(
+    make: Callable[[], Redis],
+) -> None:
+    client = make()
+    expected = None if _repeats_timeouts(client) else 1.5
+    assert request_bound(client) == expected
+    await client.aclose()
+
+
+async def test_request_bound_of_connect_clients_is_their_read_timeout(
+    redis_server: EmbeddedRedis, redis_cluster: EmbeddedCluster
+) -> None:
+    for server in (redis_server, redis_cluster):
+        client = await redkit.connect(settings_for(server, read_timeout=1.25, write_timeout=1.25))
+        try:
+            assert request_bound(client) == 1.25
+        finally:
+            await client.aclose()

@@ -120,6 +120,44 @@ def read_timeout(client: Any) -> float | None:
     return None
 
 
+def request_bound(client: Any) -> float | None:
+    """How long one request can take at most when Redis stops answering, as
+    the client itself bounds it: its read timeout, provided it never sends a
+    command again after a timeout (redis-py's default client does, up to 10
+    times in 8.x; clients from :func:`connect` do not). None when the client
+    does not bound a request that way."""
+    timeout = read_timeout(client)
+    if timeout is None:
+        return None
+    if isinstance(client, RedisCluster):
+        kwargs = client.connection_kwargs
+        retries = [getattr(client, "retry", None), kwargs.get("retry")]
+    else:
+        pool = getattr(client, "connection_pool", None)
+        kwargs = getattr(pool, "connection_kwargs", None) or {}
+        retries = [kwargs.get("retry")]
+    if kwargs.get("retry_on_timeout") or _has_timeout(kwargs.get("retry_on_error") or ()):
+        return None
+    for retry in retries:
+        if retry is None:
+            continue
+        count = getattr(retry, "_retries", None)
+        errors = getattr(retry, "_supported_errors", None)
+        if not isinstance(count, int) or errors is None:
+            return None  # a retry policy we cannot read: assume the worst
+        if count != 0 and _has_timeout(errors):
+            return None
+    return timeout
+
+
+def _has_timeout(errors: Any) -> bool:
+    return any(
+        isinstance(e, type)
+        and issubclass(e, (redis_errors.TimeoutError, TimeoutError, asyncio.TimeoutError))
+        for e in errors
+    )
+
+
 def _default_socket_timeout(connection_class: Any) -> object:
     for klass in getattr(connection_class, "__mro__", ()):
         init = klass.__dict__.get("__init__")

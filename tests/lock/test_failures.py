@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from redkit import ConnectionUnavailable, LockLost, connect
 from redkit.lock import DistributedLock, _waker
@@ -64,6 +65,26 @@ async def test_acquire_fails_closed_within_the_timeout_when_redis_is_paused(
     # for its ttl; the lock is usable again.
     async with locks.acquire("x", ttl=5, timeout=5) as lease:
         assert lease.fencing_token >= 1
+
+
+async def test_a_plain_redis_py_client_is_bounded_too_when_redis_is_paused(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    # redis-py's default client sends a timed-out command again, up to 10
+    # times in 8.x, so its socket timeout does not bound a request: the lock
+    # sets its own bound.
+    plain = Redis(host=fresh_server.host, port=fresh_server.port, socket_timeout=1)
+    locks = DistributedLock(plain, prefix="t", request_timeout=1)
+    try:
+        await locks.lock("warm-up", ttl=1)  # connected, scripts cached
+        with fresh_server.paused():
+            started = time.monotonic()
+            with pytest.raises(ConnectionUnavailable, match="cannot acquire lock 'x'"):
+                await locks.lock("x", ttl=5)
+            assert time.monotonic() - started < 1 + 3
+    finally:
+        await locks.aclose()
+        await plain.aclose()
 
 
 async def test_lease_lost_only_after_its_validity_when_redis_is_paused(

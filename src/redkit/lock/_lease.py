@@ -16,7 +16,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
-from ..connection import Client, read_timeout
+from ..connection import Client, request_bound
 from ..errors import LockLost, LockNotAcquired
 from ._common import (
     CLOCK_DRIFT,
@@ -87,13 +87,13 @@ class Host:
         self.retry_cap = retry_cap
         self.tasks: set[asyncio.Task[Any]] = set()
         self.deadlines = Deadlines()
-        self.client_timeout = read_timeout(client)
+        self.client_timeout = request_bound(client)
 
     def request(self, awaitable: Awaitable[T], budget: float) -> Awaitable[T]:
         """``awaitable``, bounded to at most ``budget`` seconds. When the
-        client's own socket timeout is no longer than that, it already
-        bounds the request and neither a timer nor another coroutine is
-        added (the uncontended path)."""
+        client bounds a request itself no longer than that
+        (:func:`~redkit.connection.request_bound`), neither a timer nor
+        another coroutine is added (the uncontended path)."""
         if self.client_timeout is not None and self.client_timeout <= budget:
             return awaitable
         return bounded(awaitable, budget)
