@@ -512,14 +512,12 @@ async def _attempt(
     baseline: int,
 ) -> tuple[bool, int, float]:
     """One attempt: ``(taken, fencing token or ms the holder has left,
-    when it was sent)``. take() makes its first attempt inline, the same
-    way, to save a coroutine on the uncontended path."""
+    when it was sent)``."""
     host = resource.host
     sent_at = time.monotonic()
+    budget = host.request_timeout if deadline is None else max(deadline - sent_at, REQUEST_FLOOR)
     try:
-        reply = await host.request(
-            resource.try_acquire(token, ttl_ms), _attempt_budget(host, deadline, sent_at)
-        )
+        reply = await host.request(resource.try_acquire(token, ttl_ms), budget)
     except asyncio.CancelledError:
         host.spawn(_discard(resource, token))
         raise
@@ -527,10 +525,6 @@ async def _attempt(
         raise _attempt_failed(resource, token, exc) from exc
     taken, value = _attempt_outcome(resource, token, reply, me, baseline)
     return taken, value, sent_at
-
-
-def _attempt_budget(host: Host, deadline: float | None, sent_at: float) -> float:
-    return host.request_timeout if deadline is None else max(deadline - sent_at, REQUEST_FLOOR)
 
 
 def _attempt_failed(resource: Resource, token: str, exc: BaseException) -> Exception:
@@ -608,19 +602,7 @@ async def take(
     deadline = None if timeout is None else started + timeout
     me = asyncio.current_task()
     baseline = cancel_count(me)
-    # The first attempt, inline (see _attempt).
-    host = resource.host
-    sent_at = time.monotonic()
-    try:
-        reply = await host.request(
-            resource.try_acquire(token, ttl_ms), _attempt_budget(host, deadline, sent_at)
-        )
-    except asyncio.CancelledError:
-        host.spawn(_discard(resource, token))
-        raise
-    except REQUEST_FAILED as exc:
-        raise _attempt_failed(resource, token, exc) from exc
-    taken, value = _attempt_outcome(resource, token, reply, me, baseline)
+    taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline, me, baseline)
     if not taken:
         value, sent_at = await _wait(
             resource, token, ttl_ms, deadline, max_attempts, delay, value, me, baseline
