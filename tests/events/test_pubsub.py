@@ -290,6 +290,24 @@ async def test_publish_to_a_paused_server_times_out(fresh_server: EmbeddedRedis)
         await client.aclose()
 
 
+async def test_publish_with_a_plain_redis_py_client_is_bounded_too(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    # redis-py's default client sends a timed-out command again; with its
+    # read timeout equal to the publisher's, both fire together.
+    plain = Redis(host=fresh_server.host, port=fresh_server.port, socket_timeout=1)
+    try:
+        pub = Publisher(plain, source="api", timeout=1)
+        await pub.publish("users", "x")
+        with fresh_server.paused():
+            started = time.monotonic()
+            with pytest.raises(ConnectionUnavailable):
+                await pub.publish("users", "x", {"id": 1})
+            assert time.monotonic() - started < 1 + 3
+    finally:
+        await plain.aclose()
+
+
 async def test_bad_arguments_are_refused(redis_client: Redis) -> None:
     pub = Publisher(redis_client)
     with pytest.raises(ValueError, match="channel"):

@@ -8,6 +8,7 @@ import logging
 import time
 
 import pytest
+from redis.asyncio import Redis
 
 from redkit import ConnectionUnavailable, connect
 from redkit.ratelimit import RateLimiter
@@ -162,3 +163,21 @@ async def test_cancelling_a_waiting_hit_from_outside_still_cancels_it(fresh_serv
         assert stats.failed_open == 0
     finally:
         await client.aclose()
+
+
+async def test_a_plain_redis_py_client_is_bounded_too(fresh_server):
+    # redis-py's default client sends a timed-out command again (10 times
+    # in 8.x); with its read timeout equal to the limiter's, both fire
+    # together. The decision still comes within the limiter's timeout.
+    plain = Redis(host=fresh_server.host, port=fresh_server.port, socket_timeout=1)
+    try:
+        limiter = RateLimiter(plain, timeout=1)
+        assert (await limiter.hit("k", "5/minute")).allowed
+        with fresh_server.paused():
+            started = time.monotonic()
+            d = await limiter.hit("k", "5/minute")
+            assert d.allowed
+            assert d.degraded
+            assert time.monotonic() - started < 1 + 3
+    finally:
+        await plain.aclose()

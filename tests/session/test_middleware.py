@@ -467,6 +467,26 @@ async def test_middleware_timeout_bounds_a_slow_store(fresh_server: EmbeddedRedi
         await client.aclose()
 
 
+async def test_middleware_timeout_bounds_a_plain_redis_py_client(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    """redis-py's default client sends a timed-out command again; with its
+    read timeout equal to the middleware's, both fire together, and the
+    answer is still a 503 in time."""
+    plain = Redis(host=fresh_server.host, port=fresh_server.port, socket_timeout=0.5)
+    try:
+        store = SessionStore(plain)
+        async with asgi_client(starlette_app(store, timeout=0.5)) as http:
+            value = cookie_value(await http.get("/put?a=1"))
+            with fresh_server.paused():
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                await _unavailable_checks(http, value)
+                assert loop.time() - started < 5
+    finally:
+        await plain.aclose()
+
+
 # -- FastAPI -----------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from .._bounded import bounded
 from ..connection import Client, describe_error, is_cluster
 from ..errors import ConfigError, ConnectionUnavailable
 from ._envelope import _check_type, _encode, format_timestamp
@@ -156,6 +157,6 @@ async def _within(awaitable: Any, timeout: float) -> Any:
     import asyncio
 
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        return await bounded(awaitable, timeout)
     except asyncio.TimeoutError as exc:
         raise TimeoutError(f"no answer within {timeout:g}s") from exc

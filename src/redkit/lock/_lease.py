@@ -16,6 +16,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
+from .._bounded import bounded
 from ..connection import Client, request_bound
 from ..errors import LockLost, LockNotAcquired
 from ._common import (
@@ -27,7 +28,6 @@ from ._common import (
     Seconds,
     Task,
     backoff_delay,
-    bounded,
     cancel_count,
     check_cancelled,
     detail,

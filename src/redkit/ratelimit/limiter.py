@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.exceptions import MaxConnectionsError, RedisError
 
+from .._bounded import bounded
 from ..connection import Client, describe_error
 from ..errors import ConfigError, ConnectionUnavailable
 from ..keys import KeySpace, validate_key_part
@@ -336,9 +337,9 @@ class RateLimiter:
         try:
             if task is None and self.timeout is not None:
                 # Python 3.10: no cheap deadline (see _deadline.py); a
-                # wait_for per call keeps the limiter's timeout all the same.
+                # bounded() per call keeps the limiter's timeout all the same.
                 try:
-                    raw = await asyncio.wait_for(self._run(keys, args), self.timeout)
+                    raw = await bounded(self._run(keys, args), self.timeout)
                 except asyncio.TimeoutError:
                     return self._failed(key, plan, charge, TimeoutError())
             else:

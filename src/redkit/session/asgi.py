@@ -12,13 +12,13 @@ import base64
 import hashlib
 import hmac
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
+from .._bounded import bounded
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from .store import Session, SessionStore
 
@@ -36,7 +36,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 T = TypeVar("T")
-_HAS_TIMEOUT_CM = sys.version_info >= (3, 11)
 
 STATE_KEY = "redkit.session"
 _SIGN_CONTEXT = b"redkit.session.cookie\x00"
@@ -353,10 +352,7 @@ class SessionMiddleware:
         if self.timeout is None:
             return await operation
         try:
-            if _HAS_TIMEOUT_CM:  # Python 3.11+: a timer, no extra task
-                async with asyncio.timeout(self.timeout):  # type: ignore[attr-defined,unused-ignore]
-                    return await operation
-            return await asyncio.wait_for(operation, self.timeout)
+            return await bounded(operation, self.timeout)
         except asyncio.TimeoutError as exc:
             raise ConnectionUnavailable(
                 f"the session store did not answer within {self.timeout:g}s"
