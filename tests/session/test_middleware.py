@@ -450,10 +450,27 @@ async def test_paused_redis_gives_503_within_the_timeout(fresh_server: EmbeddedR
         await client.aclose()
 
 
-async def test_middleware_timeout_bounds_a_slow_store(fresh_server: EmbeddedRedis) -> None:
-    """A client with long socket timeouts does not hold the request: the
-    middleware's own timeout answers 503 first."""
-    client = await connect(settings_for(fresh_server, read_timeout=30, write_timeout=30))
+async def _connect_client(server: EmbeddedRedis) -> Client:
+    return await connect(settings_for(server, read_timeout=30, write_timeout=30))
+
+
+async def _plain_client(server: EmbeddedRedis) -> Client:
+    return Redis(host=server.host, port=server.port, socket_timeout=0.5)
+
+
+@pytest.mark.parametrize(
+    "make_client",
+    [_connect_client, _plain_client],
+    ids=["long-socket-timeouts", "plain-redis-py"],
+)
+async def test_middleware_timeout_bounds_a_slow_store(
+    fresh_server: EmbeddedRedis, make_client: Callable[[EmbeddedRedis], Any]
+) -> None:
+    """The middleware's own timeout answers 503 in time: when the client's
+    socket timeouts are long, and when they equal the middleware's and the
+    client sends a timed-out command again (redis-py's default client),
+    both timers firing together."""
+    client = await make_client(fresh_server)
     try:
         store = SessionStore(client)
         async with asgi_client(starlette_app(store, timeout=0.5)) as http:
@@ -465,26 +482,6 @@ async def test_middleware_timeout_bounds_a_slow_store(fresh_server: EmbeddedRedi
                 assert loop.time() - started < 5
     finally:
         await client.aclose()
-
-
-async def test_middleware_timeout_bounds_a_plain_redis_py_client(
-    fresh_server: EmbeddedRedis,
-) -> None:
-    """redis-py's default client sends a timed-out command again; with its
-    read timeout equal to the middleware's, both fire together, and the
-    answer is still a 503 in time."""
-    plain = Redis(host=fresh_server.host, port=fresh_server.port, socket_timeout=0.5)
-    try:
-        store = SessionStore(plain)
-        async with asgi_client(starlette_app(store, timeout=0.5)) as http:
-            value = cookie_value(await http.get("/put?a=1"))
-            with fresh_server.paused():
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                await _unavailable_checks(http, value)
-                assert loop.time() - started < 5
-    finally:
-        await plain.aclose()
 
 
 # -- FastAPI -----------------------------------------------------------------
