@@ -8,14 +8,23 @@ arbitrary code, and Redis contents are not trusted input.
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, overload
 
 import msgspec
 
-from .errors import SerializationError
+from .errors import ConfigError, SerializationError
 
-__all__ = ["Codec", "JsonCodec", "MsgpackCodec", "get_codec"]
+__all__ = [
+    "Codec",
+    "JsonCodec",
+    "MsgpackCodec",
+    "get_codec",
+    "guarded_decoder",
+    "strict_json_encoder",
+]
 
 T = TypeVar("T")
 
@@ -57,6 +66,81 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__qualname__", None) or repr(tp)
 
 
+# Exceptions msgspec raises for a value or bytes it cannot handle. A
+# RecursionError comes from nesting deeper than the interpreter's recursion
+# limit (about a thousand levels): bytes from outside the process can be
+# built that way on purpose, so it is a bad value like any other.
+_ENCODE_FAILURES = (TypeError, NotImplementedError, OverflowError, ValueError, RecursionError)
+_DECODE_FAILURES = (msgspec.DecodeError, ValueError, TypeError, NotImplementedError, RecursionError)
+
+
+def strict_json_encoder(
+    enc_hook: Callable[[Any], Any] | None = _enc_hook, what: str = "value"
+) -> Callable[[Any], bytes]:
+    """A JSON encode function that raises :class:`SerializationError` for
+    anything JSON cannot carry faithfully: unsupported types, nesting past
+    the recursion limit, and NaN or infinite floats (msgspec writes those as
+    ``null``, which would store a different value than the caller passed;
+    Go's encoder refuses them). Every JSON writer of redkit uses one."""
+    encode = msgspec.json.Encoder(enc_hook=enc_hook).encode
+
+    def encode_strict(value: Any) -> bytes:
+        try:
+            out = encode(value)
+        except RecursionError:
+            raise SerializationError(f"cannot encode {what} as JSON: nested too deeply") from None
+        except _ENCODE_FAILURES as exc:
+            raise SerializationError(
+                f"cannot encode {what} of type {type(value).__qualname__} as JSON: {exc}"
+            ) from exc
+        # A non-finite float comes out as null, so only output with a null
+        # in it can hide one; everything else skips the walk.
+        if b"null" in out and _holds_non_finite(value, enc_hook):
+            raise SerializationError(
+                f"cannot encode {what} as JSON: it holds NaN or an infinite float, "
+                "which JSON has no number for"
+            )
+        return out
+
+    return encode_strict
+
+
+def _holds_non_finite(value: Any, enc_hook: Callable[[Any], Any] | None) -> bool:
+    try:
+        plain = msgspec.to_builtins(value, enc_hook=enc_hook)
+    except _ENCODE_FAILURES:  # encoded fine just before; nothing better to say
+        return False
+    stack = [plain]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.values())
+            stack.extend(key for key in item if type(key) is float)
+    return False
+
+
+def guarded_decoder(decode: Callable[[bytes], T], what: str) -> Callable[[bytes], T]:
+    """``decode`` raising :class:`SerializationError` (naming ``what``) for
+    any bytes it cannot decode, nesting past the recursion limit included,
+    and never another exception."""
+
+    def decode_guarded(data: bytes) -> T:
+        try:
+            return decode(data)
+        except RecursionError:
+            raise SerializationError(f"{what} is nested too deeply to decode") from None
+        except _DECODE_FAILURES as exc:
+            raise SerializationError(f"{what} does not decode: {exc}") from exc
+
+    return decode_guarded
+
+
 class _BaseCodec:
     name = "base"
     _decode_error: type[Exception] = msgspec.DecodeError
@@ -89,7 +173,9 @@ class _BaseCodec:
             return self._decoder_for(type)(data)
         except SerializationError:
             raise
-        except (msgspec.DecodeError, ValueError, TypeError, NotImplementedError) as exc:
+        except RecursionError:
+            raise SerializationError("stored bytes are nested too deeply to decode") from None
+        except _DECODE_FAILURES as exc:
             raise SerializationError(
                 f"stored bytes do not decode as {_type_name(type) if type else self.name}: {exc}"
             ) from exc
@@ -103,19 +189,14 @@ class JsonCodec(_BaseCodec):
 
     def __init__(self) -> None:
         super().__init__()
-        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+        self._encode = strict_json_encoder(_enc_hook, "a value")
         self._decoders[None] = msgspec.json.Decoder().decode
 
     def _make_decoder(self, tp: Any) -> Any:
         return msgspec.json.Decoder(tp, dec_hook=_dec_hook)
 
     def encode(self, value: Any) -> bytes:
-        try:
-            return self._encoder.encode(value)
-        except (TypeError, NotImplementedError, OverflowError, ValueError) as exc:
-            raise SerializationError(
-                f"cannot encode a value of type {type(value).__qualname__} as JSON: {exc}"
-            ) from exc
+        return self._encode(value)
 
 
 class MsgpackCodec(_BaseCodec):
@@ -134,7 +215,11 @@ class MsgpackCodec(_BaseCodec):
     def encode(self, value: Any) -> bytes:
         try:
             return self._encoder.encode(value)
-        except (TypeError, NotImplementedError, OverflowError, ValueError) as exc:
+        except RecursionError:
+            raise SerializationError(
+                "cannot encode a value as msgpack: nested too deeply"
+            ) from None
+        except _ENCODE_FAILURES as exc:
             raise SerializationError(
                 f"cannot encode a value of type {type(value).__qualname__} as msgpack: {exc}"
             ) from exc
@@ -154,6 +239,6 @@ def get_codec(codec: str | Codec = "json") -> Codec:
         elif codec == "msgpack":
             found = MsgpackCodec()
         else:
-            raise ValueError(f"unknown codec {codec!r}: use 'json', 'msgpack' or a Codec object")
+            raise ConfigError(f"unknown codec {codec!r}: use 'json', 'msgpack' or a Codec object")
         _NAMED[codec] = found
     return found

@@ -4,28 +4,55 @@ tags for keys that one script or transaction touches together on a cluster."""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from .errors import ConfigError
+
 __all__ = ["KeySpace", "validate_key_part"]
 
 MAX_PART_LENGTH = 512
 _FORBIDDEN = frozenset(chr(c) for c in range(32)) | {"\x7f"}
 
 
-def validate_key_part(value: object, what: str = "key part", *, allow_braces: bool = True) -> str:
-    """Return ``value`` if it may stand in a key, else raise ``ValueError``
-    naming it: it must be a non-empty ``str`` of at most 512 characters with no
-    control characters; with ``allow_braces=False`` it may not contain ``{``
-    or ``}`` either (they would move a hash tag)."""
+def validate_key_part(
+    value: object, what: str = "key part", *, allow_braces: bool | Literal["tag"] = True
+) -> str:
+    """Return ``value`` if it may stand in a key, else raise
+    :class:`~redkit.errors.ConfigError` naming it: it must be a non-empty
+    ``str`` of at most 512 characters, encodable as UTF-8 (no lone
+    surrogates, which JSON can carry but Redis keys cannot), with no control
+    characters. With ``allow_braces=False`` it may not contain ``{`` or ``}``
+    (they would move a hash tag); with ``allow_braces="tag"`` braces may only
+    form one non-empty ``{tag}`` pair."""
     if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
+        raise ConfigError(f"{what} must be a string, got {type(value).__name__}")
     if not value:
-        raise ValueError(f"{what} must not be empty")
+        raise ConfigError(f"{what} must not be empty")
     if len(value) > MAX_PART_LENGTH:
-        raise ValueError(f"{what} is {len(value)} characters long; at most {MAX_PART_LENGTH}")
+        raise ConfigError(f"{what} is {len(value)} characters long; at most {MAX_PART_LENGTH}")
     if not _FORBIDDEN.isdisjoint(value):
-        raise ValueError(f"{what} contains a control character: {value[:80]!r}")
-    if not allow_braces and ("{" in value or "}" in value):
-        raise ValueError(f"{what} must not contain '{{' or '}}': {value[:80]!r}")
+        raise ConfigError(f"{what} contains a control character: {value[:80]!r}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"{what} is not valid Unicode text (a lone surrogate): {value[:80]!r}"
+            ) from None
+    if allow_braces is not True and ("{" in value or "}" in value):
+        if allow_braces is False:
+            raise ConfigError(f"{what} must not contain '{{' or '}}': {value[:80]!r}")
+        if not _is_one_tag(value):
+            raise ConfigError(
+                f"{what} may use braces only as one non-empty '{{tag}}' pair: {value[:80]!r}"
+            )
     return value
+
+
+def _is_one_tag(value: str) -> bool:
+    opening = value.find("{")
+    closing = value.find("}")
+    return value.count("{") == 1 and value.count("}") == 1 and opening < closing - 1
 
 
 class KeySpace:
@@ -53,7 +80,7 @@ class KeySpace:
     def key(self, *parts: str) -> str:
         """``prefix:part1:part2...``; every part is validated."""
         if not parts:
-            raise ValueError("a key needs at least one part after the prefix")
+            raise ConfigError("a key needs at least one part after the prefix")
         for part in parts:
             validate_key_part(part)
         return self._head + ":".join(parts)
@@ -84,7 +111,7 @@ class KeySpace:
         """``key`` without the prefix and its colon."""
         text = key.decode() if isinstance(key, bytes) else key
         if not text.startswith(self._head):
-            raise ValueError(f"{text!r} is not under prefix {self.prefix!r}")
+            raise ConfigError(f"{text!r} is not under prefix {self.prefix!r}")
         return text[len(self._head) :]
 
 

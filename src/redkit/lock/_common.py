@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import random
 import sys
 from datetime import timedelta
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
+from .. import _validate
 from ..connection import describe_error
 from ..errors import ConnectionUnavailable, LockError
 from ..keys import validate_key_part
@@ -53,34 +53,13 @@ def check_name(name: object, what: str = "lock name") -> str:
 
 def to_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
     """``value`` as positive (or, with ``allow_zero``, non-negative) finite
-    seconds, else ``ValueError`` naming it."""
-    kind = type(value)
-    if kind is float or kind is int:
-        seconds = float(value)  # type: ignore[arg-type]
-    elif isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
-    return seconds
-
-
-_MAX_TTL_MS = 2**48
+    seconds, else ``ConfigError`` naming it."""
+    return _validate.seconds(value, what, allow_zero=allow_zero)
 
 
 def to_ttl_ms(value: object) -> int:
     """A lease TTL in whole milliseconds (at least 1)."""
-    if type(value) is int and 0 < value <= _MAX_TTL_MS // 1000:
-        return value * 1000  # the common case, without the general checks
-    seconds = to_seconds(value, "ttl")
-    ms = math.ceil(seconds * 1000)
-    if ms > _MAX_TTL_MS:
-        raise ValueError(f"ttl is too large: {value!r}")
-    return ms
+    return _validate.ttl_ms(value, "ttl")
 
 
 def check_on_lost(value: object) -> None:
