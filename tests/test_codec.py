@@ -9,8 +9,14 @@ import msgspec
 import pydantic
 import pytest
 
-from redkit import SerializationError
-from redkit.codec import JsonCodec, MsgpackCodec, get_codec
+from redkit import ConfigError, SerializationError
+from redkit.codec import (
+    JsonCodec,
+    MsgpackCodec,
+    get_codec,
+    guarded_decoder,
+    strict_json_encoder,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "go"
 
@@ -82,7 +88,7 @@ def test_codec_lookup() -> None:
     assert get_codec("json") is get_codec("json")
     custom = MsgpackCodec()
     assert get_codec(custom) is custom
-    with pytest.raises(ValueError, match="pickle"):
+    with pytest.raises(ConfigError, match="pickle"):
         get_codec("pickle")
 
 
@@ -90,3 +96,82 @@ def test_go_session_record_decodes() -> None:
     raw = (FIXTURES / "session_record.json").read_bytes()
     record = get_codec("json").decode(raw)
     assert record["user_id"] == "42" and record["data"]["cart"] == [1, 2, 3]
+
+
+@dataclasses.dataclass
+class Scored:
+    note: str | None
+    score: float
+
+
+class ScoredModel(pydantic.BaseModel):
+    score: float
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        float("inf"),
+        {"price": float("-inf")},
+        [1, [2, {"x": float("nan")}]],
+        Scored(None, float("nan")),
+        ScoredModel(score=float("-inf")),
+    ],
+    ids=["nan", "inf", "nested-inf", "deep-nan", "dataclass", "pydantic"],
+)
+def test_json_refuses_non_finite_floats(value: object) -> None:
+    with pytest.raises(SerializationError, match="NaN or an infinite float"):
+        get_codec("json").encode(value)
+
+
+def test_json_keeps_null_beside_finite_floats() -> None:
+    assert get_codec("json").encode({"a": None, "b": 1.5, "c": "null"}) == (
+        b'{"a":null,"b":1.5,"c":"null"}'
+    )
+
+
+def test_msgpack_keeps_non_finite_floats() -> None:
+    # msgpack has NaN and infinities; only JSON would store something else.
+    codec = get_codec("msgpack")
+    assert codec.decode(codec.encode(float("inf"))) == float("inf")
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_deep_nesting_is_a_serialization_error(name: str) -> None:
+    codec = get_codec(name)
+    with pytest.raises(SerializationError, match="nested too deeply"):
+        codec.encode(_nested(5000))
+    deep = msgspec.json.encode(_nested(900)) if name == "json" else None
+    if deep is not None:  # decodable depth: still a value
+        assert codec.decode(deep) == _nested(900)
+    raw = b"[" * 100_000 + b"]" * 100_000 if name == "json" else b"\x91" * 100_000 + b"\x90"
+    with pytest.raises(SerializationError, match="nested too deeply"):
+        codec.decode(raw)
+
+
+def test_guarded_decoder_maps_every_failure() -> None:
+    typed = guarded_decoder(msgspec.json.Decoder(UserDC).decode, "user record")
+    with pytest.raises(SerializationError, match="user record does not decode"):
+        typed(b'{"id": "x"}')
+    decode = guarded_decoder(msgspec.json.Decoder().decode, "user record")
+    with pytest.raises(SerializationError, match="user record is nested too deeply"):
+        decode(b"[" * 100_000)
+    with pytest.raises(SerializationError):
+        decode(b"\xff\xfe")
+
+
+def test_strict_encoder_names_what_it_encodes() -> None:
+    encode = strict_json_encoder(None, "an event payload")
+    assert encode({"a": 1}) == b'{"a":1}'
+    with pytest.raises(SerializationError, match="an event payload"):
+        encode({"a": float("nan")})
+    with pytest.raises(SerializationError, match="an event payload"):
+        encode(object())

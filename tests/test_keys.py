@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from redkit import KeySpace
+from redkit import ConfigError, KeySpace
 from redkit.keys import escape_glob, validate_key_part
 
 
@@ -35,7 +35,7 @@ def test_hash_tags_keep_related_keys_in_one_slot() -> None:
     ],
 )
 def test_bad_parts_are_rejected(part: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         KeySpace().key("user", part)  # type: ignore[arg-type]
 
 
@@ -59,3 +59,31 @@ def test_owns_and_relative() -> None:
     assert ks.relative("app:user:1") == "user:1"
     with pytest.raises(ValueError, match="not under prefix"):
         ks.relative("other:user:1")
+
+
+@pytest.mark.parametrize("part", ["\ud800", "user-\udfff", "\udc80abc"])
+def test_lone_surrogates_are_refused(part: str) -> None:
+    # JSON can carry "\ud800"; as a key part it would fail only later, when
+    # redis-py encodes the command, far from the caller.
+    with pytest.raises(ConfigError, match="lone surrogate"):
+        validate_key_part(part, "user id")
+
+
+def test_non_ascii_text_is_a_key_part() -> None:
+    assert validate_key_part("zoë-日本-🙂") == "zoë-日本-🙂"
+
+
+@pytest.mark.parametrize("part", ["{user}:42", "user:{42}", "a{b}c"])
+def test_tag_mode_takes_one_brace_pair(part: str) -> None:
+    assert validate_key_part(part, "cache key", allow_braces="tag") == part
+
+
+@pytest.mark.parametrize("part", ["a{b", "a}b", "a{b}c}", "{a}{b}", "x{}y", "}a{", "{{a}}"])
+def test_tag_mode_refuses_stray_braces(part: str) -> None:
+    with pytest.raises(ConfigError, match="one non-empty"):
+        validate_key_part(part, "cache key", allow_braces="tag")
+
+
+def test_no_brace_mode_refuses_any_brace() -> None:
+    with pytest.raises(ConfigError, match="must not contain"):
+        validate_key_part("{a}", "lock name", allow_braces=False)
