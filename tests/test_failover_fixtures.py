@@ -81,7 +81,9 @@ async def test_replicated_cluster_moves_a_slot(
         await fresh.aclose()
 
 
-async def test_a_killed_primary_comes_back_as_a_replica(sentinel_group: EmbeddedSentinelGroup) -> None:
+async def test_a_killed_primary_comes_back_as_a_replica(
+    sentinel_group: EmbeddedSentinelGroup,
+) -> None:
     old = sentinel_group.primary()
     new = sentinel_group.kill_primary()
     assert sentinel_group.revive(old) is old
