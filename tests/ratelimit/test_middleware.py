@@ -564,6 +564,68 @@ async def test_real_uvicorn_server_on_loopback(client):
         await asyncio.wait_for(task, 10)
 
 
+HOSTILE_VALUES = [
+    b"for=",
+    b'for="',
+    b'for="[2001:db8::1',
+    b"for=_hidden, for=unknown",
+    b'for="\\"x\\", for=1.1.1.1',
+    b"fe80::1%eth0, [::1]:99999999999999999999",
+    b"\xff\xfe\x80 \t\x7f",
+    b"9" * 4000,
+    b", ".join([b"10.0.0.1"] * 1500),
+    b",".join([b"for=127.0.0.1"] * 1500),
+    b';;;===,,,"""',
+]
+
+
+@pytest.mark.parametrize("proxy_header", ["x-forwarded-for", "forwarded"])
+async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, proxy_header):
+    import uvicorn
+
+    limiter = RateLimiter(client)
+    app = starlette_app(
+        limiter,
+        [RateLimitRule("/*", "1000/minute")],
+        trusted_proxies=["127.0.0.1"],
+        proxy_header=proxy_header,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start within 5 s"
+        statuses = []
+        for value in HOSTILE_VALUES:
+            for name in (b"X-Forwarded-For", b"Forwarded"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    b"GET /api/items HTTP/1.1\r\nHost: testserver\r\n"
+                    + name
+                    + b": "
+                    + value
+                    + b"\r\n"
+                    + name
+                    + b": 203.0.113.1, for=203.0.113.1\r\n"
+                    + b"Connection: close\r\n\r\n"
+                )
+                await writer.drain()
+                status_line = await asyncio.wait_for(reader.readline(), 10)
+                writer.close()
+                await writer.wait_closed()
+                statuses.append(status_line.split(b" ")[1])
+        assert set(statuses) == {b"200"}, statuses
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
 async def test_a_rule_whose_key_is_none_gives_way_to_the_next(client):
     limiter = RateLimiter(client)
 
