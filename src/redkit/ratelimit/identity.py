@@ -203,7 +203,9 @@ def client_ip(
     reported it, so what a client writes to the left of its own address is
     never used. Never raises for anything a client sent.
     """
-    return _resolve(scope, trusted_proxies, check_proxy_header(proxy_header))
+    if proxy_header not in PROXY_HEADERS:
+        proxy_header = check_proxy_header(proxy_header)
+    return _resolve(scope, trusted_proxies, proxy_header)
 
 
 def _resolve(
