@@ -92,6 +92,8 @@ def test_str_round_trips():
         assert str(Rate.parse(text)) == text
         assert Rate.parse(str(Rate.parse(text))) == Rate.parse(text)
     assert str(Rate(5, 0.25)) == "5 per 250 ms"
+    assert str(Rate(1, 1_000_000)) == "1 per 1000000 seconds"  # not 1e+06
+    assert Rate.parse(str(Rate(1, 1_000_000))) == Rate(1, 1_000_000)
     assert str(Rate(5, 60, burst=2)) == "5/minute (burst 2)"
 
 

@@ -123,7 +123,8 @@ class Rate:
                 text = f"{self.limit}/{name}"
                 break
             if self.period % seconds == 0:
-                text = f"{self.limit} per {self.period / seconds:g} {name}s"
+                # a whole count: not :g, which turns 1000000 into 1e+06
+                text = f"{self.limit} per {round(self.period / seconds)} {name}s"
                 break
         else:
             text = f"{self.limit} per {self.period_ms} ms"
