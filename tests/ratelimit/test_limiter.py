@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from datetime import timedelta
 
 import pytest
 
@@ -232,18 +233,22 @@ def test_rejects_bad_configuration(redis_server):
     client = Redis(host=redis_server.host, port=redis_server.port)
     with pytest.raises(ConfigError, match="leaky"):
         RateLimiter(client, algorithm="leaky")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="timeout"):
-        RateLimiter(client, timeout=0)
-    with pytest.raises(ValueError, match="prefix"):
+    with pytest.raises(ConfigError, match=r"unknown rate-limit algorithm \['gcra'\]"):
+        RateLimiter(client, algorithm=["gcra"])  # type: ignore[arg-type]
+    for timeout in (0, -1, float("inf"), float("nan"), 1e300, 10**400, True, "1"):
+        with pytest.raises(ConfigError, match="rate limiter timeout"):
+            RateLimiter(client, timeout=timeout)  # type: ignore[arg-type]
+    assert RateLimiter(client, timeout=timedelta(milliseconds=250)).timeout == 0.25
+    with pytest.raises(ConfigError, match="prefix"):
         RateLimiter(client, prefix="a{b")
-    with pytest.raises(ValueError, match="prefix"):
+    with pytest.raises(ConfigError, match="prefix"):
         RateLimiter(client, prefix="")
 
 
 @pytest.mark.parametrize("cost", [0, -1, 1.5, True, "2", None])
 async def test_bad_cost_raises_and_changes_nothing(client, cost):
     limiter = RateLimiter(client)
-    with pytest.raises(ValueError, match="cost"):
+    with pytest.raises(ConfigError, match="cost"):
         await limiter.hit("k", "5/minute", cost=cost)
     with pytest.raises(ConfigError, match=re_escape(repr(cost))):
         await limiter.peek("k", "5/minute", cost=cost)
@@ -251,14 +256,24 @@ async def test_bad_cost_raises_and_changes_nothing(client, cost):
 
 
 @pytest.mark.parametrize(
-    "key", ["", "a{b}", "x" * 600, "line\nbreak", "nul\x00", 42, None, b"bytes"]
+    "key", ["", "a{b}", "x" * 600, "line\nbreak", "nul\x00", "\ud800", 42, None, b"bytes"]
 )
 async def test_absurd_keys_raise_and_change_nothing(client, key):
     limiter = RateLimiter(client)
-    with pytest.raises(ValueError, match="rate-limit key"):
+    with pytest.raises(ConfigError, match="rate-limit key"):
         await limiter.hit(key, "5/minute")
-    with pytest.raises(ValueError, match="rate-limit key"):
+    with pytest.raises(ConfigError, match="rate-limit key"):
+        await limiter.peek(key, "5/minute")
+    with pytest.raises(ConfigError, match="rate-limit key"):
         await limiter.reset(key)
+    assert [k async for k in client.scan_iter(match="app:*")] == []
+
+
+@pytest.mark.parametrize("name", ["a|b", "\ud800", "nl\n", ["x"], 42])
+async def test_bad_names_raise_before_redis_is_asked(client, name):
+    limiter = RateLimiter(client)
+    with pytest.raises(ConfigError, match="rate-limit name"):
+        await limiter.hit("k", "5/minute", name=name)
     assert [k async for k in client.scan_iter(match="app:*")] == []
 
 

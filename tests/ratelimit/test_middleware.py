@@ -211,6 +211,8 @@ async def test_trusted_proxy_uses_the_rightmost_untrusted_address(client):
         # another client behind the same proxy has its own allowance
         h = {"x-forwarded-for": "198.51.100.8"}
         assert (await web.get("/api/items", headers=h)).status_code == 200
+        # Forwarded is not the header named (X-Forwarded-For is, by default):
+        # the proxy itself is the client
         h = {"forwarded": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.2'}
         assert (await web.get("/api/items", headers=h)).status_code == 200
         assert (await web.get("/api/items", headers=h)).status_code == 429
@@ -221,11 +223,111 @@ async def test_trusted_proxy_uses_the_rightmost_untrusted_address(client):
     assert seen == {
         "198.51.100.7": 0,
         "198.51.100.8": 0,
-        "2001:db8::1": 0,
+        "2001:db8::1": 1,
         "6.6.6.6": 1,
         "7.7.7.7": 1,
-        "10.1.2.3": 1,
+        "10.1.2.3": 0,
     }
+
+
+async def test_client_sent_forwarded_cannot_choose_the_identity_behind_an_xff_proxy(client):
+    # nginx, HAProxy and cloud load balancers append X-Forwarded-For and pass
+    # a client's Forwarded header through untouched
+    limiter = RateLimiter(client)
+    rules = [RateLimitRule("/auth/*", "3/minute")]
+    app = starlette_app(limiter, rules, trusted_proxies=["10.0.0.0/8"])
+    async with http(app, peer=("10.1.2.3", 5000)) as web:
+        statuses = []
+        for i in range(6):
+            h = {"forwarded": f"for=1.2.3.{i}", "x-forwarded-for": f"6.6.6.{i}, 198.51.100.20"}
+            statuses.append((await web.post("/auth/login", headers=h)).status_code)
+        assert statuses == [200, 200, 200, 429, 429, 429]
+    assert (await limiter.peek("ip:198.51.100.20", "3/minute", name="/auth/*")).remaining == 0
+    for i in range(6):
+        for spoofed in (f"1.2.3.{i}", f"6.6.6.{i}"):
+            peek = await limiter.peek(f"ip:{spoofed}", "3/minute", name="/auth/*")
+            assert peek.remaining == 3
+
+
+async def test_forwarded_opted_in_ignores_x_forwarded_for(client):
+    limiter = RateLimiter(client)
+    rules = [RateLimitRule("/auth/*", "2/minute")]
+    app = starlette_app(limiter, rules, trusted_proxies=["10.0.0.0/8"], proxy_header="forwarded")
+    async with http(app, peer=("10.1.2.3", 5000)) as web:
+        statuses = []
+        for i in range(4):
+            h = {
+                "forwarded": f"for=6.6.6.{i}, for=198.51.100.21;proto=https",
+                "x-forwarded-for": f"7.7.7.{i}",
+            }
+            statuses.append((await web.post("/auth/login", headers=h)).status_code)
+        assert statuses == [200, 200, 429, 429]
+        # X-Forwarded-For alone: not this deployment's header, so the proxy itself
+        h = {"x-forwarded-for": "198.51.100.22"}
+        assert (await web.post("/auth/login", headers=h)).status_code == 200
+    assert (await limiter.peek("ip:198.51.100.21", "2/minute", name="/auth/*")).remaining == 0
+    assert (await limiter.peek("ip:10.1.2.3", "2/minute", name="/auth/*")).remaining == 1
+    for ip in ("198.51.100.22", *(f"7.7.7.{i}" for i in range(4))):
+        assert (await limiter.peek(f"ip:{ip}", "2/minute", name="/auth/*")).remaining == 2
+
+
+async def test_depends_reads_only_the_named_proxy_header(client):
+    limiter = RateLimiter(client)
+    app = FastAPI()
+    default = limiter.depends("1/minute", name="xff", trusted_proxies=["10.0.0.0/8"])
+    opted = limiter.depends(
+        "1/minute", name="fwd", trusted_proxies=["10.0.0.0/8"], proxy_header="forwarded"
+    )
+
+    @app.get("/xff")
+    async def xff(_: Annotated[Decision, Depends(default)]) -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/fwd")
+    async def fwd(_: Annotated[Decision, Depends(opted)]) -> dict[str, bool]:
+        return {"ok": True}
+
+    async with http(app, peer=("10.1.2.3", 5000)) as web:
+        for path in ("/xff", "/fwd"):
+            statuses = []
+            for i in range(3):
+                h = {
+                    "forwarded": f"for=6.6.6.{i}, for=198.51.100.30",
+                    "x-forwarded-for": f"7.7.7.{i}, 198.51.100.31",
+                }
+                statuses.append((await web.get(path, headers=h)).status_code)
+            assert statuses == [200, 429, 429], path
+    assert (await limiter.peek("ip:198.51.100.31", "1/minute", name="xff")).remaining == 0
+    assert (await limiter.peek("ip:198.51.100.30", "1/minute", name="fwd")).remaining == 0
+    with pytest.raises(ConfigError, match="proxy_header"):
+        limiter.depends("1/minute", proxy_header="x-real-ip")  # type: ignore[arg-type]
+
+
+class SetJsonUser:
+    """Test middleware: the X-User-Json header, a JSON string, becomes
+    request.state.user_id (JSON can carry a lone surrogate: "\\ud800")."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"x-user-json":
+                    scope.setdefault("state", {})["user_id"] = json.loads(value)
+        await self.app(scope, receive, send)
+
+
+async def test_a_user_id_with_a_lone_surrogate_gets_its_own_allowance(client):
+    limiter = RateLimiter(client)
+    inner = starlette_app(limiter, [RateLimitRule("/*", "2/minute", key=by_user_or_ip)])
+    async with http(SetJsonUser(inner)) as web:
+        lone = {"x-user-json": '"\\ud800"'}
+        other = {"x-user-json": '"\\udfff"'}
+        statuses = [(await web.get("/api/items", headers=lone)).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        assert (await web.get("/api/items", headers=other)).status_code == 200
+        assert (await web.get("/api/items")).status_code == 200  # the IP is untouched
 
 
 async def test_presets_have_the_go_service_numbers(client):
@@ -324,6 +426,8 @@ async def test_depends_checks_its_configuration_up_front(client):
         limiter.depends("3/minute", cost=4)
     with pytest.raises(ConfigError, match="proxy"):
         limiter.depends("3/minute", trusted_proxies=["nonsense"])
+    with pytest.raises(ConfigError, match="key must be a function"):
+        limiter.depends("3/minute", key="user")  # type: ignore[arg-type]
 
 
 async def test_fail_open_and_fail_closed_in_http(fresh_server):
@@ -373,6 +477,21 @@ def test_bad_middleware_configuration_fails_at_construction(redis_server):
         RateLimitMiddleware(ok, limiter=limiter, rules=[])
     with pytest.raises(ConfigError, match="unique"):
         RateLimitMiddleware(ok, limiter=limiter, rules=[rule, RateLimitRule("/*", "2/minute")])
+    with pytest.raises(ConfigError, match="rules"):
+        RateLimitMiddleware(ok, limiter=limiter, rules=rule)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="trusted proxies"):
+        RateLimitMiddleware(ok, limiter=limiter, rules=[rule], trusted_proxies=10)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="exempt paths"):
+        RateLimitMiddleware(ok, limiter=limiter, rules=[rule], exempt_paths=5)  # type: ignore[arg-type]
+    for header in ("x-real-ip", "", None, b"forwarded"):
+        with pytest.raises(ConfigError, match="proxy_header"):
+            RateLimitMiddleware(ok, limiter=limiter, rules=[rule], proxy_header=header)  # type: ignore[arg-type]
+    assert (
+        RateLimitMiddleware(
+            ok, limiter=limiter, rules=[rule], proxy_header="Forwarded"
+        ).proxy_header
+        == "forwarded"
+    )
     gcra = RateLimiter(Redis(host=redis_server.host, port=redis_server.port), algorithm="gcra")
     from redkit.ratelimit import Rate
 
@@ -394,6 +513,8 @@ def test_bad_middleware_configuration_fails_at_construction(redis_server):
         (("/x", "5/minute", "not callable"), {}, "key"),
         (("/x", "5/minute"), {"name": ""}, "name"),
         (("/x", []), {}, "empty"),
+        (("/x", "5/minute"), {"methods": 3}, "methods"),
+        (("/x", "5/minute"), {"methods": [None]}, "methods"),
     ],
 )
 def test_bad_rules_fail_at_construction(args, kwargs, fragment):
@@ -438,6 +559,68 @@ async def test_real_uvicorn_server_on_loopback(client):
         # the peer was 127.0.0.1 and the spoofed header counted for nothing
         assert (await limiter.peek("ip:127.0.0.1", "2/minute", name="/*")).remaining == 0
         assert (await limiter.peek("ip:9.9.9.9", "2/minute", name="/*")).remaining == 2
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+HOSTILE_VALUES = [
+    b"for=",
+    b'for="',
+    b'for="[2001:db8::1',
+    b"for=_hidden, for=unknown",
+    b'for="\\"x\\", for=1.1.1.1',
+    b"fe80::1%eth0, [::1]:99999999999999999999",
+    b"\xff\xfe\x80 \t\x7f",
+    b"9" * 4000,
+    b", ".join([b"10.0.0.1"] * 1500),
+    b",".join([b"for=127.0.0.1"] * 1500),
+    b';;;===,,,"""',
+]
+
+
+@pytest.mark.parametrize("proxy_header", ["x-forwarded-for", "forwarded"])
+async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, proxy_header):
+    import uvicorn
+
+    limiter = RateLimiter(client)
+    app = starlette_app(
+        limiter,
+        [RateLimitRule("/*", "1000/minute")],
+        trusted_proxies=["127.0.0.1"],
+        proxy_header=proxy_header,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start within 5 s"
+        statuses = []
+        for value in HOSTILE_VALUES:
+            for name in (b"X-Forwarded-For", b"Forwarded"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    b"GET /api/items HTTP/1.1\r\nHost: testserver\r\n"
+                    + name
+                    + b": "
+                    + value
+                    + b"\r\n"
+                    + name
+                    + b": 203.0.113.1, for=203.0.113.1\r\n"
+                    + b"Connection: close\r\n\r\n"
+                )
+                await writer.drain()
+                status_line = await asyncio.wait_for(reader.readline(), 10)
+                writer.close()
+                await writer.wait_closed()
+                statuses.append(status_line.split(b" ")[1])
+        assert set(statuses) == {b"200"}, statuses
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from ..errors import ConnectionUnavailable
 from .headers import rate_limit_headers, seconds_up
-from .identity import KeyFunc, Network, RequestInfo, client_ip, safe_key
+from .identity import KeyFunc, Network, ProxyHeader, RequestInfo, _resolve, safe_key
 from .limiter import Decision, RateLimiter, _Plan
 
 
@@ -20,13 +20,14 @@ def make_dependency(
     plan: _Plan,
     key: KeyFunc,
     trusted: tuple[Network, ...],
+    proxy_header: ProxyHeader,
     *,
     headers: bool,
     classic_headers: bool,
 ) -> Callable[..., Awaitable[Decision]]:
     async def rate_limit(request: Request, response: Response) -> Decision:
         scope = request.scope
-        client_key = key(RequestInfo(scope, client_ip(scope, trusted)))
+        client_key = key(RequestInfo(scope, _resolve(scope, trusted, proxy_header)))
         if client_key is None:
             return Decision(
                 True, plan.rates[0].limit, plan.rates[0].limit, 0.0, None, plan.rates[0]

@@ -12,10 +12,12 @@ from ..errors import ConfigError, ConnectionUnavailable
 from .headers import RATE_LIMITED_BODY_CODE, rate_limit_headers, rejection_body, seconds_up
 from .identity import (
     KeyFunc,
+    ProxyHeader,
     RequestInfo,
+    _resolve,
     by_client_ip,
     by_user_or_ip,
-    client_ip,
+    check_proxy_header,
     parse_networks,
     safe_key,
 )
@@ -116,7 +118,10 @@ class RateLimitRule:
 def _strings(values: Iterable[str], what: str) -> list[str]:
     if isinstance(values, str):
         values = [values]
-    out = list(values)
+    try:
+        out = list(values)
+    except TypeError:
+        raise ConfigError(f"{what} must be a list of strings, got {values!r}") from None
     for v in out:
         if not isinstance(v, str) or not v:
             raise ConfigError(f"{what} must be non-empty strings, got {v!r}")
@@ -150,6 +155,7 @@ class RateLimitMiddleware:
         rules: Sequence[RateLimitRule],
         match: Literal["first", "all"] = "first",
         trusted_proxies: Iterable[str] = (),
+        proxy_header: ProxyHeader = "x-forwarded-for",
         exempt_paths: Iterable[str] = (),
         exempt_methods: Iterable[str] = (),
         headers: bool = True,
@@ -157,7 +163,12 @@ class RateLimitMiddleware:
     ) -> None:
         if not isinstance(limiter, RateLimiter):
             raise ConfigError(f"limiter must be a RateLimiter, got {limiter!r}")
-        rules = list(rules)
+        try:
+            rules = list(rules)
+        except TypeError:
+            raise ConfigError(
+                f"rules must be a non-empty list of RateLimitRule, got {rules!r}"
+            ) from None
         if not rules or not all(isinstance(r, RateLimitRule) for r in rules):
             raise ConfigError(f"rules must be a non-empty list of RateLimitRule, got {rules!r}")
         if match not in ("first", "all"):
@@ -167,6 +178,7 @@ class RateLimitMiddleware:
         self.rules = rules
         self.match_all = match == "all"
         self.trusted = parse_networks(trusted_proxies)
+        self.proxy_header: ProxyHeader = check_proxy_header(proxy_header)
         self.exempt_paths = [
             _compile(p, "exempt path") for p in _strings(exempt_paths, "exempt paths")
         ]
@@ -196,7 +208,7 @@ class RateLimitMiddleware:
         if not rules:
             await self.app(scope, receive, send)
             return
-        info = RequestInfo(scope, client_ip(scope, self.trusted))
+        info = RequestInfo(scope, _resolve(scope, self.trusted, self.proxy_header))
         groups: dict[str, list[_Plan]] = {}
         for rule in rules:
             key = rule.key(info)

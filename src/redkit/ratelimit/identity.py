@@ -1,5 +1,5 @@
-"""Who is asking: the client IP (proxy headers only from trusted proxies) and
-the key functions that turn a request into a rate-limit key."""
+"""Who is asking: the client IP (a proxy header only from trusted proxies)
+and the key functions that turn a request into a rate-limit key."""
 
 from __future__ import annotations
 
@@ -7,17 +7,21 @@ import dataclasses
 import functools
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..keys import validate_key_part
 
 __all__ = [
+    "PROXY_HEADERS",
     "KeyFunc",
+    "ProxyHeader",
     "RequestInfo",
     "by_client_ip",
     "by_user_or_ip",
+    "check_proxy_header",
     "client_ip",
     "parse_networks",
     "safe_key",
@@ -25,6 +29,19 @@ __all__ = [
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Scope = MutableMapping[str, Any]
+
+ProxyHeader = Literal["x-forwarded-for", "forwarded"]
+"""The header a deployment's trusted proxies append the client address to."""
+PROXY_HEADERS: tuple[ProxyHeader, ...] = ("x-forwarded-for", "forwarded")
+
+# The longest hop that can be an address: a full IPv6 address with an
+# embedded IPv4 part, a zone, brackets and a port. Anything longer is
+# malformed, and is neither parsed nor cached (a client could otherwise fill
+# the cache with 16 KB strings).
+_MAX_HOP = 96
+_MAX_CACHED_ELEMENT = 256
+_PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")  # RFC 7239 port or obfuscated port
+_OWS = " \t"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +62,14 @@ class RequestInfo:
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name`` (case-insensitive), or ``None``."""
-        wanted = name.lower().encode("latin-1")
+        try:
+            wanted = name.lower().encode("latin-1")
+        except (AttributeError, UnicodeEncodeError):
+            return None  # no header can have that name
         found = None
         for raw_name, value in self.scope.get("headers", ()):
-            if raw_name.lower() == wanted:
-                found = value.decode("latin-1")
+            if isinstance(raw_name, bytes) and raw_name.lower() == wanted:
+                found = _latin1(value)
         return found
 
 
@@ -72,29 +92,60 @@ def by_user_or_ip(request: RequestInfo) -> str:
     ``request.state.user_id`` (``scope["state"]["user_id"]``) if an earlier
     middleware or dependency set it.
     """
-    scope = request.scope
-    user = scope.get("user")
-    if user is not None and getattr(user, "is_authenticated", False):
-        identity = getattr(user, "identity", None) or getattr(user, "display_name", None)
-        if identity:
-            return f"user:{identity}"
-    state = scope.get("state")
-    if isinstance(state, Mapping):
-        user_id = state.get("user_id")
-        if user_id is not None and user_id != "":
-            return f"user:{user_id}"
-    return by_client_ip(request)
+    user_id = _user_id(request.scope)
+    return by_client_ip(request) if user_id is None else f"user:{user_id}"
 
 
-def safe_key(key: str) -> str:
-    """``key`` if it is usable as a rate-limit key, else a digest of it, so
-    that odd user ids or header values still get their own allowance rather
-    than an error."""
+def _user_id(scope: Scope) -> str | None:
+    # Whatever the user object or state holds, the answer is an id or None:
+    # Starlette's BaseUser raises NotImplementedError from the properties a
+    # subclass left out, and an id's __str__ is someone else's code.
+    try:
+        user = scope.get("user")
+        if user is not None and _attribute(user, "is_authenticated"):
+            identity = _attribute(user, "identity") or _attribute(user, "display_name")
+            if identity:
+                return str(identity)
+    except Exception:
+        pass
+    try:
+        state = scope.get("state")
+        if isinstance(state, Mapping):
+            user_id = state.get("user_id")
+            if user_id is not None and user_id != "":
+                return str(user_id)
+    except Exception:
+        pass
+    return None
+
+
+def _attribute(obj: object, name: str) -> Any:
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # a property that raises is one that is not there
+        return None
+
+
+def safe_key(key: object) -> str:
+    """``key`` if it is usable as a rate-limit key, else a digest of it
+    (``"sha256:<hex>"``), so that odd user ids or header values (braces,
+    control characters, lone surrogates, over-long text, not a string at
+    all) still get their own allowance rather than an error."""
     try:
         return validate_key_part(key, "rate-limit key", allow_braces=False)
-    except ValueError:
-        text = key if isinstance(key, str) else repr(key)
-        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    except ConfigError:
+        pass
+    if isinstance(key, str):
+        # surrogatepass: a lone surrogate has no UTF-8 form, but this one is
+        # still distinct from every real text's
+        data = key.encode("utf-8", "surrogatepass")
+    else:
+        try:
+            text = repr(key)
+        except Exception:
+            text = ""
+        data = f"{type(key).__qualname__}:{text}".encode("utf-8", "surrogatepass")
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def parse_networks(values: Iterable[str] | str) -> tuple[Network, ...]:
@@ -102,83 +153,168 @@ def parse_networks(values: Iterable[str] | str) -> tuple[Network, ...]:
     naming an entry that is not an address or CIDR block."""
     if isinstance(values, str):
         values = [values]
+    try:
+        items = list(values)
+    except TypeError:
+        raise ConfigError(
+            f"trusted proxies must be a list of addresses or CIDR blocks, got {_show(values)}"
+        ) from None
     networks = []
-    for value in values:
+    for value in items:
         try:
             networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
         except ValueError:
             raise ConfigError(
-                f"trusted proxy {value!r} is not an IP address or CIDR block"
+                f"trusted proxy {_show(value)} is not an IP address or CIDR block"
             ) from None
     return tuple(networks)
 
 
-def client_ip(scope: Mapping[str, Any], trusted_proxies: tuple[Network, ...] = ()) -> str | None:
+def check_proxy_header(value: object) -> ProxyHeader:
+    """``value`` as one of :data:`PROXY_HEADERS` (any case); else
+    :class:`ConfigError` naming it."""
+    if isinstance(value, str):
+        name = value.strip().lower()
+        for known in PROXY_HEADERS:
+            if name == known:
+                return known
+    raise ConfigError(
+        "proxy_header must be 'x-forwarded-for' or 'forwarded' (the header your "
+        f"trusted proxies append the client address to), got {_show(value)}"
+    )
+
+
+def client_ip(
+    scope: Mapping[str, Any],
+    trusted_proxies: tuple[Network, ...] = (),
+    *,
+    proxy_header: ProxyHeader = "x-forwarded-for",
+) -> str | None:
     """The client's IP address for an ASGI ``scope``.
 
     Without trusted proxies, or when the peer is not one of them, it is the
     peer address from the scope and proxy headers are ignored. When the peer
-    is a trusted proxy, the chain in ``Forwarded`` (if present) or
-    ``X-Forwarded-For`` is walked from the right and the first address that
-    is not a trusted proxy is the client; if every hop is trusted, the
-    leftmost one. A hop that is not an IP address (``unknown``, an
-    obfuscated name) ends the walk at the trusted proxy that reported it.
+    is a trusted proxy, only ``proxy_header`` is read (``"x-forwarded-for"``
+    or ``"forwarded"``; the other is ignored, whatever it says), its lines
+    joined in order. Its hops are walked from the right, skipping trusted
+    proxies, and the first untrusted address is the client; if every hop
+    is trusted, the leftmost one. A hop that is not an address (``unknown``,
+    an obfuscated name, garbage) ends the walk at the trusted proxy that
+    reported it, so what a client writes to the left of its own address is
+    never used. Never raises for anything a client sent.
     """
-    client = scope.get("client")
-    peer = _normalise(client[0]) if client else None
-    if peer is None or not trusted_proxies or not _trusted(peer, trusted_proxies):
+    if proxy_header not in PROXY_HEADERS:
+        proxy_header = check_proxy_header(proxy_header)
+    return _resolve(scope, trusted_proxies, proxy_header)
+
+
+def _resolve(
+    scope: Mapping[str, Any], trusted: tuple[Network, ...], header: ProxyHeader
+) -> str | None:
+    peer = _peer(scope.get("client"))
+    if peer is None or not trusted or not _trusted(peer, trusted):
         return peer
-    forwarded: list[str] = []
-    x_forwarded: list[str] = []
-    for raw_name, value in scope.get("headers", ()):
-        name = raw_name.lower()
-        if name == b"forwarded":
-            forwarded.append(value.decode("latin-1"))
-        elif name == b"x-forwarded-for":
-            x_forwarded.append(value.decode("latin-1"))
-    if forwarded:
-        hops = _forwarded_for(",".join(forwarded))
-    elif x_forwarded:
-        hops = [h.strip() for h in ",".join(x_forwarded).split(",")]
-    else:
+    wanted = b"forwarded" if header == "forwarded" else b"x-forwarded-for"
+    lines = []
+    try:
+        for raw_name, value in scope.get("headers", ()):
+            if isinstance(raw_name, bytes) and raw_name.lower() == wanted:
+                lines.append(_latin1(value))
+    except (TypeError, ValueError):  # not a list of pairs: the server's bug, not a hop
         return peer
+    if not lines:
+        return peer
+    parse = _forwarded_for if header == "forwarded" else _hop
     current = peer
-    for hop in reversed(hops):
-        address = _normalise(hop)
+    # Split on every comma, quotes or not: the elements a proxy appends have
+    # no comma inside, so nothing a client wrote further left (an unclosed
+    # quote, say) can change how they are read.
+    for hop in reversed(",".join(lines).split(",")):
+        address = parse(hop)
         if address is None:
             return current
-        current = address
-        if not _trusted(address, trusted_proxies):
+        if not _trusted(address, trusted):
             return address
+        current = address
     return current
 
 
-def _forwarded_for(value: str) -> list[str]:
-    hops = []
-    for element in value.split(","):
-        for pair in element.split(";"):
-            name, _, raw = pair.partition("=")
-            if name.strip().lower() == "for":
-                hops.append(raw.strip().strip('"'))
-                break
-        else:
-            hops.append("")
-    return hops
+def _latin1(value: object) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("latin-1")
+    if isinstance(value, str):
+        return value
+    return ""  # unreadable: an empty hop, which ends the walk
+
+
+def _peer(client: object) -> str | None:
+    if isinstance(client, (tuple, list)) and client and isinstance(client[0], str):
+        return _hop(client[0])
+    return None
+
+
+def _forwarded_for(element: str) -> str | None:
+    """The ``for=`` node of one ``Forwarded`` element as an address, or
+    ``None`` when it has none, has two, or it is not an address."""
+    if len(element) <= _MAX_CACHED_ELEMENT:
+        return _cached_forwarded_for(element)
+    return _parse_forwarded_for(element)
+
+
+def _parse_forwarded_for(element: str) -> str | None:
+    found = None
+    for pair in element.split(";"):
+        name, _, value = pair.partition("=")
+        if name.strip(_OWS).lower() == "for":
+            if found is not None:
+                return None
+            found = value.strip(_OWS)
+    if found is None:
+        return None
+    if found.startswith('"'):
+        if len(found) < 2 or not found.endswith('"'):
+            return None
+        found = found[1:-1]
+    if '"' in found or "\\" in found:
+        return None  # escapes never occur in an address
+    return _hop(found)
+
+
+_cached_forwarded_for = functools.lru_cache(maxsize=4096)(_parse_forwarded_for)
+
+
+def _hop(text: str) -> str | None:
+    """One hop (``192.0.2.1``, ``192.0.2.1:80``, ``2001:db8::1``,
+    ``[2001:db8::1]:80``) as a normalised address, or ``None``."""
+    text = text.strip(_OWS)
+    if len(text) > _MAX_HOP:
+        return None
+    return _address(text)
 
 
 @functools.lru_cache(maxsize=4096)
-def _normalise(text: str) -> str | None:
-    text = text.strip()
-    if text.startswith("["):  # "[2001:db8::1]:4711" (Forwarded) or "[::1]"
-        text = text[1 : text.find("]")] if "]" in text else ""
-    elif text.count(":") == 1:  # "192.0.2.1:4711"
-        text = text.split(":", 1)[0]
+def _address(text: str) -> str | None:
+    if text.startswith("["):
+        close = text.find("]")
+        rest = text[close + 1 :]
+        if close < 0 or (rest and not (rest[0] == ":" and _PORT.fullmatch(rest, 1))):
+            return None
+        text = text[1:close]
+    elif text.count(":") == 1:
+        text, _, port = text.partition(":")
+        if not _PORT.fullmatch(port):
+            return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return str(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        if address.scope_id is not None:
+            # the zone names an interface of whoever wrote it; the client
+            # is the address
+            address = ipaddress.IPv6Address(int(address))
     return str(address)
 
 
@@ -186,3 +322,8 @@ def _normalise(text: str) -> str | None:
 def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     ip = ipaddress.ip_address(address)
     return any(ip in net for net in networks)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from redis.exceptions import MaxConnectionsError, RedisError
 
 from .._bounded import bounded
+from .._validate import seconds
 from ..connection import Client, describe_error
 from ..errors import ConfigError, ConnectionUnavailable
 from ..keys import KeySpace, validate_key_part
@@ -20,7 +21,7 @@ from ._deadline import Deadlines
 from .rate import Rate, RateSpec, parse_rates
 
 if TYPE_CHECKING:
-    from .identity import KeyFunc
+    from .identity import KeyFunc, ProxyHeader
 
 __all__ = ["ALGORITHMS", "Algorithm", "Decision", "RateLimitStats", "RateLimiter", "RateState"]
 
@@ -137,14 +138,12 @@ class RateLimiter:
         fail_open: bool = True,
         timeout: float | None = 0.5,
     ) -> None:
-        if algorithm not in _TAGS:
+        if not isinstance(algorithm, str) or algorithm not in _TAGS:
             raise ConfigError(
                 f"unknown rate-limit algorithm {algorithm!r}; use one of {ALGORITHMS}"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise ConfigError(f"rate limiter timeout must be a positive number, got {timeout!r}")
+        if timeout is not None:
+            timeout = seconds(timeout, "rate limiter timeout")
         self.client = client
         self.algorithm: Algorithm = algorithm
         self.fail_open = bool(fail_open)
@@ -178,8 +177,8 @@ class RateLimiter:
         Admitted only if every rate has room for ``cost``; then all are
         charged, otherwise none is. A cost larger than a rate's limit (or
         gcra burst) is always rejected with ``retry_after=None`` and a
-        ``reason``. Raises ``ValueError``/:class:`~redkit.ConfigError` for a
-        bad key, rate or cost, and :class:`~redkit.ConnectionUnavailable`
+        ``reason``. Raises :class:`~redkit.ConfigError` for a bad key,
+        rate, cost or name, and :class:`~redkit.ConnectionUnavailable`
         when Redis fails and the limiter fails closed.
 
         ``name`` keeps separate counters for the same key and rate (the
@@ -222,6 +221,7 @@ class RateLimiter:
         cost: int = 1,
         name: str = "depends",
         trusted_proxies: Sequence[str] = (),
+        proxy_header: ProxyHeader = "x-forwarded-for",
         headers: bool = True,
         classic_headers: bool = True,
     ) -> Callable[..., Awaitable[Decision]]:
@@ -229,26 +229,29 @@ class RateLimiter:
 
         ``Depends(limiter.depends("60/minute", key=by_user_or_ip))``. The
         key function gets a :class:`~redkit.ratelimit.RequestInfo` (default
-        :func:`~redkit.ratelimit.by_client_ip`); ``trusted_proxies`` as for
-        the middleware. A rejected request gets ``HTTPException(429)`` with
-        ``Retry-After`` and rate-limit headers; with a fail-closed limiter and
-        Redis down, ``HTTPException(503)``. Admitted responses carry the
-        headers too (``headers=False`` turns all of them off,
-        ``classic_headers=False`` only the ``X-RateLimit-*`` ones). The
-        dependency returns the :class:`Decision`. Rates and cost are checked
-        here, not per request.
+        :func:`~redkit.ratelimit.by_client_ip`); ``trusted_proxies`` and
+        ``proxy_header`` as for the middleware. A rejected request gets
+        ``HTTPException(429)`` with ``Retry-After`` and rate-limit headers;
+        with a fail-closed limiter and Redis down, ``HTTPException(503)``.
+        Admitted responses carry the headers too (``headers=False`` turns all
+        of them off, ``classic_headers=False`` only the ``X-RateLimit-*``
+        ones). The dependency returns the :class:`Decision`. Rates, cost,
+        key function and proxy settings are checked here, not per request.
         """
         from ._depends import make_dependency
-        from .identity import by_client_ip, parse_networks
+        from .identity import by_client_ip, check_proxy_header, parse_networks
 
         plan = self._plan(rates, cost, namespace=name)
         if plan.too_costly:
             raise ConfigError(plan.too_costly)
+        if key is not None and not callable(key):
+            raise ConfigError(f"key must be a function of the request, got {key!r}")
         return make_dependency(
             self,
             plan,
             key or by_client_ip,
             parse_networks(trusted_proxies),
+            check_proxy_header(proxy_header),
             headers=headers,
             classic_headers=classic_headers,
         )

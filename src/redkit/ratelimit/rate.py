@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
 from collections.abc import Iterable
 
+from .._validate import seconds as check_seconds
 from ..errors import ConfigError
 
 __all__ = ["API_RATE", "AUTH_RATE", "USER_RATE", "Rate", "RateSpec", "parse_rates"]
 
 MAX_LIMIT = 1_000_000_000
 MAX_PERIOD = 10 * 366 * 86400.0  # ten years
+_MAX_DIGITS = len(str(MAX_LIMIT))
 
 _UNITS = {
     "ms": 0.001,
@@ -41,7 +42,7 @@ _UNITS = {
 _NAMES = ((86400.0, "day"), (3600.0, "hour"), (60.0, "minute"), (1.0, "second"))
 _RATE = re.compile(
     r"^\s*(?P<limit>[0-9]+)\s*(?:/|\s+per\s+)\s*(?P<count>[0-9]+(?:\.[0-9]+)?)?\s*(?P<unit>[a-z]+)\s*$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 
 
@@ -50,9 +51,9 @@ class Rate:
     """``limit`` hits per ``period`` seconds.
 
     ``burst`` is used by the ``gcra`` algorithm only: how many hits a fresh
-    key may make at once (default: ``limit``). The period is kept to whole
-    milliseconds, at least 1 ms. Invalid values raise :class:`ConfigError`
-    naming them.
+    key may make at once (default: ``limit``). The period (seconds, or a
+    ``timedelta``) is kept to whole milliseconds, at least 1 ms and at most
+    ten years. Invalid values raise :class:`ConfigError` naming them.
 
     >>> Rate.parse("5 per 30 seconds")
     Rate(limit=5, period=30.0, burst=None)
@@ -70,12 +71,8 @@ class Rate:
             raise ConfigError(f"rate limit must be an int, got {limit!r}")
         if not 1 <= limit <= MAX_LIMIT:
             raise ConfigError(f"rate limit must be between 1 and {MAX_LIMIT}, got {limit}")
-        if isinstance(period, bool) or not isinstance(period, (int, float)):
-            raise ConfigError(f"rate period must be a number of seconds, got {period!r}")
-        if not math.isfinite(period) or period <= 0:
-            raise ConfigError(f"rate period must be a positive number of seconds, got {period!r}")
-        if period > MAX_PERIOD:
-            raise ConfigError(f"rate period {period!r}s is longer than ten years")
+        # bounded well below what a Redis expiry can hold (redkit._validate)
+        period = check_seconds(period, "rate period", maximum=MAX_PERIOD)
         ms = round(period * 1000)
         if ms < 1 or abs(ms - period * 1000) > 1e-6 * max(1.0, period * 1000):
             raise ConfigError(
@@ -126,7 +123,8 @@ class Rate:
                 text = f"{self.limit}/{name}"
                 break
             if self.period % seconds == 0:
-                text = f"{self.limit} per {self.period / seconds:g} {name}s"
+                # a whole count: not :g, which turns 1000000 into 1e+06
+                text = f"{self.limit} per {round(self.period / seconds)} {name}s"
                 break
         else:
             text = f"{self.limit} per {self.period_ms} ms"
@@ -142,21 +140,32 @@ def _parse(text: str) -> Rate:
     match = _RATE.match(text)
     if match is None:
         raise ConfigError(
-            f"invalid rate {text!r}: expected '<limit>/<unit>', '<limit>/<n> <unit>' "
+            f"invalid rate {_show(text)}: expected '<limit>/<unit>', '<limit>/<n> <unit>' "
             "or '<limit> per <n> <unit>', e.g. '100/minute' or '5 per 30 seconds'"
         )
     unit = _UNITS.get(match["unit"].lower())
     if unit is None:
         raise ConfigError(
-            f"invalid rate {text!r}: unknown unit {match['unit']!r} "
+            f"invalid rate {_show(text)}: unknown unit {_show(match['unit'])} "
             "(use ms, second, minute, hour or day)"
         )
+    digits = match["limit"].lstrip("0")
+    if len(digits) > _MAX_DIGITS:
+        # int() would refuse past 4,300 digits with a bare ValueError; any
+        # limit this long is out of range anyway
+        raise ConfigError(
+            f"invalid rate {_show(text)}: rate limit must be between 1 and {MAX_LIMIT}"
+        )
     count = float(match["count"]) if match["count"] else 1.0
-    limit = int(match["limit"])
     try:
-        return Rate(limit, count * unit)
+        return Rate(int(digits or "0"), count * unit)
     except ConfigError as exc:
-        raise ConfigError(f"invalid rate {text!r}: {exc}") from None
+        raise ConfigError(f"invalid rate {_show(text)}: {exc}") from None
+
+
+def _show(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def parse_rates(rates: RateSpec | Iterable[RateSpec]) -> tuple[Rate, ...]:
