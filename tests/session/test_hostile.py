@@ -215,6 +215,22 @@ async def test_a_key_of_another_type_reads_as_serialization_error(client: Client
     assert await client.lrange(key, 0, -1) == [b"not", b"a", b"record"]
 
 
+async def test_logout_everywhere_over_a_record_with_an_unusable_user_id(client: Client) -> None:
+    store = SessionStore(client, secret=SECRET)
+    session = await store.create("42", {"a": 1})
+    for user_id in ("a\nb", "x" * 600):
+        raw = (await client.get(record_key(session.id))).replace(
+            b'"user_id":"42"', b'"user_id":' + json.dumps(user_id).encode()
+        )
+        await client.set(record_key(session.id), raw, px=60_000)
+        async with asgi_client(starlette_app(store)) as http:
+            response = await http.get("/logout?everywhere=1", headers=signed(session.id))
+            assert response.status_code == 200
+            assert response.json() == {"existed": True}
+        assert await client.exists(record_key(session.id)) == 0
+        session = await store.create("42", {"a": 1})
+
+
 # -- item 8: every bad argument is a ConfigError ---------------------------------
 
 

@@ -277,16 +277,17 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-async def _status(app: Any, headers: list[tuple[bytes, bytes]]) -> int:
+async def _status(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/show") -> int:
+    route, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": "/show",
-        "raw_path": b"/show",
-        "query_string": b"",
+        "path": route,
+        "raw_path": route.encode(),
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [(b"host", b"test"), *headers],
         "client": ("127.0.0.1", 1),
@@ -333,6 +334,19 @@ def test_middleware_never_answers_500_for_hostile_cookies(
         loop.run_until_complete(client.aclose())
 
 
+# Reads, writes, login and logout: each reaches the stored record its own way.
+PATHS = [
+    "/show",
+    "/lazy",
+    "/whoami",
+    "/put?b=2",
+    "/pop?a",
+    "/login/7",
+    "/logout",
+    "/logout?everywhere=1",
+]
+
+
 def test_middleware_never_answers_500_for_hostile_stored_records(
     redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop
 ) -> None:
@@ -351,12 +365,13 @@ def test_middleware_never_answers_500_for_hostile_stored_records(
             st.one_of(near_records(), records()),
             st.sampled_from(apps),
             st.integers(0, 3).map(bool),
+            st.sampled_from(PATHS),
         )
-        def check(raw: bytes, app: Any, own_id: bool) -> None:
+        def check(raw: bytes, app: Any, own_id: bool, path: str) -> None:
             if own_id:  # the id check passes, so every other field is reached
                 raw = raw.replace(ID.encode(), session.id.encode())
             loop.run_until_complete(client.set(key, raw, px=60_000))
-            assert loop.run_until_complete(_status(app, cookie)) == 200
+            assert loop.run_until_complete(_status(app, cookie, path)) == 200
 
         check()
     finally:
