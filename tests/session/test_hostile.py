@@ -215,6 +215,44 @@ async def test_a_key_of_another_type_reads_as_serialization_error(client: Client
     assert await client.lrange(key, 0, -1) == [b"not", b"a", b"record"]
 
 
+async def test_an_index_key_of_another_type_stops_nothing_but_new_sessions(
+    client: Client,
+) -> None:
+    """A user's index replaced by a list: a new session for that user raises
+    SerializationError and writes nothing (it could not be indexed); the
+    user's live sessions still refresh, update and end."""
+    store = SessionStore(client, secret=SECRET)
+    session = await store.create("42", {"a": 1})
+    index = f"app:session:{{{session.id.split('.')[0]}}}:user"
+    await client.delete(index)
+    await client.rpush(index, "x")
+    anonymous = await store.create("")
+    before = await all_keys(client)
+    with pytest.raises(SerializationError, match="another kind of Redis value"):
+        await store.create("42")
+    with pytest.raises(SerializationError, match="another kind of Redis value"):
+        await store.rotate(anonymous.id, user_id="42")
+    # Nothing new; on a cluster the login's first step (read and delete the
+    # anonymous session, another slot) has run, as a crash there would.
+    assert await all_keys(client) - before == set()
+    assert before - await all_keys(client) <= {record_key(anonymous.id)}
+    assert await store.refresh(session.id) is not None
+    updated = await store.update(session.id, {"b": 2})
+    assert updated is not None
+    assert updated.data == {"a": 1, "b": 2}
+    assert await store.destroy(session.id) is True
+    assert await store.get(session.id) is None
+    assert await client.lrange(index, 0, -1) == [b"x"]
+
+
+async def test_go_layout_index_of_another_type(redis_client: Redis) -> None:
+    store = SessionStore(redis_client, layout="go")
+    await redis_client.set("session:user:42", "not a set")
+    with pytest.raises(SerializationError, match="another kind of Redis value"):
+        await store.create("42")
+    assert await all_keys(redis_client) == {"session:user:42"}
+
+
 async def test_logout_everywhere_over_a_record_with_an_unusable_user_id(client: Client) -> None:
     store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {"a": 1})
