@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import socket
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -28,6 +31,31 @@ from redkit.session import (
 )
 
 KEY = "test-secret-key-0123456789abcdef"
+
+
+def sign(session_id: str, key: str = KEY) -> str:
+    """A cookie value as the middleware signs it, computed here."""
+    digest = hmac.new(
+        key.encode(), b"redkit.session.cookie\x00" + session_id.encode(), hashlib.sha256
+    ).digest()
+    return session_id + "." + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def nested_lists(depth: int) -> list[Any]:
+    """``[[[...]]]`` ``depth`` deep, built without recursion."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Values with no faithful JSON form, by name, for the /poison route.
+POISON: dict[str, Any] = {
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "-inf": [1, {"y": float("-inf")}],
+    "deep": nested_lists(100_000),
+}
 
 
 def starlette_app(store: SessionStore, **options: Any) -> Starlette:
@@ -64,6 +92,10 @@ def starlette_app(store: SessionStore, **options: Any) -> Starlette:
         await load_session(request)
         return JSONResponse({"user": session_user_id(request)})
 
+    async def poison(request: StarletteRequest) -> Response:
+        request.session[request.query_params.get("key", "x")] = POISON[request.query_params["kind"]]
+        return PlainTextResponse("ok")
+
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.send_json(dict(websocket.session))
@@ -79,6 +111,7 @@ def starlette_app(store: SessionStore, **options: Any) -> Starlette:
             Route("/login/{uid}", do_login),
             Route("/logout", do_logout),
             Route("/whoami", whoami),
+            Route("/poison", poison),
             WebSocketRoute("/ws", ws),
         ],
         middleware=[Middleware(SessionMiddleware, store=store, secret_key=KEY, **options)],

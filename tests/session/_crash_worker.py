@@ -23,14 +23,15 @@ from redis.crc import key_slot
 
 from redkit import RedisSettings, connect
 from redkit.session import SessionStore
-from redkit.session._ids import user_tag
+
+SECRET = "session-test-secret-0123456789abcdef"  # _helpers.SECRET
 
 
 async def main(mode: str, host: str, port: int, cluster: bool, extra: list[str]) -> None:
     client = await connect(
         RedisSettings(host=host, port=port, cluster=cluster, min_idle_conns=0, max_retries=1)
     )
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     if mode == "create":
         for _ in range(5):
             await store.create("crash", {"n": 0})
@@ -44,7 +45,7 @@ async def main(mode: str, host: str, port: int, cluster: bool, extra: list[str])
 
         await asyncio.gather(*(loop() for _ in range(8)))
     elif mode == "between":
-        target = key_slot(f"{{{user_tag('crash')}}}".encode())
+        target = key_slot(f"{{{store._tags.current('crash')}}}".encode())
         anon = await store.create("", {"cart": [1, 2]})
         while key_slot(f"{{{anon.id.split('.')[0]}}}".encode()) == target:
             anon = await store.create("", {"cart": [1, 2]})  # need two slots

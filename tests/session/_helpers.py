@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +18,25 @@ from redis.asyncio import Redis, RedisCluster
 from redkit.connection import Client
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "go" / "session_record.json"
+
+# The store secret of the tests (the crash worker has the same one).
+SECRET = "session-test-secret-0123456789abcdef"
+
+
+def keyed_tag(secret: str, user_id: str) -> str:
+    """The user tag as docs/session.md specifies it, computed here without
+    the store: HMAC-SHA256 of the user id under the secret (with redkit's
+    context prefix), first 16 bytes, base64url without padding."""
+    digest = hmac.new(
+        secret.encode(), b"redkit.session.user-tag\x00" + user_id.encode(), hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+def unkeyed_tag(user_id: str) -> str:
+    """The tag ids had before it was keyed: SHA-256 of the user id alone."""
+    digest = hashlib.sha256(user_id.encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def go_time(value: datetime, digits: int = 9) -> str:

@@ -17,9 +17,8 @@ from redis.crc import key_slot
 from redkit.connection import Client
 from redkit.server import EmbeddedCluster, EmbeddedRedis
 from redkit.session import SessionStore
-from redkit.session._ids import user_tag
 
-from ._helpers import all_keys, wait_for
+from ._helpers import SECRET, all_keys, keyed_tag, wait_for
 
 WORKER = Path(__file__).with_name("_crash_worker.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -55,7 +54,7 @@ async def test_sigkilled_creator_leaves_every_record_indexed(
 ) -> None:
     name = "redis_cluster" if isinstance(client, RedisCluster) else "redis_server"
     server = request.getfixturevalue(name)
-    tag = user_tag("crash")
+    tag = keyed_tag(SECRET, "crash")
     index = f"app:session:{{{tag}}}:user"
     proc = spawn("create", server)
     try:
@@ -79,7 +78,7 @@ async def test_sigkilled_creator_leaves_every_record_indexed(
     assert len(records) >= 5
     # create is one script: a killed client leaves both writes or neither.
     assert records == members
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     assert len(await store.list_for_user("crash")) == len(records)
 
 
@@ -97,14 +96,14 @@ async def test_login_killed_between_the_two_cluster_steps(
         if proc.stdout:
             proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    store = SessionStore(cluster_client)
+    store = SessionStore(cluster_client, secret=SECRET)
     assert key_slot(f"{{{anon_id.split('.')[0]}}}".encode()) != key_slot(
-        f"{{{user_tag('crash')}}}".encode()
+        f"{{{keyed_tag(SECRET, 'crash')}}}".encode()
     )
     # The pre-login id is dead, and no session exists outside the index.
     assert await store.get(anon_id) is None
     assert await store.list_for_user("crash") == []
-    tag = user_tag("crash")
+    tag = keyed_tag(SECRET, "crash")
     assert await all_keys(cluster_client, f"app:session:{{{tag}}}:*") == set()
 
 
@@ -113,7 +112,7 @@ async def test_updates_from_several_processes_all_survive(
 ) -> None:
     name = "redis_cluster" if isinstance(client, RedisCluster) else "redis_server"
     server = request.getfixturevalue(name)
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {"start": True})
     procs = [spawn("update", server, session.id, f"p{n}") for n in range(3)]
     try:

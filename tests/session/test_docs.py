@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 
 from redkit.server import EmbeddedRedis
 
+from ._helpers import SECRET
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "session.md"
 
 
@@ -39,7 +41,7 @@ async def test_middleware_example_app(redis_server: EmbeddedRedis) -> None:
     exec(compile(example, str(DOC), "exec"), namespace)
     client = await connect(settings_for(redis_server))
     try:
-        app = namespace["build_app"](SessionStore(client, prefix="docs"))
+        app = namespace["build_app"](SessionStore(client, secret=SECRET, prefix="docs"))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
             assert (await http.get("/cart")).json() == {"cart": [], "user": None}

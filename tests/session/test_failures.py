@@ -13,11 +13,13 @@ from redkit.server import EmbeddedRedis
 from redkit.session import SessionStore
 from redkit.testing import settings_for
 
+from ._helpers import SECRET
+
 
 async def test_stopped_server_raises_connection_unavailable(fresh_server: EmbeddedRedis) -> None:
     client = await connect(settings_for(fresh_server, max_retries=0))
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         session = await store.create("42", {"a": 1})
         fresh_server.stop()
         calls = [
@@ -43,7 +45,7 @@ async def test_stopped_server_raises_connection_unavailable(fresh_server: Embedd
 async def test_paused_server_times_out_then_recovers(fresh_server: EmbeddedRedis) -> None:
     client = await connect(settings_for(fresh_server, read_timeout=0.5, write_timeout=0.5))
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         session = await store.create("42", {"a": 1})
         loop = asyncio.get_running_loop()
         with fresh_server.paused():
@@ -64,7 +66,7 @@ async def test_server_restart_reloads_scripts(fresh_server: EmbeddedRedis) -> No
     the script again and carries on."""
     client = await connect(settings_for(fresh_server))
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         await store.create("42")
         await client.script_flush()
         session = await store.create("42", {"b": 1})

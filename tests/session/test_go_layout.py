@@ -13,7 +13,7 @@ from redkit import SerializationError
 from redkit.session import SessionStore
 from redkit.session._ids import parse_time
 
-from ._helpers import FIXTURE, go_record
+from ._helpers import FIXTURE, SECRET, go_record
 
 GO_ID = "3b0f4f0e-8a51-4a53-9d39-6a9f5c1e2d77"
 # Go's time.Time JSON (RFC 3339, up to 9 fraction digits, Z or an offset).
@@ -170,7 +170,7 @@ async def test_rotate_in_go_layout(redis_client: Redis) -> None:
 
 async def test_go_layout_ids(redis_client: Redis) -> None:
     store = SessionStore(redis_client, layout="go")
-    tagged = await SessionStore(redis_client).create("42")
+    tagged = await SessionStore(redis_client, secret=SECRET).create("42")
     for bad in (tagged.id, GO_ID + "\n", GO_ID.replace("-", ""), "session:*", "x" * 43 + "?"):
         assert await store.get(bad) is None
     assert store.stats().malformed_ids == 5

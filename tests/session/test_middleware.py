@@ -4,9 +4,6 @@ ASGITransport and over HTTP against uvicorn on a loopback port."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 from collections.abc import Callable
 from datetime import timedelta
@@ -30,16 +27,10 @@ from ._apps import (
     fastapi_app,
     served,
     set_cookies,
+    sign,
     starlette_app,
 )
-from ._helpers import command_calls, wait_for
-
-
-def sign(session_id: str, key: str = KEY) -> str:
-    digest = hmac.new(
-        key.encode(), b"redkit.session.cookie\x00" + session_id.encode(), hashlib.sha256
-    ).digest()
-    return session_id + "." + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+from ._helpers import SECRET, command_calls, wait_for
 
 
 def with_cookie(value: str, name: str = "session") -> dict[str, str]:
@@ -51,7 +42,7 @@ def unsigned(cookie: str) -> str:
 
 
 async def test_a_request_without_a_cookie_costs_no_redis_call(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         before = await command_calls(redis_client)
         for path in ("/show", "/nothing", "/whoami", "/pop?x"):
@@ -63,7 +54,7 @@ async def test_a_request_without_a_cookie_costs_no_redis_call(redis_client: Redi
 
 
 async def test_writing_creates_a_session_with_a_signed_id_cookie(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         response = await http.get("/put?a=1&b=two")
         assert response.json() == {"a": "1", "b": "two"}
@@ -90,7 +81,7 @@ async def test_writing_creates_a_session_with_a_signed_id_cookie(client: Client)
 
 
 async def test_writes_only_when_the_session_changed(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         value = cookie_value(await http.get("/put?a=1"))
         stats = store.stats()
@@ -111,7 +102,7 @@ async def test_writes_only_when_the_session_changed(client: Client) -> None:
 
 
 async def test_concurrent_requests_on_one_session_all_keep_their_writes(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         value = cookie_value(await http.get("/put?start=1"))
         gate = asyncio.Semaphore(8)
@@ -138,14 +129,14 @@ async def test_concurrent_requests_on_one_session_all_keep_their_writes(client: 
 async def test_secure_flag(
     redis_client: Redis, scheme: str, secure: bool | None, expected: bool
 ) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     async with asgi_client(starlette_app(store, secure=secure), scheme) as http:
         (header,) = set_cookies(await http.get("/put?a=1"))
         assert ("secure" in attributes(header)) is expected
 
 
 async def test_cookie_options(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     app = starlette_app(
         store,
         cookie_name="sid",
@@ -176,7 +167,7 @@ async def test_cookie_options(redis_client: Redis) -> None:
 
 
 async def test_tampered_cookies_start_a_fresh_session_without_redis(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         value = cookie_value(await http.get("/put?secret=1"))
         session_id, sig = value.rsplit(".", 1)
@@ -206,7 +197,9 @@ async def test_tampered_cookies_start_a_fresh_session_without_redis(redis_client
 
 
 async def test_unknown_or_expired_session_starts_fresh(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=1), absolute_ttl=timedelta(seconds=30))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=1), absolute_ttl=timedelta(seconds=30)
+    )
     async with asgi_client(starlette_app(store, refresh_every=0.5)) as http:
         unknown = sign("A" * 22 + "." + "B" * 43)
         response = await http.get("/show", headers=with_cookie(unknown))
@@ -229,7 +222,7 @@ async def test_unknown_or_expired_session_starts_fresh(client: Client) -> None:
 
 
 async def test_fallback_secret_keys_verify_old_cookies(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     old_key = "old-secret-key-0123456789abcdef"
     session = await store.create("", {"a": 1})
     app = starlette_app(store, fallback_secret_keys=[old_key])
@@ -239,7 +232,7 @@ async def test_fallback_secret_keys_verify_old_cookies(redis_client: Redis) -> N
 
 
 async def test_lazy_loading_touches_redis_only_on_load_session(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     async with asgi_client(starlette_app(store, eager=False)) as http:
         value = cookie_value(await http.get("/lazy?a=1"))
         before = await command_calls(redis_client)
@@ -254,7 +247,7 @@ async def test_lazy_loading_touches_redis_only_on_load_session(redis_client: Red
 
 
 async def test_refresh_at_most_every_n_seconds(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
 
     async def expires_at(value: str) -> str:
         tag, secret = unsigned(value).split(".")
@@ -280,7 +273,7 @@ async def test_refresh_at_most_every_n_seconds(redis_client: Redis) -> None:
 
 
 async def test_login_rotates_the_id_and_kills_the_old_one(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         before = cookie_value(await http.get("/put?cart=3"))
         response = await http.get("/login/42", headers=with_cookie(before))
@@ -300,7 +293,7 @@ async def test_login_rotates_the_id_and_kills_the_old_one(client: Client) -> Non
 
 
 async def test_login_without_a_session(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         response = await http.get("/login/7")
         value = cookie_value(response)
@@ -309,7 +302,7 @@ async def test_login_without_a_session(client: Client) -> None:
 
 
 async def test_logout_destroys_the_session_server_side(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(starlette_app(store)) as http:
         value = cookie_value(await http.get("/login/42"))
         response = await http.get("/logout", headers=with_cookie(value))
@@ -322,7 +315,7 @@ async def test_logout_destroys_the_session_server_side(client: Client) -> None:
 
 
 async def test_logout_everywhere(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(starlette_app(store, eager=False)) as http:
         laptop = cookie_value(await http.get("/login/42"))
         phone = cookie_value(await http.get("/login/42"))
@@ -334,7 +327,7 @@ async def test_logout_everywhere(client: Client) -> None:
 
 
 async def test_logout_without_loading_under_lazy_mode(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     async with asgi_client(starlette_app(store, eager=False)) as http:
         value = cookie_value(await http.get("/login/42"))
         response = await http.get("/logout", headers=with_cookie(value))
@@ -343,7 +336,7 @@ async def test_logout_without_loading_under_lazy_mode(redis_client: Redis) -> No
 
 
 async def test_session_data_too_large_is_an_app_error(redis_client: Redis) -> None:
-    store = SessionStore(redis_client, max_data_bytes=64)
+    store = SessionStore(redis_client, secret=SECRET, max_data_bytes=64)
     async with asgi_client(starlette_app(store)) as http:
         with pytest.raises(SessionDataTooLarge):
             await http.get("/put?a=" + "x" * 100)
@@ -383,7 +376,7 @@ async def run_ws(app: Any, cookie: str) -> list[dict[str, Any]]:
 
 
 async def test_websocket_sees_the_session(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     session = await store.create("", {"a": 1})
     sent = await run_ws(starlette_app(store), sign(session.id))
     texts = [m.get("text") for m in sent if m["type"] == "websocket.send"]
@@ -393,7 +386,7 @@ async def test_websocket_sees_the_session(redis_client: Redis) -> None:
 async def test_websocket_closes_with_1011_when_redis_is_down(fresh_server: EmbeddedRedis) -> None:
     client = await connect(settings_for(fresh_server, max_retries=0))
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         session = await store.create("", {"a": 1})
         fresh_server.stop()
         sent = await run_ws(starlette_app(store), sign(session.id))
@@ -415,7 +408,7 @@ async def _unavailable_checks(http: httpx.AsyncClient, value: str) -> None:
 async def test_redis_down_gives_503_json(fresh_server: EmbeddedRedis) -> None:
     client = await connect(settings_for(fresh_server, max_retries=0))
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         async with asgi_client(starlette_app(store)) as http:
             value = cookie_value(await http.get("/put?a=1"))
             lazy_value = value
@@ -437,7 +430,7 @@ async def test_redis_down_gives_503_json(fresh_server: EmbeddedRedis) -> None:
 async def test_paused_redis_gives_503_within_the_timeout(fresh_server: EmbeddedRedis) -> None:
     client = await connect(settings_for(fresh_server, read_timeout=0.5, write_timeout=0.5))
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         async with asgi_client(starlette_app(store)) as http:
             value = cookie_value(await http.get("/put?a=1"))
             with fresh_server.paused():
@@ -472,7 +465,7 @@ async def test_middleware_timeout_bounds_a_slow_store(
     both timers firing together."""
     client = await make_client(fresh_server)
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         async with asgi_client(starlette_app(store, timeout=0.5)) as http:
             value = cookie_value(await http.get("/put?a=1"))
             with fresh_server.paused():
@@ -488,7 +481,7 @@ async def test_middleware_timeout_bounds_a_slow_store(
 
 
 async def test_fastapi_app(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     async with asgi_client(fastapi_app(store), "https") as http:
         response = await http.get("/put?theme=dark")
         (header,) = set_cookies(response)
@@ -514,7 +507,7 @@ async def test_fastapi_app(client: Client) -> None:
 async def test_cookie_flags_over_http_with_uvicorn(
     redis_client: Redis, make_app: Callable[..., Any]
 ) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     async with served(make_app(store)) as url, httpx.AsyncClient(base_url=url) as http:
         response = await http.get("/put?a=1")
         assert response.status_code == 200
@@ -531,7 +524,7 @@ async def test_cookie_flags_over_http_with_uvicorn(
 async def test_uvicorn_503_when_redis_is_down(fresh_server: EmbeddedRedis) -> None:
     client = await connect(settings_for(fresh_server, max_retries=0))
     try:
-        store = SessionStore(client)
+        store = SessionStore(client, secret=SECRET)
         async with served(starlette_app(store)) as url, httpx.AsyncClient(base_url=url) as http:
             value = cookie_value(await http.get("/put?a=1"))
             fresh_server.stop()
@@ -544,7 +537,7 @@ async def test_uvicorn_503_when_redis_is_down(fresh_server: EmbeddedRedis) -> No
 
 
 async def test_middleware_configuration_errors(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("not called")
@@ -563,11 +556,60 @@ async def test_middleware_configuration_errors(redis_client: Redis) -> None:
         SessionMiddleware(app, store=store, secret_key=KEY, domain="a;b")
     with pytest.raises(ConfigError, match="refresh_every"):
         SessionMiddleware(app, store=store, secret_key=KEY, refresh_every=0)
-    short = SessionStore(redis_client, ttl=30)
+    short = SessionStore(redis_client, secret=SECRET, ttl=30)
     with pytest.raises(ConfigError, match=r"refresh_every \(60s\) must be shorter"):
-        SessionMiddleware(app, store=short, secret_key=KEY)
+        SessionMiddleware(app, store=short, secret_key=KEY, refresh_every=60)
     with pytest.raises(ConfigError, match="timeout"):
         SessionMiddleware(app, store=store, secret_key=KEY, timeout=-1)
+    bad: list[tuple[str, dict[str, Any]]] = [
+        ("refresh_every", {"refresh_every": float("inf")}),
+        ("refresh_every", {"refresh_every": float("nan")}),
+        ("refresh_every", {"refresh_every": "60"}),
+        ("timeout", {"timeout": float("inf")}),
+        ("timeout", {"timeout": True}),
+        ("max_age", {"max_age": -1}),
+        ("max_age", {"max_age": float("inf")}),
+        ("max_age", {"max_age": 10**400}),
+        ("cookie_name", {"cookie_name": 123}),
+        ("cookie_name", {"cookie_name": "séance"}),
+        ("path", {"path": None}),
+        ("domain", {"domain": 5}),
+        ("eager", {"eager": "yes"}),
+        ("http_only", {"http_only": 1}),
+        ("secure", {"secure": "auto"}),
+        ("fallback_secret_keys", {"fallback_secret_keys": "an-old-key-0123456789abcdef"}),
+        (r"fallback_secret_keys\[1\]", {"fallback_secret_keys": [KEY, "short"]}),
+    ]
+    for what, options in bad:
+        with pytest.raises(ConfigError, match=what):
+            SessionMiddleware(app, store=store, secret_key=KEY, **options)
+    with pytest.raises(ConfigError, match="surrogate"):
+        SessionMiddleware(app, store=store, secret_key="\ud800" * 20)
+    with pytest.raises(ConfigError, match="secret_key must be str or bytes"):
+        SessionMiddleware(app, store=store, secret_key=None)  # type: ignore[arg-type]
+
+
+async def test_refresh_every_default_follows_a_short_idle_ttl(redis_client: Redis) -> None:
+    """Item 11: the default is min(60 s, ttl / 2); a store whose idle ttl is
+    30 s works with the default and refreshes a session used after 15 s."""
+    store = SessionStore(redis_client, secret=SECRET, ttl=30)
+    middleware = SessionMiddleware(starlette_app(store), store=store, secret_key=KEY)
+    assert middleware.refresh_every == 15.0
+    long_ttl = SessionStore(redis_client, secret=SECRET)
+    assert (
+        SessionMiddleware(starlette_app(store), store=long_ttl, secret_key=KEY).refresh_every == 60
+    )
+
+    session = await store.create("", {"a": 1})
+    tag, secret = session.id.split(".")
+    key = f"app:session:{{{tag}}}:{secret}"
+    async with asgi_client(starlette_app(store)) as http:
+        await redis_client.pexpire(key, 20_000)  # last used 10 s ago: not due
+        assert (await http.get("/show", headers=with_cookie(sign(session.id)))).json() == {"a": 1}
+        assert await redis_client.pttl(key) <= 20_000
+        await redis_client.pexpire(key, 14_000)  # 16 s ago: due
+        assert (await http.get("/show", headers=with_cookie(sign(session.id)))).json() == {"a": 1}
+        assert await redis_client.pttl(key) > 25_000
 
 
 async def test_helpers_need_the_middleware() -> None:

@@ -18,7 +18,7 @@ from redkit import ConfigError, SerializationError
 from redkit.connection import Client
 from redkit.session import Session, SessionDataTooLarge, SessionStats, SessionStore
 
-from ._helpers import all_keys, command_calls, command_names, go_record, wait_for
+from ._helpers import SECRET, all_keys, command_calls, command_names, go_record, wait_for
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -45,7 +45,7 @@ def index_key(session_id: str, prefix: str = "app") -> str:
 
 
 async def test_create_writes_the_go_record_and_indexes_it(client: Client) -> None:
-    store = SessionStore(client, prefix="app")
+    store = SessionStore(client, secret=SECRET, prefix="app")
     session = await store.create("42", {"role": "admin", "cart": [1, 2, 3]})
     assert isinstance(session, Session)
     assert session.user_id == "42"
@@ -74,7 +74,7 @@ async def test_create_writes_the_go_record_and_indexes_it(client: Client) -> Non
 
 
 async def test_record_and_index_share_a_cluster_slot(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("user-7")
     assert key_slot(record_key(store, session.id).encode()) == key_slot(
         index_key(session.id).encode()
@@ -84,7 +84,7 @@ async def test_record_and_index_share_a_cluster_slot(client: Client) -> None:
 
 
 async def test_ids_are_256_random_bits_and_url_safe(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     ids = {(await store.create("1")).id for _ in range(20)}
     ids |= {(await store.create("")).id for _ in range(20)}
     assert len(ids) == 40
@@ -101,7 +101,7 @@ async def test_ids_are_256_random_bits_and_url_safe(client: Client) -> None:
 
 
 async def test_get_returns_the_session_and_none_when_missing(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {"a": 1})
     assert await store.get(session.id) == session
     await client.delete(record_key(store, session.id))
@@ -128,7 +128,7 @@ MALFORMED = [
 
 
 async def test_malformed_ids_return_none_without_a_redis_call(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     before = await command_calls(redis_client)
     for bad in [*MALFORMED, None, 42, b"A" * 66]:
         assert await store.get(bad) is None  # type: ignore[arg-type]
@@ -141,7 +141,7 @@ async def test_malformed_ids_return_none_without_a_redis_call(redis_client: Redi
 
 
 async def test_update_merges_keys_and_none_removes(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {"keep": 1, "drop": 2, "change": 3})
     updated = await store.update(session.id, {"change": "x", "drop": None, "new": [1]})
     assert updated is not None
@@ -154,7 +154,7 @@ async def test_update_merges_keys_and_none_removes(client: Client) -> None:
 
 
 async def test_update_keeps_untouched_values_byte_for_byte(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     data = {"big": 2**70, "float": 0.1, "empty_list": [], "empty_obj": {}, "nested": {"a": [{}]}}
     session = await store.create("42", data)
     before = json.loads(await client.get(record_key(store, session.id)))
@@ -169,7 +169,7 @@ async def test_update_keeps_untouched_values_byte_for_byte(client: Client) -> No
 
 
 async def test_update_of_a_missing_session_creates_nothing(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42")
     await store.destroy(session.id)
     assert await store.update(session.id, {"a": 1}) is None
@@ -177,7 +177,7 @@ async def test_update_of_a_missing_session_creates_nothing(client: Client) -> No
 
 
 async def test_update_keys_with_quotes_and_escapes(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {'q"uote': 1, "back\\slash": 2, "ünï": 3, "<&>": 4})
     updated = await store.update(session.id, {'q"uote': 10, "back\\slash": None, "<&>": 40})
     assert updated is not None
@@ -185,7 +185,7 @@ async def test_update_keys_with_quotes_and_escapes(client: Client) -> None:
 
 
 async def test_concurrent_updates_of_different_keys_all_survive(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {})
     await gather_bounded([store.update(session.id, {f"k{i}": i}) for i in range(60)])
     final = await store.get(session.id)
@@ -194,7 +194,7 @@ async def test_concurrent_updates_of_different_keys_all_survive(client: Client) 
 
 
 async def test_refresh_never_overwrites_a_concurrent_update(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {})
     ops: list[Coroutine[Any, Any, Any]] = []
     for i in range(40):
@@ -208,7 +208,9 @@ async def test_refresh_never_overwrites_a_concurrent_update(client: Client) -> N
 
 
 async def test_refresh_slides_expiry_and_returns_none_when_gone(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=30), absolute_ttl=timedelta(hours=1))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=30), absolute_ttl=timedelta(hours=1)
+    )
     session = await store.create("42", {"a": 1})
     key = record_key(store, session.id)
     await client.pexpire(key, 5000)
@@ -222,7 +224,9 @@ async def test_refresh_slides_expiry_and_returns_none_when_gone(client: Client) 
 
 
 async def test_idle_timeout_ends_an_unused_session(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=1), absolute_ttl=timedelta(seconds=60))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=1), absolute_ttl=timedelta(seconds=60)
+    )
     session = await store.create("42")
     assert await store.get(session.id) is not None
 
@@ -234,7 +238,9 @@ async def test_idle_timeout_ends_an_unused_session(client: Client) -> None:
 
 
 async def test_refresh_keeps_a_used_session_alive_past_its_idle_timeout(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=3), absolute_ttl=timedelta(seconds=60))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=3), absolute_ttl=timedelta(seconds=60)
+    )
     session = await store.create("42")
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -245,7 +251,9 @@ async def test_refresh_keeps_a_used_session_alive_past_its_idle_timeout(client: 
 
 
 async def test_absolute_timeout_wins_over_refreshes(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=2), absolute_ttl=timedelta(seconds=3))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=2), absolute_ttl=timedelta(seconds=3)
+    )
     session = await store.create("42")
     key = record_key(store, session.id)
     deadline = session.created_at + timedelta(seconds=3)
@@ -270,7 +278,9 @@ async def test_absolute_timeout_enforced_for_records_without_expiry(client: Clie
     timeout by hand) is judged by created_at on Redis's clock when it is
     refreshed or updated. (``get`` in this layout trusts the TTL, which
     every redkit write caps; the Go layout's ``get`` checks created_at.)"""
-    store = SessionStore(client, ttl=timedelta(hours=24), absolute_ttl=timedelta(days=7))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(hours=24), absolute_ttl=timedelta(days=7)
+    )
     session = await store.create("42", {"a": 1})
     key = record_key(store, session.id)
     old = datetime.now(timezone.utc) - timedelta(days=8)
@@ -296,7 +306,7 @@ async def test_absolute_timeout_enforced_for_records_without_expiry(client: Clie
 
 
 async def test_rotate_gives_a_new_id_and_kills_the_old_one(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {"a": 1})
     rotated = await store.rotate(session.id)
     assert rotated is not None
@@ -312,7 +322,7 @@ async def test_rotate_gives_a_new_id_and_kills_the_old_one(client: Client) -> No
 
 
 async def test_rotate_to_another_user_moves_the_index_entry(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     anon = await store.create("", {"cart": [1]})
     logged_in = await store.rotate(anon.id, user_id="42")
     assert logged_in is not None
@@ -331,7 +341,7 @@ async def test_rotate_to_another_user_moves_the_index_entry(client: Client) -> N
 
 
 async def test_destroy_reports_whether_it_existed(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42")
     keep = await store.create("42")
     assert await store.destroy(session.id) is True
@@ -341,7 +351,7 @@ async def test_destroy_reports_whether_it_existed(client: Client) -> None:
 
 
 async def test_destroy_all_for_user(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     mine = [await store.create("42", {"n": i}) for i in range(5)]
     other = await store.create("43")
     anon = await store.create("")
@@ -356,7 +366,7 @@ async def test_destroy_all_for_user(client: Client) -> None:
 
 
 async def test_destroy_all_and_list_never_scan(redis_client: Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, secret=SECRET)
     for _ in range(3):
         await store.create("42")
     for i in range(50):
@@ -373,7 +383,7 @@ async def test_destroy_all_and_list_never_scan(redis_client: Redis) -> None:
 
 
 async def test_list_for_user_newest_first_and_only_live(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     created = []
     for i in range(4):
         created.append(await store.create("42", {"n": i}))
@@ -385,7 +395,9 @@ async def test_list_for_user_newest_first_and_only_live(client: Client) -> None:
 
 
 async def test_index_does_not_grow_as_sessions_expire(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=1.5), absolute_ttl=timedelta(seconds=5))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=1.5), absolute_ttl=timedelta(seconds=5)
+    )
     first = await store.create("42")
     for _ in range(20):
         await store.create("42")
@@ -410,7 +422,9 @@ async def _none_left(client: Client, store: SessionStore, idx: str) -> bool:
 
 
 async def test_index_key_expires_with_its_last_session(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(milliseconds=400), absolute_ttl=timedelta(seconds=5))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(milliseconds=400), absolute_ttl=timedelta(seconds=5)
+    )
     session = await store.create("42")
     idx = index_key(session.id)
     assert await client.pttl(idx) > 0
@@ -422,7 +436,9 @@ async def test_index_key_expires_with_its_last_session(client: Client) -> None:
 
 
 async def test_index_outlives_every_session_it_lists(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=2), absolute_ttl=timedelta(seconds=60))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=2), absolute_ttl=timedelta(seconds=60)
+    )
     first = await store.create("42")
     await asyncio.sleep(0.3)
     second = await store.create("42")
@@ -434,7 +450,7 @@ async def test_index_outlives_every_session_it_lists(client: Client) -> None:
 
 
 async def test_unserializable_data_is_rejected_and_nothing_stored(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     with pytest.raises(SerializationError, match="object"):
         await store.create("42", {"bad": object()})
     with pytest.raises(SerializationError, match="keys must be strings"):
@@ -450,12 +466,12 @@ async def test_unserializable_data_is_rejected_and_nothing_stored(client: Client
 
 
 async def test_data_size_limit(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     with pytest.raises(SessionDataTooLarge, match="65536"):
         await store.create("42", {"blob": "x" * 70_000})
     assert await all_keys(client) == set()
 
-    small = SessionStore(client, max_data_bytes=100)
+    small = SessionStore(client, secret=SECRET, max_data_bytes=100)
     session = await small.create("42", {"a": "x" * 40})
     with pytest.raises(SessionDataTooLarge, match="100"):
         await small.update(session.id, {"b": "y" * 60})
@@ -468,7 +484,7 @@ async def test_data_size_limit(client: Client) -> None:
 
 
 async def test_malformed_stored_record_raises_and_is_left_alone(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42", {"a": 1})
     key = record_key(store, session.id)
     for garbage in (b"not json", b'{"id": 1}', b"[1,2]", b'{"id":"x","user_id":"42"'):
@@ -481,7 +497,7 @@ async def test_malformed_stored_record_raises_and_is_left_alone(client: Client) 
 
 
 async def test_record_with_another_id_is_rejected(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42")
     other = await store.create("42")
     await client.set(record_key(store, session.id), await client.get(record_key(store, other.id)))
@@ -490,17 +506,21 @@ async def test_record_with_another_id_is_rejected(client: Client) -> None:
 
 
 async def test_user_id_validation(client: Client) -> None:
-    store = SessionStore(client)
-    with pytest.raises(ValueError, match="control character"):
+    store = SessionStore(client, secret=SECRET)
+    with pytest.raises(ConfigError, match="control character"):
         await store.create("4\n2")
-    with pytest.raises(ValueError, match="512"):
+    with pytest.raises(ConfigError, match="512"):
         await store.create("x" * 600)
-    with pytest.raises(TypeError, match="int"):
+    with pytest.raises(ConfigError, match="int"):
         await store.create(42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ConfigError, match="surrogate"):
+        await store.create("\ud800")
+    with pytest.raises(ConfigError, match="empty"):
         await store.list_for_user("")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ConfigError, match="empty"):
         await store.destroy_all_for_user("")
+    with pytest.raises(ConfigError, match="surrogate"):
+        await store.rotate((await store.create("")).id, user_id="\udc00")
     # Any other text is a fine user id, braces and colons included.
     session = await store.create("{odd}:user*?")
     assert [s.id for s in await store.list_for_user("{odd}:user*?")] == [session.id]
@@ -508,17 +528,17 @@ async def test_user_id_validation(client: Client) -> None:
 
 async def test_bad_configuration(client: Client) -> None:
     with pytest.raises(ConfigError, match="absolute_ttl"):
-        SessionStore(client, ttl=timedelta(hours=2), absolute_ttl=timedelta(hours=1))
+        SessionStore(client, secret=SECRET, ttl=timedelta(hours=2), absolute_ttl=timedelta(hours=1))
     with pytest.raises(ConfigError, match="ttl"):
-        SessionStore(client, ttl=timedelta(0))
+        SessionStore(client, secret=SECRET, ttl=timedelta(0))
     with pytest.raises(ConfigError, match="ttl"):
-        SessionStore(client, ttl=-5)
+        SessionStore(client, secret=SECRET, ttl=-5)
     with pytest.raises(ConfigError, match="layout"):
-        SessionStore(client, layout="redis")  # type: ignore[arg-type]
+        SessionStore(client, secret=SECRET, layout="redis")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="prefix"):
-        SessionStore(client, prefix="a{b}")
+        SessionStore(client, secret=SECRET, prefix="a{b}")
     with pytest.raises(ConfigError, match="max_data_bytes"):
-        SessionStore(client, max_data_bytes=0)
+        SessionStore(client, secret=SECRET, max_data_bytes=0)
 
 
 async def test_go_layout_refuses_a_cluster(cluster_client: Client) -> None:
@@ -527,7 +547,7 @@ async def test_go_layout_refuses_a_cluster(cluster_client: Client) -> None:
 
 
 async def test_stats_count_operations(client: Client) -> None:
-    store = SessionStore(client)
+    store = SessionStore(client, secret=SECRET)
     session = await store.create("42")
     await store.get(session.id)
     await store.get("nope")
@@ -551,8 +571,8 @@ async def test_stats_count_operations(client: Client) -> None:
 
 
 async def test_prefix_separates_stores(client: Client) -> None:
-    a = SessionStore(client, prefix="a")
-    b = SessionStore(client, prefix="b")
+    a = SessionStore(client, secret=SECRET, prefix="a")
+    b = SessionStore(client, secret=SECRET, prefix="b")
     session = await a.create("42", {"x": 1})
     assert await b.get(session.id) is None
     assert await b.list_for_user("42") == []
@@ -561,7 +581,9 @@ async def test_prefix_separates_stores(client: Client) -> None:
 
 
 async def test_touch_refreshes_only_when_due(client: Client) -> None:
-    store = SessionStore(client, ttl=timedelta(seconds=30), absolute_ttl=timedelta(hours=1))
+    store = SessionStore(
+        client, secret=SECRET, ttl=timedelta(seconds=30), absolute_ttl=timedelta(hours=1)
+    )
     session = await store.create("42", {"a": 1})
     key = record_key(store, session.id)
     await client.pexpire(key, 20_000)  # as if last used 10 s ago

@@ -152,7 +152,13 @@ class Services:
         self.publisher = Publisher(client, source=config.instance)
         self.users = UserService(self.repo, self.cache, self.invalidator, self.publisher)
         self.sessions = SessionStore(
-            client, prefix="app", ttl=timedelta(hours=24), absolute_ttl=timedelta(days=7)
+            client,
+            # One demo secret for the cookie and the id tags: redkit
+            # domain-separates the two uses (docs/session.md).
+            secret=config.secret_key,
+            prefix="app",
+            ttl=timedelta(hours=24),
+            absolute_ttl=timedelta(days=7),
         )
         self.limiter = RateLimiter(client, prefix="app", fail_open=True)
         self.locks = DistributedLock(client, prefix="app")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
-from ..errors import SerializationError
+from ..errors import ConfigError, SerializationError
 
 SECRET_CHARS = 43  # 32 random bytes, base64url without padding
 TAG_CHARS = 22  # 16 bytes of a user tag, base64url without padding
@@ -23,13 +25,83 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def user_tag(user_id: str) -> str:
+MIN_SECRET_BYTES = 16
+
+# Prefixes of the messages each HMAC key signs. Neither is a prefix of the
+# other, so the same secret given to the store and to the cookie signer
+# never yields a tag that is also a valid cookie signature, or the reverse.
+TAG_CONTEXT = b"redkit.session.user-tag\x00"
+COOKIE_CONTEXT = b"redkit.session.cookie\x00"
+
+
+def secret_bytes(secret: object, what: str) -> bytes:
+    """A secret as bytes (str as UTF-8), at least 16 of them; else
+    ConfigError naming ``what`` and never the secret itself."""
+    if isinstance(secret, str):
+        try:
+            secret = secret.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{what} is not valid text (it holds a lone surrogate)") from None
+    if not isinstance(secret, bytes):
+        raise ConfigError(f"{what} must be str or bytes, got {type(secret).__name__}")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{what} is {len(secret)} bytes; use at least {MIN_SECRET_BYTES} random bytes "
+            "(for example secrets.token_urlsafe(32))"
+        )
+    return secret
+
+
+def secret_list(secrets_: object, what: str) -> list[bytes]:
+    """One secret, or a non-empty sequence of them (current first), as a
+    list of distinct byte strings in the given order."""
+    items: object = [secrets_] if isinstance(secrets_, (str, bytes)) else secrets_
+    if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+        raise ConfigError(
+            f"{what} must be str, bytes or a list of them, got {type(secrets_).__name__}"
+        )
+    if not items:
+        raise ConfigError(f"{what} is an empty list; give at least the current secret")
+    out: list[bytes] = []
+    for n, item in enumerate(items):
+        key = secret_bytes(item, what if len(items) == 1 else f"{what}[{n}]")
+        if key not in out:
+            out.append(key)
+    return out
+
+
+class UserTags:
     """The hash tag shared by a user's session ids and index: 128 bits of
-    SHA-256 of the user id. An anonymous session gets a random tag."""
-    if not user_id:
-        return secrets.token_urlsafe(16)
-    digest = hashlib.sha256(user_id.encode("utf-8")).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+    HMAC-SHA256 of the user id under the store's secret, so a tag says
+    nothing about the user to anyone without the secret. The first secret
+    tags new sessions; every secret's tag is where older sessions of the
+    user may be. An anonymous session gets a random tag."""
+
+    __slots__ = ("_macs",)
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self._macs = [hmac.new(key, TAG_CONTEXT, hashlib.sha256) for key in keys]
+
+    @staticmethod
+    def _tag(base: hmac.HMAC, user_id: str) -> str:
+        mac = base.copy()
+        mac.update(user_id.encode("utf-8"))
+        return base64.urlsafe_b64encode(mac.digest()[:16]).decode("ascii").rstrip("=")
+
+    def current(self, user_id: str) -> str:
+        """The tag of new sessions of ``user_id``."""
+        if not user_id:
+            return secrets.token_urlsafe(16)
+        return self._tag(self._macs[0], user_id)
+
+    def every(self, user_id: str) -> list[str]:
+        """The user's tag under each secret, current first, without repeats."""
+        tags: list[str] = []
+        for base in self._macs:
+            tag = self._tag(base, user_id)
+            if tag not in tags:
+                tags.append(tag)
+        return tags
 
 
 def tag_of(session_id: str) -> str | None:
@@ -51,8 +123,10 @@ def is_go_id(session_id: str) -> bool:
     return False
 
 
+# ASCII digits only, as RFC 3339 and Go's parser have it.
 _TIME = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d\d):(\d\d))"
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d\d):(\d\d))",
+    re.ASCII,
 )
 _ZONES: dict[tuple[str, str, str], timezone] = {}
 
@@ -78,6 +152,8 @@ def parse_time(text: str) -> datetime:
         key = (sign, oh, om)
         found = _ZONES.get(key)
         if found is None:
+            if int(oh) > 23 or int(om) > 59:
+                raise SerializationError(f"not a valid UTC offset in timestamp: {text[:60]!r}")
             delta = timedelta(hours=int(oh), minutes=int(om))
             found = timezone.utc if not delta else timezone(-delta if sign == "-" else delta)
             _ZONES[key] = found

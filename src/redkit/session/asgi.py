@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 
 from .._bounded import bounded
+from .._validate import seconds
+from ..codec import guarded_decoder, strict_json_encoder
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
+from . import _ids
 from .store import Session, SessionStore
 
 if TYPE_CHECKING:
@@ -38,7 +41,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 T = TypeVar("T")
 
 STATE_KEY = "redkit.session"
-_SIGN_CONTEXT = b"redkit.session.cookie\x00"
 _SIG_CHARS = 43
 _MAX_COOKIE_CHARS = 256
 _UNAVAILABLE_BODY = (
@@ -46,8 +48,8 @@ _UNAVAILABLE_BODY = (
     b'"message":"The session store is unavailable; try again shortly."}}'
 )
 
-_encode = msgspec.json.Encoder().encode
-_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
+_encode = strict_json_encoder(None, "session data")
+_decode_dict = guarded_decoder(msgspec.json.Decoder(dict[str, Any]).decode, "session data")
 
 
 class _Signer:
@@ -58,35 +60,24 @@ class _Signer:
         self._keys = list(keys)
 
     def _mac(self, key: bytes, value: str) -> str:
-        digest = hmac.new(key, _SIGN_CONTEXT + value.encode("ascii"), hashlib.sha256).digest()
+        digest = hmac.new(key, _ids.COOKIE_CONTEXT + value.encode("ascii"), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
     def sign(self, value: str) -> str:
         return f"{value}.{self._mac(self._keys[0], value)}"
 
-    def unsign(self, signed: str) -> str | None:
-        if len(signed) > _MAX_COOKIE_CHARS:
+    def unsign(self, signed: object) -> str | None:
+        """The value of a cookie this signer made; None for anything else
+        (any object, any text), never an exception."""
+        if type(signed) is not str or len(signed) > _MAX_COOKIE_CHARS or not signed.isascii():
             return None
         value, dot, sig = signed.rpartition(".")
-        if not dot or not value or len(sig) != _SIG_CHARS or not value.isascii():
+        if not dot or not value or len(sig) != _SIG_CHARS:
             return None
         for key in self._keys:
             if hmac.compare_digest(self._mac(key, value), sig):
                 return value
         return None
-
-
-def _key_bytes(key: object, what: str) -> bytes:
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    if not isinstance(key, bytes):
-        raise ConfigError(f"{what} must be str or bytes, got {type(key).__name__}")
-    if len(key) < 16:
-        raise ConfigError(
-            f"{what} is {len(key)} bytes; use at least 16 random bytes "
-            "(for example secrets.token_urlsafe(32))"
-        )
-    return key
 
 
 class _NotLoaded(MutableMapping[str, Any]):
@@ -144,14 +135,19 @@ class _State:
         self.clear_cookie = False
 
     def _start(self, session: Session | None) -> dict[str, Any]:
-        self.session = session
-        self.loaded = True
+        """Make ``session`` the request's; SerializationError (and no
+        change) if its data does not survive the copy."""
         if session is None or not session.data:
-            self.original = b"{}"
+            original = b"{}"
             data: dict[str, Any] = {}
         else:
-            self.original = _encode(session.data)
-            data = _decode_dict(self.original)
+            # The handler gets its own copy, compared with the stored data
+            # when the response starts.
+            original = _encode(session.data)
+            data = _decode_dict(original)
+        self.session = session
+        self.original = original
+        self.loaded = True
         self.scope["session"] = data
         return data
 
@@ -159,18 +155,26 @@ class _State:
         if self.loaded:
             working: MutableMapping[str, Any] = self.scope["session"]
             return working
-        session = None
         if self.cookie_id is not None:
             store = self.middleware.store
+            # Whatever is stored under the id that is not a session record
+            # was not written by a session store: the request is served as
+            # one without a session (counted in the store's errors).
             try:
                 session = await self.middleware.bounded(
                     store.touch(self.cookie_id, self.middleware.refresh_every)
                 )
             except SerializationError as exc:
                 log.warning("unreadable session record, starting a fresh session: %s", exc)
-            if session is None:
-                self.clear_cookie = True
-        return self._start(session)
+            else:
+                if session is not None:
+                    try:
+                        return self._start(session)
+                    except SerializationError as exc:
+                        store._note_unreadable()
+                        log.warning("session data does not copy, starting a fresh session: %s", exc)
+            self.clear_cookie = True
+        return self._start(None)
 
     def working(self) -> MutableMapping[str, Any]:
         data = self.scope.get("session")
@@ -287,14 +291,28 @@ class SessionMiddleware:
         http_only: bool = True,
         same_site: Literal["lax", "strict", "none"] = "lax",
         eager: bool = True,
-        refresh_every: timedelta | float = 60.0,
+        refresh_every: timedelta | float | None = None,
         timeout: float | None = 5.0,
     ) -> None:
         if not isinstance(store, SessionStore):
             raise ConfigError(f"store must be a SessionStore, got {type(store).__name__}")
-        keys = [_key_bytes(secret_key, "secret_key")]
-        keys += [_key_bytes(k, "fallback_secret_keys entry") for k in fallback_secret_keys]
-        if not cookie_name or not all(c.isalnum() or c in "-_." for c in cookie_name):
+        keys = [_ids.secret_bytes(secret_key, "secret_key")]
+        if isinstance(fallback_secret_keys, (str, bytes)) or not isinstance(
+            fallback_secret_keys, Sequence
+        ):
+            raise ConfigError(
+                "fallback_secret_keys must be a list of keys, got "
+                f"{type(fallback_secret_keys).__name__}"
+            )
+        keys += [
+            _ids.secret_bytes(k, f"fallback_secret_keys[{n}]")
+            for n, k in enumerate(fallback_secret_keys)
+        ]
+        if (
+            not isinstance(cookie_name, str)
+            or not cookie_name
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in cookie_name)
+        ):
             raise ConfigError(
                 f"cookie_name must be letters, digits, '-', '_', '.': {cookie_name!r}"
             )
@@ -303,36 +321,44 @@ class SessionMiddleware:
         if same_site == "none" and secure is False:
             raise ConfigError("same_site='none' needs secure cookies; browsers reject it otherwise")
         for what, value in (("path", path), ("domain", domain)):
-            if value is not None and any(c in value for c in ";,\r\n\x00 "):
+            if value is None and what == "domain":
+                continue
+            if not isinstance(value, str) or not value.isascii():
+                raise ConfigError(f"cookie {what} must be ASCII text, got {value!r}")
+            if any(c in value for c in ";,\r\n\x00 "):
                 raise ConfigError(
                     f"cookie {what} contains a character cookies cannot carry: {value!r}"
                 )
+        for what, flag in (("eager", eager), ("http_only", http_only)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{what} must be True or False, got {flag!r}")
+        if secure is not None and not isinstance(secure, bool):
+            raise ConfigError(f"secure must be True, False or None, got {secure!r}")
         if max_age == "absolute_ttl":
             max_age = store.absolute_ttl
-        if isinstance(max_age, timedelta):
-            max_age = int(max_age.total_seconds())
-        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)):
-            raise ConfigError(f"max_age must be seconds, a timedelta or None, got {max_age!r}")
-        if isinstance(refresh_every, timedelta):
-            refresh_every = refresh_every.total_seconds()
-        if not isinstance(refresh_every, (int, float)) or not refresh_every > 0:
-            raise ConfigError(f"refresh_every must be positive seconds, got {refresh_every!r}")
-        if refresh_every >= store.ttl.total_seconds():
-            raise ConfigError(
-                f"refresh_every ({refresh_every:g}s) must be shorter than the store's idle "
-                f"ttl ({store.ttl.total_seconds():g}s), or sessions in use would expire"
-            )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
+        if max_age is not None:
+            max_age = int(seconds(max_age, "max_age", allow_zero=True))
+        ttl = store.ttl.total_seconds()
+        if refresh_every is None:
+            # Refresh at most once a minute, and at least twice per idle
+            # ttl, so a session in use never comes near its end.
+            refresh = min(60.0, ttl / 2)
+        else:
+            refresh = seconds(refresh_every, "refresh_every")
+            if refresh >= ttl:
+                raise ConfigError(
+                    f"refresh_every ({refresh:g}s) must be shorter than the store's idle "
+                    f"ttl ({ttl:g}s), or sessions in use would expire"
+                )
+        if timeout is not None:
+            timeout = seconds(timeout, "timeout")
         self.app = app
         self.store = store
         self.timeout = timeout
         self.signer = _Signer(keys)
         self.cookie_name = cookie_name
         self.eager = eager
-        self.refresh_every = float(refresh_every)
+        self.refresh_every = refresh
         self.secure = secure
         self._name = cookie_name.encode("ascii")
         attrs = [f"Path={path}"]
@@ -512,9 +538,19 @@ async def logout(request: HTTPConnection | Scope, *, everywhere: bool = False) -
     else:
         target, user = state.cookie_id, ""
     if everywhere and user:
-        existed = await state.middleware.bounded(store.destroy_all_for_user(user)) > 0
+        try:
+            existed = await state.middleware.bounded(store.destroy_all_for_user(user)) > 0
+        except ConfigError as exc:
+            # A record written elsewhere whose user id no store accepts (a
+            # control character, 600 characters): it has no index to walk.
+            log.warning("cannot end the other sessions of this session's user: %s", exc)
     if target is not None:
-        existed = await state.middleware.bounded(store.destroy(target)) or existed
+        try:
+            existed = await state.middleware.bounded(store.destroy(target)) or existed
+        except SerializationError as exc:
+            # Not a session record under that id (another kind of Redis
+            # value): nothing of this user's to end.
+            log.warning("logout found no session record, only: %s", exc)
     working = state.working() if state.loaded else None
     if working is not None:
         working.clear()

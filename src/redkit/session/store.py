@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -13,7 +13,8 @@ import msgspec
 from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
-from ..codec import get_codec
+from .._validate import seconds
+from ..codec import get_codec, guarded_decoder, strict_json_encoder
 from ..connection import Client, describe_error, is_cluster
 from ..errors import ConfigError, ConnectionUnavailable, RedkitError, SerializationError
 from ..keys import validate_key_part
@@ -25,6 +26,11 @@ __all__ = ["Session", "SessionDataTooLarge", "SessionStats", "SessionStore"]
 log = logging.getLogger("redkit.session")
 
 DEFAULT_MAX_DATA_BYTES = 64 * 1024
+
+# Every deadline a script computes must stay an exact microsecond count in a
+# Lua double (2**53 us after the epoch is the year 2255) and a 4-digit-year
+# RFC 3339 timestamp that Go and Python parse: a century of ttl keeps both.
+MAX_TTL_SECONDS = 100 * 365.25 * 86400
 
 # Failures meaning "Redis cannot serve this now": the store fails closed with
 # ConnectionUnavailable and the middleware answers 503.
@@ -89,12 +95,51 @@ class _Wire(msgspec.Struct):
     data: dict[str, Any] | None = None
 
 
-_decode_wire = msgspec.json.Decoder(_Wire).decode
-_decode_session = msgspec.json.Decoder(Session).decode
+# Both raise SerializationError and nothing else, deep nesting included.
+_decode_wire = guarded_decoder(msgspec.json.Decoder(_Wire).decode, "the stored value")
+_decode_session = guarded_decoder(msgspec.json.Decoder(Session).decode, "the stored value")
 # msgspec rounds fraction digits past six; Go writes up to nine, which must
 # be truncated. Records with such a run of digits anywhere take the slow path.
 _LONG_FRACTION = re.compile(rb"\.\d{7}")
-_encode_json = msgspec.json.Encoder().encode
+_encode_json = strict_json_encoder(None, "session data")
+
+
+def decode_record(raw: object) -> Session:
+    """A stored session record (either layout) as a :class:`Session`;
+    :class:`~redkit.SerializationError` for anything else, never another
+    exception."""
+    if type(raw) is not bytes:
+        raw = _as_bytes(raw)
+    if _LONG_FRACTION.search(raw) is not None:
+        return _decode_slow(raw)
+    try:
+        return _decode_session(raw)
+    except SerializationError:
+        # "data": null, an offset msgspec refuses, or not a record: the
+        # slow path says which.
+        return _decode_slow(raw)
+
+
+def _as_bytes(raw: object) -> bytes:
+    if isinstance(raw, str):  # a client made with decode_responses=True
+        try:
+            return raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SerializationError("a session record is not valid UTF-8 text") from None
+    if isinstance(raw, bytes):
+        return raw
+    raise SerializationError(f"a session record is text, got {type(raw).__name__}")
+
+
+def _decode_slow(raw: bytes) -> Session:
+    wire = _decode_wire(raw)
+    return Session(
+        wire.id,
+        wire.user_id,
+        wire.data if wire.data is not None else {},
+        _ids.parse_time(wire.created_at),
+        _ids.parse_time(wire.expires_at),
+    )
 
 
 def _script(name: str, *, lib: bool = True) -> Script:
@@ -116,23 +161,15 @@ _LIST = _script("list")
 _DESTROY_ALL = _script("destroy_all")
 
 
-def _micros(value: timedelta | float, what: str) -> int:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise ConfigError(f"{what} must be a timedelta or seconds, got {value!r}")
-    if not seconds > 0:
-        raise ConfigError(f"{what} must be positive, got {value!r}")
-    return int(seconds * 1_000_000)
+def _micros(value: object, what: str) -> int:
+    return max(1, int(seconds(value, what, maximum=MAX_TTL_SECONDS) * 1_000_000))
 
 
 def _check_user_id(user_id: object) -> str:
     if not isinstance(user_id, str):
-        raise TypeError(f"user_id must be a string, got {type(user_id).__name__}")
+        raise ConfigError(f"user_id must be a string, got {type(user_id).__name__}")
     if user_id:
-        try:
-            validate_key_part(user_id, "user_id")
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
+        validate_key_part(user_id, "user_id")
     return user_id
 
 
@@ -149,21 +186,34 @@ class SessionStore:
 
     :param client: what :func:`redkit.connect` returns (standalone or
         cluster); never closed by the store.
+    :param secret: the key of the hash tag in session ids (``"redkit"``
+        layout; required there): str or bytes of at least 16 random bytes,
+        the same on every instance, or a list of them, current first, to
+        rotate it (new sessions are tagged with the first; sessions tagged
+        with the others stay readable, listed and destroyed with their
+        user). Keep it apart from the cookie-signing ``secret_key`` of
+        :class:`SessionMiddleware` (redkit domain-separates the two uses,
+        so a shared value is not unsafe, but two secrets rotate
+        independently). The ``"go"`` layout has no tag and needs none.
     :param prefix: key prefix. Default ``"app"`` in the ``"redkit"`` layout;
         in the ``"go"`` layout the default is no prefix at all, which yields
         the Go service's own keys ``session:<id>`` and ``session:user:<id>``.
     :param ttl: idle timeout: a session not used for this long ends. Each
-        :meth:`refresh` and :meth:`update` restarts it.
+        :meth:`refresh` and :meth:`update` restarts it. Seconds or a
+        timedelta, at most 100 years.
     :param absolute_ttl: no session lives longer than this after it was
         created, however often it is used. Must be at least ``ttl``.
-    :param layout: ``"redkit"`` (default) puts a hash tag derived from the
-        user into every id, so a session and its user's index share a
-        cluster slot; ``"go"`` reads and writes the Go service's layout
-        (UUID ids accepted), for a standalone or Sentinel server only.
+    :param layout: ``"redkit"`` (default) puts a hash tag keyed by
+        ``secret`` and the user into every id, so a session and its user's
+        index share a cluster slot; ``"go"`` reads and writes the Go
+        service's layout (UUID ids accepted), for a standalone or Sentinel
+        server only.
     :param max_data_bytes: largest session data, as encoded JSON.
 
     Every method is one round trip (one Lua script), except :meth:`rotate`
-    to another user on a cluster (see its docstring). Times come from the
+    to another user on a cluster (see its docstring) and, while ``secret``
+    lists older secrets, :meth:`list_for_user` and
+    :meth:`destroy_all_for_user` (one per secret). Times come from the
     Redis server's clock. When Redis cannot be reached the methods raise
     :class:`~redkit.ConnectionUnavailable` (sessions fail closed).
     """
@@ -172,6 +222,7 @@ class SessionStore:
         self,
         client: Client,
         *,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         prefix: str | None = None,
         ttl: timedelta | float = timedelta(hours=24),
         absolute_ttl: timedelta | float = timedelta(days=7),
@@ -180,6 +231,13 @@ class SessionStore:
     ) -> None:
         if layout not in ("redkit", "go"):
             raise ConfigError(f"layout must be 'redkit' or 'go', got {layout!r}")
+        if secret is None and layout == "redkit":
+            raise ConfigError(
+                "SessionStore needs secret=: the key of the user tag in session ids, "
+                "at least 16 random bytes shared by every instance (for example "
+                "secrets.token_urlsafe(32)), or a list of them, current first"
+            )
+        self._tags = _ids.UserTags(_ids.secret_list(secret, "secret") if secret is not None else [])
         self._ttl_us = _micros(ttl, "ttl")
         self._abs_us = _micros(absolute_ttl, "absolute_ttl")
         if self._abs_us < self._ttl_us:
@@ -193,10 +251,7 @@ class SessionStore:
         if prefix is None and layout == "redkit":
             prefix = "app"
         if prefix is not None:
-            try:
-                validate_key_part(prefix, "key prefix", allow_braces=False)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            validate_key_part(prefix, "key prefix", allow_braces=False)
         self._cluster = is_cluster(client)
         if layout == "go" and self._cluster:
             raise ConfigError(
@@ -256,18 +311,18 @@ class SessionStore:
             return None
         return [self._head + session_id]
 
-    def _index_key(self, user_id: str) -> tuple[str, str]:
-        """(index key, tag or "") of a user."""
+    def _index_keys(self, user_id: str) -> list[tuple[str, str]]:
+        """(index key, tag or "") of every place a user's sessions may be
+        indexed: one per store secret in the tagged layout, current first."""
         if self._tagged:
-            tag = _ids.user_tag(user_id)
-            return f"{self._head}{{{tag}}}:user", tag
-        return f"{self._head}user:{user_id}", ""
+            return [(f"{self._head}{{{tag}}}:user", tag) for tag in self._tags.every(user_id)]
+        return [(f"{self._head}user:{user_id}", "")]
 
     def _new_id(self, user_id: str) -> tuple[str, list[str], str]:
         """(id, keys, tag) for a new session of ``user_id``."""
         secret = _ids.new_secret()
         if self._tagged:
-            tag = _ids.user_tag(user_id)
+            tag = self._tags.current(user_id)
             return (
                 f"{tag}.{secret}",
                 [f"{self._head}{{{tag}}}:{secret}", f"{self._head}{{{tag}}}:user"],
@@ -294,6 +349,14 @@ class SessionStore:
                 f"session store could not {what} (Redis at {self._address()}): "
                 f"{describe_error(exc)}"
             )
+        if isinstance(exc, redis_errors.ResponseError) and "WRONGTYPE" in str(exc)[:200]:
+            # A session key that holds a list, hash, ... was not written by
+            # a session store: the same case as a string that is not a
+            # record, so the middleware starts a fresh session over it.
+            return SerializationError(
+                f"session store could not {what}: a session key holds another kind of "
+                f"Redis value: {describe_error(exc)}"
+            )
         return RedkitError(f"session store could not {what}: {describe_error(exc)}")
 
     def _address(self) -> str:
@@ -309,26 +372,15 @@ class SessionStore:
         return f"{kwargs['host']}:{kwargs.get('port')}"
 
     def _decode(self, raw: bytes, where: str) -> Session:
-        if _LONG_FRACTION.search(raw) is None:
-            try:
-                return _decode_session(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                pass  # "data": null, or not a record: the slow path says which
         try:
-            wire = _decode_wire(raw)
-            return Session(
-                wire.id,
-                wire.user_id,
-                wire.data if wire.data is not None else {},
-                _ids.parse_time(wire.created_at),
-                _ids.parse_time(wire.expires_at),
-            )
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._errors += 1
-            raise SerializationError(f"session record at {where} does not decode: {exc}") from exc
+            return decode_record(raw)
         except SerializationError as exc:
             self._errors += 1
             raise SerializationError(f"session record at {where}: {exc}") from exc
+
+    def _note_unreadable(self) -> None:
+        """Count a record the middleware could not use (stats().errors)."""
+        self._errors += 1
 
     def _malformed_record(self, key: str, reason: object) -> SerializationError:
         self._errors += 1
@@ -358,8 +410,9 @@ class SessionStore:
         with ``data``; returns it with a new id (256 random bits from
         :mod:`secrets`, URL-safe).
 
-        Raises :class:`~redkit.SerializationError` when ``data`` does not
-        encode as JSON and :class:`SessionDataTooLarge` past
+        Raises :class:`~redkit.SerializationError` when ``data`` has no
+        faithful JSON form (an unsupported type, NaN or an infinity, nesting
+        past the recursion limit) and :class:`SessionDataTooLarge` past
         ``max_data_bytes``; nothing is written then.
         """
         user_id = _check_user_id(user_id)
@@ -398,7 +451,7 @@ class SessionStore:
         nothing is sent to Redis). Does not extend the idle timeout.
 
         Raises :class:`~redkit.SerializationError` for a stored value that is
-        not a session record.
+        not a session record (whatever its bytes: never another exception).
         """
         keys = self._keys(session_id)
         if keys is None:
@@ -604,35 +657,38 @@ class SessionStore:
     async def destroy_all_for_user(self, user_id: str) -> int:
         """Delete every live session of ``user_id`` ("log out everywhere");
         returns how many there were. Costs O(that user's sessions): it walks
-        the user's index, never the keyspace."""
+        the user's index, never the keyspace; one round trip per store
+        secret, so sessions tagged under an older secret end too."""
         user_id = _check_user_id(user_id)
         if not user_id:
-            raise ValueError("user_id must not be empty: anonymous sessions are not indexed")
-        index, tag = self._index_key(user_id)
-        count = int(
-            await self._run("destroy a user's sessions", _DESTROY_ALL, [index], [user_id, tag])
-        )
+            raise ConfigError("user_id must not be empty: anonymous sessions are not indexed")
+        count = 0
+        for index, tag in self._index_keys(user_id):
+            count += int(
+                await self._run("destroy a user's sessions", _DESTROY_ALL, [index], [user_id, tag])
+            )
         self._destroyed += count
         return count
 
     async def list_for_user(self, user_id: str) -> list[Session]:
-        """The live sessions of ``user_id``, newest first; one round trip,
+        """The live sessions of ``user_id``, newest first, those tagged under
+        an older secret included; one round trip per store secret,
         O(that user's sessions). Index entries of ended sessions are dropped
         on the way."""
         user_id = _check_user_id(user_id)
         if not user_id:
-            raise ValueError("user_id must not be empty: anonymous sessions are not indexed")
-        index, tag = self._index_key(user_id)
-        replies = await self._run("list a user's sessions", _LIST, [index], [user_id, tag])
+            raise ConfigError("user_id must not be empty: anonymous sessions are not indexed")
         sessions = []
-        for raw in replies:
-            try:
-                session = self._decode(raw, index)
-            except SerializationError:
-                log.warning("skipping an unreadable session record listed in %s", index)
-                continue
-            if session.user_id == user_id:
-                sessions.append(session)
+        for index, tag in self._index_keys(user_id):
+            replies = await self._run("list a user's sessions", _LIST, [index], [user_id, tag])
+            for raw in replies:
+                try:
+                    session = self._decode(raw, index)
+                except SerializationError:
+                    log.warning("skipping an unreadable session record listed in %s", index)
+                    continue
+                if session.user_id == user_id:
+                    sessions.append(session)
         sessions.sort(key=lambda s: s.created_at, reverse=True)
         return sessions
 

@@ -10,8 +10,8 @@ local target = deadline(rec, now)
 local s = '{"id":' .. ARGV[6] .. ',"user_id":' .. ARGV[7] .. ',"data":' .. ARGV[9]
   .. ',"created_at":' .. quoted_time(now) .. ',"expires_at":' .. quoted_time(target) .. '}'
 local ms = to_ms(target - now)
+local idx = index_key(KEYS[2], uid, true)
 if not redis.call('SET', KEYS[1], s, 'PX', ms, 'NX') then return false end
-local idx = index_key(KEYS[2], uid)
 if idx then
   local tag = ARGV[11]
   if tag == '' then tag = nil end

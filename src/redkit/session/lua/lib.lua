@@ -159,11 +159,22 @@ local function record_key(id, tag)
 end
 
 -- The index key of user `uid`: the declared key in the tagged layout, built
--- from the user id in the Go layout; nil for anonymous sessions.
-local function index_key(declared, uid)
+-- from the user id in the Go layout; nil for anonymous sessions. An index
+-- key holding another kind of value (not written by a store) is nil too,
+-- so ending or refreshing a session never stops at it; with `strict` (a
+-- new session must be indexed) it fails the script here, before anything
+-- is written, with the WRONGTYPE error the store reports as "not a
+-- session record".
+local function index_key(declared, uid, strict)
   if uid == '' then return nil end
-  if LAYOUT == 'g' then return IDX_HEAD .. uid end
-  return declared
+  local idx = declared
+  if LAYOUT == 'g' then idx = IDX_HEAD .. uid end
+  local t = redis.call('TYPE', idx)['ok']
+  if t == 'set' or t == 'none' then return idx end
+  if strict then
+    error('WRONGTYPE the session index ' .. idx .. ' holds a ' .. t .. ', not a set')
+  end
+  return nil
 end
 
 -- Keep the index alive at least as long as a record it lists: `ms` is that

@@ -33,10 +33,10 @@ local target = deadline(rec, now)
 repl['expires_at'] = quoted_time(target)
 local out = render_record(rec, repl)
 local ms = to_ms(target - now)
+local idx = index_key(KEYS[4], uid, true)
 redis.call('DEL', KEYS[1])
 if old_idx then redis.call('SREM', old_idx, ARGV[6]) end
 redis.call('SET', KEYS[2], out, 'PX', ms)
-local idx = index_key(KEYS[4], uid)
 if idx then
   local tag = ARGV[12]
   if tag == '' then tag = nil end
