@@ -84,7 +84,7 @@ def _request_op(app: Any, cookie: str | None) -> Any:
 async def cases(env: Env) -> list[Case]:
     raw = env.raw_client()
     # A counted plain redis-py client, so the table shows round trips.
-    store = SessionStore(env.raw_client(), prefix="bench")
+    store = SessionStore(env.raw_client(), secret="bench-store-secret-0123456789", prefix="bench")
     session = await store.create("42", DATA)
     tag, secret = session.id.split(".")
     key = f"bench:session:{{{tag}}}:{secret}"
