@@ -15,7 +15,7 @@ from redis import exceptions as redis_errors
 
 from .. import _validate
 from ..connection import describe_error
-from ..errors import ConnectionUnavailable, LockError
+from ..errors import ConfigError, ConnectionUnavailable, LockError
 from ..keys import validate_key_part
 
 log = logging.getLogger("redkit.lock")
@@ -65,7 +65,7 @@ def to_ttl_ms(value: object) -> int:
 def check_on_lost(value: object) -> None:
     if value in ("signal", "cancel") or callable(value):
         return
-    raise ValueError(f"on_lost must be 'signal', 'cancel' or a callable, got {value!r}")
+    raise ConfigError(f"on_lost must be 'signal', 'cancel' or a callable, got {value!r}")
 
 
 # Any failure of a request: unreachable, or an error answer.

@@ -10,6 +10,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ..connection import Client
+from ..errors import ConfigError
 from ..keys import KeySpace
 from ..scripts import Script
 from ._common import (
@@ -187,7 +188,7 @@ class DistributedLock:
         Raises :class:`~redkit.LockNotAcquired` after the last attempt.
         """
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+            raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
         delay = to_seconds(retry_delay, "retry_delay", allow_zero=True)
         resource = self._mutex(name)
         return await take(

@@ -7,6 +7,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from ..errors import ConfigError
 from ..keys import KeySpace
 from ..scripts import Script
 from ._common import (
@@ -71,7 +72,7 @@ class Semaphore:
 
     def __init__(self, host: Host, keys: KeySpace, name: str, limit: int, ttl: Seconds) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"semaphore limit must be an int >= 1, got {limit!r}")
+            raise ConfigError(f"semaphore limit must be an int >= 1, got {limit!r}")
         self._ttl_ms = to_ttl_ms(ttl)
         self._host = host
         self._counters = Counters()
