@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import pytest
 
-from redkit import SerializationError
+from redkit import ConfigError, SerializationError
 from redkit.cache import MISSING, Cache
 
 
@@ -143,33 +143,33 @@ async def test_format_specs_and_similar_names(client: Any) -> None:
 
 def test_bad_declarations(redis_client: Any) -> None:
     cache = Cache(redis_client)
-    with pytest.raises(ValueError, match="'uid'"):
+    with pytest.raises(ConfigError, match="'uid'"):
 
         @cache.cached(ttl=60, key="user:{uid}")
         async def f(user_id: str) -> str:
             return user_id
 
-    with pytest.raises(ValueError, match="'nope'"):
+    with pytest.raises(ConfigError, match="'nope'"):
 
         @cache.cached(ttl=60, key="x:{user_id}", tags=["t:{nope}"])
         async def g(user_id: str) -> str:
             return user_id
 
-    with pytest.raises(ValueError, match="unnamed"):
+    with pytest.raises(ConfigError, match="unnamed"):
 
         @cache.cached(ttl=60, key="x:{}")
         async def h(user_id: str) -> str:
             return user_id
 
-    with pytest.raises(TypeError, match="async def"):
+    with pytest.raises(ConfigError, match="async def"):
 
         @cache.cached(ttl=60, key="x")  # type: ignore[arg-type]
         def sync(user_id: str) -> str:
             return user_id
 
-    with pytest.raises(ValueError, match="ttl"):
+    with pytest.raises(ConfigError, match="ttl"):
         cache.cached(ttl=0, key="x")
-    with pytest.raises(ValueError, match="default_ttl"):
+    with pytest.raises(ConfigError, match="default_ttl"):
         Cache(redis_client, default_ttl=None).cached(key="x")
 
 
@@ -221,5 +221,5 @@ async def test_bad_argument_values_make_bad_keys(client: Any) -> None:
     async def get_user(user_id: str) -> str:
         return user_id
 
-    with pytest.raises(ValueError, match="control character"):
+    with pytest.raises(ConfigError, match="control character"):
         await get_user("bad\nid")

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import RedisCluster
 
 import redkit
+from redkit import ConfigError
 from redkit.cache import (
     MISSING,
     Cache,
@@ -151,12 +152,12 @@ async def test_warm_up(client: Any) -> None:
 
 async def test_bad_arguments(client: Any) -> None:
     cache = Cache(client)
-    with pytest.raises(ValueError, match="strategy"):
+    with pytest.raises(ConfigError, match="strategy"):
         Invalidator(cache, "sometimes")
-    with pytest.raises(ValueError, match="Cache"):
+    with pytest.raises(ConfigError, match="Cache"):
         Invalidator(object())  # type: ignore[arg-type]
     inv = Invalidator(cache)
-    with pytest.raises(ValueError, match="entity"):
+    with pytest.raises(ConfigError, match="entity"):
         await inv.after_create("")
-    with pytest.raises(ValueError, match="id"):
+    with pytest.raises(ConfigError, match="id"):
         await inv.after_update("user", "a\nb")

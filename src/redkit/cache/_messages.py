@@ -11,14 +11,20 @@ Payloads redkit writes (every field optional)::
 A payload of ``null`` (the Go service's bare ``cache.invalidate``) or one
 redkit does not understand evicts the whole local tier: when in doubt,
 forget.
+
+Messages come from anyone who can publish on the channel: :func:`decode`
+either returns an envelope or raises :class:`~redkit.errors.SerializationError`,
+and :func:`as_invalidation` never raises.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from ..codec import guarded_decoder, strict_json_encoder
 
 __all__ = ["EVENT_TYPE", "Envelope", "Invalidation", "decode", "encode", "rfc3339"]
 
@@ -32,10 +38,14 @@ class Envelope(msgspec.Struct):
     source: str = ""
 
 
+# A generation is what Redis INCR keeps: a signed 64-bit integer.
+_Generation = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class Invalidation(msgspec.Struct, omit_defaults=True):
     keys: list[str] | None = None
     prefix: str | None = None
-    generation: int | None = None
+    generation: _Generation | None = None
     entity: str | None = None
     id: str | None = None
     action: str | None = None
@@ -49,8 +59,8 @@ class _Outgoing(msgspec.Struct):
     source: str
 
 
-_encoder = msgspec.json.Encoder()
-_envelope_decoder = msgspec.json.Decoder(Envelope)
+_encode = strict_json_encoder(enc_hook=None, what="a cache invalidation message")
+_decode = guarded_decoder(msgspec.json.Decoder(Envelope).decode, "a cache invalidation message")
 
 
 def rfc3339(moment: dt.datetime) -> str:
@@ -73,12 +83,13 @@ def rfc3339(moment: dt.datetime) -> str:
 def encode(payload: Invalidation, source: str) -> bytes:
     """One ``cache.invalidate`` event, stamped now (UTC)."""
     now = dt.datetime.now(dt.timezone.utc)
-    return _encoder.encode(_Outgoing(EVENT_TYPE, payload, rfc3339(now), source))
+    return _encode(_Outgoing(EVENT_TYPE, payload, rfc3339(now), source))
 
 
 def decode(data: bytes) -> Envelope:
-    """The envelope in ``data``; ``msgspec.DecodeError`` when it is not one."""
-    return _envelope_decoder.decode(data)
+    """The envelope in ``data``; :class:`~redkit.errors.SerializationError`
+    when it is not one, whatever the bytes."""
+    return _decode(data)
 
 
 def as_invalidation(payload: Any) -> Invalidation | None:
@@ -87,5 +98,7 @@ def as_invalidation(payload: Any) -> Invalidation | None:
         return None
     try:
         return msgspec.convert(payload, Invalidation)
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, RecursionError, ValueError, TypeError):
+        # A decoded payload nests less deeply than the decoder allows, but a
+        # hostile one is still not an invalidation.
         return None

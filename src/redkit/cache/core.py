@@ -13,14 +13,15 @@ import logging
 import math
 import os
 import random
+import re
 import struct
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from .. import _validate
 from ..codec import Codec, get_codec
 from ..connection import describe_error, is_cluster
 from ..errors import ConfigError, SerializationError
@@ -52,6 +53,16 @@ _MIN_REFRESH_WINDOW_MS = 100
 _NO_TAGS: list[str] = []  # shared, never mutated
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
+_MAX_TTL = _validate.MAX_SECONDS
+# Past this early_refresh every hit close to expiry refreshes anyway.
+_MAX_BETA = 1e6
+_MAX_BATCH = 100_000
+# How often a refused command or a malformed invalidation message is logged
+# at WARNING (the rest go to DEBUG): a server out of memory refuses every
+# write, and anyone may publish on the channel, as often as they like.
+_WARN_EVERY = 60.0
+# An integer as Redis INCR keeps it: at most 19 digits, a sign, nothing else.
+_INTEGER = re.compile(rb"-?[0-9]{1,19}")
 
 _SET = Script.from_package("redkit.cache", "lua/set.lua")
 _TAG_ADD = Script.from_package("redkit.cache", "lua/tag_add.lua")
@@ -101,7 +112,8 @@ class CacheStats:
     waiters that gave up and loaded themselves; ``early_refreshes``
     background reloads of values close to expiry; ``local_flushes`` times
     the local tier was emptied because its invalidation channel dropped or
-    ``clear()`` ran.
+    ``clear()`` ran; ``malformed_messages`` messages on the invalidation
+    channel that were not invalidations redkit can read (skipped).
     """
 
     hits: int = 0
@@ -118,19 +130,38 @@ class CacheStats:
     invalidations: int = 0
     local_flushes: int = 0
     channel_reconnects: int = 0
+    malformed_messages: int = 0
 
 
 _COUNTERS = tuple(f.name for f in dataclasses.fields(CacheStats))
 
 
 def _seconds(value: object, what: str) -> float:
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} must be positive, got {value!r}")
-    return float(value)
+    return float(_validate.seconds(value, what))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sync_reply(reply: Any) -> tuple[int, float]:
+    """The generation (as the 32 bits a value header keeps) and the Redis
+    clock (ms) in the reply of sync.lua; :class:`SerializationError` when
+    the reply is anything else (someone else's value under the key)."""
+    try:
+        gen, (sec, usec) = reply
+        gen_text = gen if isinstance(gen, bytes) else str(gen).encode()
+        if not _INTEGER.fullmatch(gen_text):
+            raise ValueError(f"{gen!r:.40} is not an integer")
+        number = int(gen_text)
+        if not -(2**63) <= number < 2**63:
+            raise ValueError(f"{gen!r:.40} is out of range")
+        seconds, micros = int(sec), int(usec)
+        if seconds < 0 or not 0 <= micros < 1_000_000:
+            raise ValueError(f"{reply!r:.60} is not a server time")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(f"the cache generation read returned {exc}") from None
+    return number & 0xFFFFFFFF, seconds * 1000.0 + micros / 1000.0
 
 
 class _Flight:
@@ -152,7 +183,8 @@ class Cache:
     or Cluster); the cache never closes it. Keys are relative to ``prefix``:
     ``cache.get("user:42")`` reads ``app:user:42``. ``default_ttl``
     (seconds or ``timedelta``) applies when a call gives no ``ttl``; with
-    neither, the call raises ``ValueError``.
+    neither, the call raises :class:`~redkit.ConfigError`, as does every bad
+    argument of every method, before any I/O.
 
     Options:
 
@@ -212,7 +244,7 @@ class Cache:
     ) -> None:
         encoder = getattr(client, "get_encoder", None)
         if encoder is None:
-            raise ValueError(f"Cache needs a redis-py asyncio client, got {client!r}")
+            raise ConfigError(f"Cache needs a redis-py asyncio client, got {client!r:.80}")
         if encoder().decode_responses:
             raise ConfigError(
                 "Cache stores bytes: give it a client made with decode_responses=False "
@@ -225,27 +257,28 @@ class Cache:
         self._head = self.prefix + ":"
         self.default_ttl = None if default_ttl is None else _seconds(default_ttl, "default_ttl")
         if local is not None and not isinstance(local, LocalCache):
-            raise ValueError(f"local must be a LocalCache or None, got {local!r}")
+            raise ConfigError(f"local must be a LocalCache or None, got {local!r:.80}")
         self._local = local
         self._codec = get_codec(codec)
+        if not all(callable(getattr(self._codec, name, None)) for name in ("encode", "decode")):
+            raise ConfigError(f"codec must be 'json', 'msgpack' or a Codec, got {codec!r:.80}")
         self._null = self._codec.encode(None)
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):
-            raise ValueError(f"jitter must be a fraction between 0 and 0.5, got {jitter!r}")
-        if not 0 <= jitter <= 0.5:
-            raise ValueError(f"jitter must be a fraction between 0 and 0.5, got {jitter!r}")
+        if not _is_number(jitter) or not 0 <= jitter <= 0.5:
+            raise ConfigError(f"jitter must be a fraction between 0 and 0.5, got {jitter!r:.40}")
         self.jitter = float(jitter)
         if isinstance(compress_above, bool) or not isinstance(compress_above, int):
-            raise ValueError(f"compress_above must be an int >= 0, got {compress_above!r}")
+            raise ConfigError(f"compress_above must be an int >= 0, got {compress_above!r:.40}")
         if compress_above < 0:
-            raise ValueError(f"compress_above must be an int >= 0, got {compress_above!r}")
+            raise ConfigError(f"compress_above must be an int >= 0, got {compress_above!r:.40}")
         self.compress_above = compress_above
         self.cache_none = bool(cache_none)
         self.lease_ttl = _seconds(lease_ttl, "lease_ttl")
+        self._lease_ms = _validate.ttl_ms(lease_ttl, "lease_ttl")
         self.wait_timeout = _seconds(wait_timeout, "wait_timeout")
-        if isinstance(early_refresh, bool) or not isinstance(early_refresh, (int, float)):
-            raise ValueError(f"early_refresh must be a number >= 0, got {early_refresh!r}")
-        if not math.isfinite(early_refresh) or early_refresh < 0:
-            raise ValueError(f"early_refresh must be a number >= 0, got {early_refresh!r}")
+        if not _is_number(early_refresh) or not 0 <= early_refresh <= _MAX_BETA:
+            raise ConfigError(
+                f"early_refresh must be a number from 0 to {_MAX_BETA:g}, got {early_refresh!r:.40}"
+            )
         self.early_refresh = float(early_refresh)
         self.publish = bool(publish)
         self.channel = channel if channel is not None else f"{self.prefix}:cache:invalidate"
@@ -259,12 +292,18 @@ class Cache:
         self._keys: dict[str, str] = {}
         self._tags_memo: dict[str, str] = {}
         self._warned_keys: set[str] = set()
-        # Namespace generation and the Redis clock, learnt by _sync().
+        # Namespace generation and the Redis clock, learnt by _sync(). The
+        # next sync falls due at _sync_due, which only moves into the future
+        # once a generation is known: every call before that asks _sync(),
+        # which holds off Redis until _retry_at after a failed first read.
         self._gen: int | None = None
         self._gen_changes = 0
         self._offset_ms = 0.0
         self._sync_due = 0.0
+        self._retry_at = 0.0
         self._first_sync: asyncio.Future[bool] | None = None
+        self._malformed_warned_at = -math.inf
+        self._refused_warned_at = -math.inf
         self._local_live = False
         self._listener: Listener | None = None
         self._handlers: list[Callable[[_messages.Envelope], None]] = []
@@ -290,6 +329,7 @@ class Cache:
     _n_early_refreshes: int
     _n_invalidations: int
     _n_local_flushes: int
+    _n_malformed_messages: int
 
     def __repr__(self) -> str:
         tier = ", local" if self._local is not None else ""
@@ -322,6 +362,7 @@ class Cache:
         """Subscribe to the invalidation channel now (a cache with a local
         tier otherwise does so on first use) and wait up to ``timeout``
         seconds for it. Returns whether the local tier is live."""
+        timeout = _seconds(timeout, "timeout")
         listener = self._ensure_listener()
         return await listener.wait_live(timeout)
 
@@ -351,20 +392,19 @@ class Cache:
     # ------------------------------------------------------------------ keys
 
     def _full_key(self, key: str) -> str:
-        full = self._keys.get(key)
+        try:
+            full = self._keys.get(key)
+        except TypeError:  # unhashable: not a str, which the check below says
+            full = None
         if full is not None:
             return full
-        validate_key_part(key, "cache key")
+        validate_key_part(key, "cache key", allow_braces="tag")
         if key.startswith(_RESERVED):
-            raise ValueError(
+            raise ConfigError(
                 f"cache key {key!r} is reserved: keys may not start with {_RESERVED!r}"
             )
+        # The prefix has no braces, so the key's tag is the full key's.
         full = self._head + key
-        if "}" in full and _hash_tag(full) is None:
-            raise ValueError(
-                f"cache key {key!r} has a '}}' outside a hash tag; use braces only as "
-                "a '{tag}' pair"
-            )
         if len(self._keys) >= _KEY_MEMO_LIMIT:
             self._keys.clear()
         self._keys[key] = full
@@ -375,7 +415,7 @@ class Cache:
         return self._full_key(key)
 
     def _tag_key(self, tag: str) -> str:
-        validate_key_part(tag, "tag")
+        validate_key_part(tag, "tag", allow_braces="tag")
         return f"{self._head}{_RESERVED}tag:{tag}"
 
     def _tag_keys(self, tags: Iterable[str] | str | None) -> list[str]:
@@ -385,15 +425,20 @@ class Cache:
             tags = [tags]
         memo = self._tags_memo
         keys = []
-        for tag in tags:
-            tag_key = memo.get(tag) if isinstance(tag, str) else None
-            if tag_key is None:
-                tag_key = self._tag_key(tag)
-                if len(memo) >= _KEY_MEMO_LIMIT:
-                    memo.clear()
-                memo[tag] = tag_key
-            if tag_key not in keys:
-                keys.append(tag_key)
+        try:
+            for tag in tags:
+                tag_key = memo.get(tag) if isinstance(tag, str) else None
+                if tag_key is None:
+                    tag_key = self._tag_key(tag)
+                    if len(memo) >= _KEY_MEMO_LIMIT:
+                        memo.clear()
+                    memo[tag] = tag_key
+                if tag_key not in keys:
+                    keys.append(tag_key)
+        except TypeError:
+            raise ConfigError(
+                f"tags must be a string or an iterable of strings, got {tags!r:.80}"
+            ) from None
         return keys
 
     def _lease_key(self, full: str) -> str:
@@ -407,7 +452,7 @@ class Cache:
     def _ttl_ms(self, ttl: float | dt.timedelta | None) -> int:
         if ttl is None:
             if self.default_ttl is None:
-                raise ValueError("no ttl given and the cache has no default_ttl")
+                raise ConfigError("no ttl given and the cache has no default_ttl")
             seconds = self.default_ttl
         else:
             seconds = _seconds(ttl, "ttl")
@@ -423,10 +468,17 @@ class Cache:
     async def _sync(self) -> bool:
         """Re-read the namespace generation and the Redis clock. The first
         sync is shared by every caller; later ones run in whichever caller
-        finds them due while the others carry on with the known generation."""
+        finds them due while the others carry on with the known generation.
+
+        Until a first read succeeds the cache has no generation to compare
+        values with or to write them under, so nothing may go to Redis: the
+        sync stays due, and a failed read is retried only after a short
+        delay, calls meanwhile answering False at once (fail open)."""
         if self._gen is not None:
             self._sync_due = time.monotonic() + self.sync_interval
             return await self._read_generation()
+        if time.monotonic() < self._retry_at:
+            return False
         first = self._first_sync
         if first is None or first.done():
             first = asyncio.ensure_future(self._read_generation())
@@ -437,18 +489,22 @@ class Cache:
         seq = self._gen_changes
         started = time.time()
         try:
-            gen, (sec, usec) = await _SYNC(
-                self._client, [self._gen_key], [random.randrange(1, 1 << 31)]
+            gen, server_ms = _sync_reply(
+                await _SYNC(self._client, [self._gen_key], [random.randrange(1, 1 << 31)])
             )
-        except _FAILURES as exc:
+        except (*_FAILURES, SerializationError) as exc:
             self._failed("read the cache generation", self._gen_key, exc)
-            self._sync_due = time.monotonic() + min(self.sync_interval, 0.5)
+            retry_at = time.monotonic() + min(self.sync_interval, 0.5)
+            if self._gen is None:
+                self._retry_at = retry_at
+            else:
+                self._sync_due = retry_at
             return False
         finished = time.time()
-        self._offset_ms = int(sec) * 1000.0 + int(usec) / 1000.0 - (started + finished) * 500.0
+        self._offset_ms = server_ms - (started + finished) * 500.0
         # A clear() announced while this read was in flight is newer than
         # what the read saw: keep it.
-        if seq == self._gen_changes and self._set_generation(int(gen)):
+        if seq == self._gen_changes and self._set_generation(gen):
             self._flush_local()
         self._sync_due = time.monotonic() + self.sync_interval
         self._recovered()
@@ -465,6 +521,24 @@ class Cache:
 
     def _failed(self, what: str, key: str, exc: BaseException) -> None:
         self._n_errors += 1
+        if isinstance(exc, ResponseError):
+            # Redis answered and refused this command (out of memory, a
+            # replica, a key of another type): it is not down, and reads
+            # that go on working must not make every refusal a new warning.
+            now = time.monotonic()
+            level = logging.DEBUG
+            if now - self._refused_warned_at >= _WARN_EVERY:
+                self._refused_warned_at = now
+                level = logging.WARNING
+            log.log(
+                level,
+                "Redis refused the cache's attempt to %s (%s): %s; carrying on without it "
+                "(warned once a minute)",
+                what,
+                key,
+                describe_error(exc),
+            )
+            return
         if self._healthy:
             self._healthy = False
             log.warning(
@@ -500,7 +574,9 @@ class Cache:
 
     def _parse(self, raw: bytes, full: str, type: Any) -> Any:
         """The value in stored bytes; _NOTHING when they are foreign,
-        undecodable or from before the last clear()."""
+        undecodable or from before the last clear(). The hit path's decoder
+        of what Redis holds, so it raises nothing for any bytes (except for
+        a ``type`` that has no decoding at all: the caller's bug)."""
         try:
             magic, flags, gen, _expiry, _delta = _HEADER_UNPACK(raw)
         except struct.error:
@@ -515,12 +591,14 @@ class Cache:
         try:
             payload = _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
             return self._codec.decode(payload, type)
-        except (SerializationError, zlib.error) as exc:
+        except Exception as exc:
+            # SerializationError from the codecs redkit ships; anything from
+            # a custom codec is bad bytes all the same
             if payload == self._null:
                 return None  # a cached None, whatever type the caller wants
             if isinstance(exc.__cause__, NotImplementedError):
                 raise  # the requested type has no decoding: the caller's bug, not the data's
-            self._undecodable(full, str(exc))
+            self._undecodable(full, str(exc) or exc.__class__.__name__)
             return _NOTHING
 
     def _from_local(self, full: str, type: Any) -> Any:
@@ -543,6 +621,7 @@ class Cache:
         return value
 
     def _keep_local(self, full: str, raw: bytes, token: int) -> None:
+        # raw was parsed just before, so it unpacks
         local = self._local
         assert local is not None
         _magic, flags, _gen, expiry, _delta = _HEADER_UNPACK(raw)
@@ -645,8 +724,9 @@ class Cache:
         """Store ``value`` under ``key`` for ``ttl`` seconds (less jitter),
         recording it under each of ``tags``.
 
-        Raises :class:`redkit.SerializationError` naming the type when the
-        value cannot be encoded (nothing is written) and ``ValueError`` for a
+        Raises :class:`redkit.SerializationError` when the value cannot be
+        encoded (an unsupported type, NaN or an infinity in JSON, nesting
+        too deep; nothing is written) and :class:`redkit.ConfigError` for a
         bad key, tag or TTL. A Redis failure is logged and counted and
         returns False; True means the value was written.
         """
@@ -695,6 +775,11 @@ class Cache:
                 await _SET(self._client, (full, lease_key, *tag_keys), args)
         except _FAILURES as exc:
             self._failed("write", full, exc)
+            if lease_token and isinstance(exc, ResponseError):
+                # Redis answered, refusing the write (out of memory, a
+                # replica, a tag set it would not touch): free the lease so
+                # other processes load now rather than wait it out.
+                await self._release(lease_key, lease_token)
             return False
         self._n_sets += 1
         if local is not None and self._local_live:
@@ -743,7 +828,11 @@ class Cache:
                     return total
                 if not batch:
                     break
-                members = [m.decode() if isinstance(m, bytes) else m for m, _ in batch]
+                # Members come from Redis: only keys this cache could have
+                # written are deleted, whatever else was put in the set.
+                members = self._own_keys(m for m, _ in batch)
+                if not members:
+                    continue
                 if self._local is not None:
                     self._local.evict(members)
                 try:
@@ -751,15 +840,30 @@ class Cache:
                 except _FAILURES as exc:
                     self._failed("delete tagged keys", tag_key, exc)
                     try:
-                        await self._client.zadd(tag_key, {m: s for m, s in batch})
+                        await self._client.zadd(tag_key, dict(batch))
                     except _FAILURES:
                         log.error("cache lost tag members of %s that were not deleted", tag_key)
                     return total
                 await self._announce(
-                    keys=[self._keyspace.relative(m) for m in members], prefix=self.prefix
+                    keys=[m[len(self._head) :] for m in members], prefix=self.prefix
                 )
         self._n_invalidations += 1
         return total
+
+    def _own_keys(self, names: Iterable[bytes | str]) -> list[str]:
+        """The names that are cache keys under this prefix (UTF-8, not
+        redkit's own bookkeeping)."""
+        head, reserved = self._head, self._head + _RESERVED
+        keys = []
+        for name in names:
+            if isinstance(name, bytes):
+                try:
+                    name = name.decode()
+                except UnicodeDecodeError:
+                    continue
+            if name.startswith(head) and not name.startswith(reserved):
+                keys.append(name)
+        return keys
 
     async def delete_pattern(self, pattern: str, *, batch: int = 500) -> int:
         """Delete every key under the prefix matching the glob ``pattern``
@@ -770,13 +874,15 @@ class Cache:
         tags for anything on a request path. redkit's own bookkeeping keys
         are never matched.
         """
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 < batch <= _MAX_BATCH:
+            raise ConfigError(f"batch must be an int from 1 to {_MAX_BATCH}, got {batch!r:.40}")
         match = self._keyspace.pattern(pattern)
-        reserved = self._head + _RESERVED
+        reserved = (self._head + _RESERVED).encode()
         total = 0
-        pending: list[str] = []
+        pending: list[bytes] = []
         try:
             async for found in self._client.scan_iter(match=match, count=batch):
-                name = found.decode() if isinstance(found, bytes) else found
+                name = found if isinstance(found, bytes) else str(found).encode()
                 if name.startswith(reserved):
                     continue
                 pending.append(name)
@@ -789,12 +895,16 @@ class Cache:
             self._failed("delete by pattern", match, exc)
         return total
 
-    async def _delete_found(self, names: list[str]) -> int:
+    async def _delete_found(self, names: list[bytes]) -> int:
+        # A matching name that is not UTF-8 is deleted too, but it cannot be
+        # a key of any cache, so no local tier holds it and nobody is told.
+        keys = self._own_keys(names)
         if self._local is not None:
-            self._local.evict(names)
+            self._local.evict(keys)
         removed = int(await self._client.delete(*names))
         self._n_deletes += removed
-        await self._announce(keys=[self._keyspace.relative(n) for n in names], prefix=self.prefix)
+        if keys:
+            await self._announce(keys=[k[len(self._head) :] for k in keys], prefix=self.prefix)
         return removed
 
     async def clear(self) -> bool:
@@ -856,14 +966,16 @@ class Cache:
         through a single flight, across processes through a short lease in
         Redis; waiters give up after ``wait_timeout`` and load themselves.
         A hit close to expiry may start a background reload (early refresh).
-        A loader's exception propagates unchanged and nothing is cached.
-        When Redis fails the loader's value is returned all the same.
+        A loader's exception propagates unchanged and nothing is cached; so
+        does the :class:`redkit.SerializationError` for a loaded value the
+        codec cannot encode. When Redis fails the loader's value is returned
+        all the same.
         """
         full = self._full_key(key)
         if ttl is None:
             if self.default_ttl is None:
-                raise ValueError("no ttl given and the cache has no default_ttl")
-        elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl < math.inf):
+                raise ConfigError("no ttl given and the cache has no default_ttl")
+        elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl <= _MAX_TTL):
             _seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
         tag_keys = self._tag_keys(tags) if tags else _NO_TAGS
         token = 0
@@ -926,7 +1038,7 @@ class Cache:
         if flight is None or flight.task is None or flight.task.done():
             flight = _Flight()
             task = asyncio.get_running_loop().create_task(
-                self._load(flight, full, key, loader, ttl_ms, tag_keys, cache_none, redis_up)
+                self._load(flight, full, key, loader, ttl_ms, tag_keys, type, cache_none, redis_up)
             )
             flight.task = task
             self._flights[full] = flight
@@ -934,7 +1046,7 @@ class Cache:
             await asyncio.shield(task)
             if flight.value is not _NOTHING:
                 return flight.value
-            return self._decode_loaded(flight, type)
+            return await self._decode_loaded(flight, full, loader, type)
         # Another caller in this process is loading this key: share it.
         self._n_stampede_waits += 1
         task = flight.task
@@ -944,7 +1056,7 @@ class Cache:
             self._n_wait_timeouts += 1
             self._n_loads += 1
             return await _call(loader)
-        return self._decode_loaded(flight, type)
+        return await self._decode_loaded(flight, full, loader, type)
 
     def _landed(self, full: str, flight: _Flight, task: asyncio.Task[None]) -> None:
         if self._flights.get(full) is flight:
@@ -952,10 +1064,23 @@ class Cache:
         if not task.cancelled():
             task.exception()  # retrieved: the callers re-raise it
 
-    def _decode_loaded(self, flight: _Flight, type: Any) -> Any:
-        if flight.payload is None or flight.payload == self._null:
+    async def _decode_loaded(
+        self, flight: _Flight, full: str, loader: Callable[[], Any], type: Any
+    ) -> Any:
+        """The shared load's value as ``type``. Its payload may be what
+        another process stored, read as another caller's type: if it does
+        not decode as this one's, this caller loads for itself."""
+        payload = flight.payload
+        if payload is None or payload == self._null:
             return None
-        return self._codec.decode(flight.payload, type)
+        try:
+            return self._codec.decode(payload, type)
+        except Exception as exc:
+            if isinstance(exc.__cause__, NotImplementedError):
+                raise
+            self._undecodable(full, str(exc) or exc.__class__.__name__)
+        self._n_loads += 1
+        return await _call(loader)
 
     async def _load(
         self,
@@ -965,6 +1090,7 @@ class Cache:
         loader: Callable[[], Any],
         ttl_ms: int,
         tag_keys: list[str],
+        type: Any,
         cache_none: bool,
         redis_up: bool,
     ) -> None:
@@ -972,9 +1098,13 @@ class Cache:
         from the loader, under the cross-process lease when Redis answers."""
         lease_token = ""
         lease_key = self._lease_key(full)
-        if redis_up:
+        gen = self._gen
+        # A call goes to Redis only once a generation is known (see _sync);
+        # checked again here so that no later change can make a load depend
+        # on one it does not have.
+        if redis_up and gen is not None:
             try:
-                found = await self._await_lease(full, lease_key)
+                found = await self._await_lease(full, lease_key, gen, type)
             except _FAILURES as exc:
                 self._failed("take the load lease for", full, exc)
                 found = None
@@ -984,6 +1114,8 @@ class Cache:
                 return
             if isinstance(found, str):
                 lease_token = found
+        else:
+            redis_up = False
         try:
             self._n_loads += 1
             started = time.perf_counter()
@@ -1011,7 +1143,9 @@ class Cache:
                 lease_token=lease_token,
             )
 
-    async def _await_lease(self, full: str, lease_key: str) -> bytes | str | None:
+    async def _await_lease(
+        self, full: str, lease_key: str, gen: int, type: Any
+    ) -> bytes | str | None:
         """The payload someone else stored meanwhile, our lease token, or
         None when the wait timed out (the caller loads without a lease).
 
@@ -1020,9 +1154,8 @@ class Cache:
         miss was answered late, or who saw a stale value, finds the value a
         concurrent load wrote instead of loading again."""
         token = os.urandom(12).hex()
-        lease_ms = int(self.lease_ttl * 1000)
-        assert self._gen is not None
-        generation = _GEN_BYTES.pack(self._gen)
+        lease_ms = self._lease_ms
+        generation = _GEN_BYTES.pack(gen)
         deadline = time.monotonic() + self.wait_timeout
         delay = _POLL_FIRST
         waited = False
@@ -1033,7 +1166,7 @@ class Cache:
                 return token
             if state == 1:
                 raw = reply[1]
-                if self._parse(raw, full, None) is _NOTHING:
+                if self._parse(raw, full, type) is _NOTHING:
                     return None  # our generation but unreadable: load, no lease
                 _magic, flags, _gen, _expiry, _delta = _HEADER_UNPACK(raw)
                 payload: bytes = (
@@ -1097,9 +1230,7 @@ class Cache:
         token = os.urandom(12).hex()
         try:
             try:
-                taken = await self._client.set(
-                    lease_key, token, nx=True, px=int(self.lease_ttl * 1000)
-                )
+                taken = await self._client.set(lease_key, token, nx=True, px=self._lease_ms)
             except _FAILURES as exc:
                 self._failed("take the refresh lease for", full, exc)
                 return
@@ -1155,7 +1286,7 @@ class Cache:
         if ttl is not None:
             _seconds(ttl, "ttl")
         elif self.default_ttl is None:
-            raise ValueError("no ttl given and the cache has no default_ttl")
+            raise ConfigError("no ttl given and the cache has no default_ttl")
 
         def wrap(func: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
             return CachedFunction(
@@ -1200,17 +1331,24 @@ class Cache:
         self._local_live = live and self._local is not None
 
     def _on_message(self, data: bytes) -> None:
+        """Apply one message of the invalidation channel. Anyone may publish
+        there: a message that is not an invalidation redkit can read is
+        counted and skipped, and no content can make this raise."""
         try:
             event = _messages.decode(data)
-        except Exception:
-            log.warning("ignoring a malformed message on %s: %r", self.channel, data[:200])
+        except SerializationError as exc:
+            self._malformed(data, str(exc))
             return
         if event.type != _messages.EVENT_TYPE:
             return
-        inv = _messages.as_invalidation(event.payload)
+        payload = event.payload
+        inv = _messages.as_invalidation(payload)
         if inv is None:
-            # A bare cache.invalidate (the Go service sends payload null):
-            # nothing says what changed, so nothing local is trusted.
+            # A bare cache.invalidate (the Go service sends payload null), or
+            # one whose payload makes no sense: nothing says what changed,
+            # so nothing local is trusted.
+            if payload is not None:
+                self._malformed(data, "its payload is not an invalidation")
             self._flush_local()
         elif inv.origin != self._origin and inv.prefix in (None, self.prefix):
             if inv.generation is not None and inv.prefix == self.prefix:
@@ -1230,6 +1368,23 @@ class Cache:
                 handler(event)
             except Exception:
                 log.exception("cache event handler failed")
+
+    def _malformed(self, data: bytes, why: str) -> None:
+        self._n_malformed_messages += 1
+        now = time.monotonic()
+        if now - self._malformed_warned_at >= _WARN_EVERY:
+            self._malformed_warned_at = now
+            level = logging.WARNING
+        else:
+            level = logging.DEBUG
+        log.log(
+            level,
+            "ignoring a malformed message on %s (%s): %r; %d so far, one warning a minute",
+            self.channel,
+            why,
+            data[:120],
+            self._n_malformed_messages,
+        )
 
 
 def _hash_tag(key: str) -> str | None:

@@ -11,6 +11,8 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:
     from .core import Cache
 
@@ -32,12 +34,12 @@ def _template_fields(template: str, what: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"{what} template {template!r} is malformed: {exc}") from None
+        raise ConfigError(f"{what} template {template!r} is malformed: {exc}") from None
     for _literal, field, _spec, _conv in parsed:
         if field is None:
             continue
         if not field:
-            raise ValueError(f"{what} template {template!r} has an unnamed field '{{}}'")
+            raise ConfigError(f"{what} template {template!r} has an unnamed field '{{}}'")
         names.append(field.split(".", 1)[0].split("[", 1)[0])
     return names
 
@@ -63,9 +65,13 @@ class CachedFunction(Generic[P, T]):
         cache_none: bool | None,
     ) -> None:
         if not inspect.iscoroutinefunction(func):
-            raise TypeError(f"cache.cached() needs an async def, got {func!r}")
+            raise ConfigError(f"cache.cached() needs an async def, got {func!r:.80}")
         if isinstance(tags, str):
             tags = [tags]
+        if (key is not None and not isinstance(key, str)) or not all(
+            isinstance(t, str) for t in tags
+        ):
+            raise ConfigError(f"key and tags must be str templates, got {key!r:.40}, {tags!r:.40}")
         self.cache = cache
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
@@ -88,7 +94,7 @@ class CachedFunction(Generic[P, T]):
         for template, what in [(key, "key")] + [(t, "tag") for t in self._tags]:
             for field in _template_fields(template, what):
                 if field not in names:
-                    raise ValueError(
+                    raise ConfigError(
                         f"{what} template {template!r} names {field!r}, which is not a "
                         f"parameter of {func.__qualname__}"
                     )

@@ -8,9 +8,12 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from ..errors import ConfigError
 from ..keys import validate_key_part
 from . import _messages
 from .core import Cache
@@ -20,6 +23,10 @@ __all__ = ["InvalidationStrategy", "Invalidator", "InvalidatorStats"]
 log = logging.getLogger("redkit.cache")
 
 T = TypeVar("T")
+
+# Events with a bad entity or id are logged at WARNING at most this often:
+# anyone may publish them, as often as they like.
+_WARN_EVERY = 60.0
 
 
 class InvalidationStrategy(str, enum.Enum):
@@ -71,12 +78,12 @@ class Invalidator:
         scan_lists: bool = True,
     ) -> None:
         if not isinstance(cache, Cache):
-            raise ValueError(f"Invalidator needs a redkit Cache, got {cache!r}")
+            raise ConfigError(f"Invalidator needs a redkit Cache, got {cache!r:.80}")
         try:
             self.strategy = InvalidationStrategy(strategy)
         except ValueError:
             choices = ", ".join(s.value for s in InvalidationStrategy)
-            raise ValueError(
+            raise ConfigError(
                 f"unknown invalidation strategy {strategy!r}; use one of {choices}"
             ) from None
         self.cache = cache
@@ -87,6 +94,7 @@ class Invalidator:
         self._published = 0
         self._applied = 0
         self._errors = 0
+        self._warned_at = -math.inf
 
     def __repr__(self) -> str:
         return f"<Invalidator {self.strategy.value} {self.cache!r}>"
@@ -150,8 +158,7 @@ class Invalidator:
         return value
 
     async def _after(self, action: str, entity: str, id: str | int | None) -> None:
-        validate_key_part(entity, "entity")
-        ident = None if id is None else validate_key_part(str(id), "id")
+        entity, ident = self._checked(entity, id)
         if self.strategy is InvalidationStrategy.TTL_ONLY:
             return
         await self._invalidate(entity, ident, scan=self.scan_lists)
@@ -171,6 +178,18 @@ class Invalidator:
             except Exception as exc:
                 cache._failed("publish an invalidation event", cache.channel, exc)
 
+    def _checked(self, entity: object, id: object) -> tuple[str, str | None]:
+        """``entity`` and ``id`` as key parts; ConfigError unless both, and
+        the keys and tag built from them, are valid cache keys."""
+        entity = validate_key_part(entity, "entity")
+        ident = None if id is None else validate_key_part(str(id), "id")
+        cache = self.cache
+        cache.key(f"{entity}:list")
+        cache._tag_keys([f"{entity}:list"])
+        if ident is not None:
+            cache.key(f"{entity}:{ident}")
+        return entity, ident
+
     async def _invalidate(self, entity: str, ident: str | None, *, scan: bool) -> None:
         cache = self.cache
         if ident is not None:
@@ -186,11 +205,15 @@ class Invalidator:
         if inv is None or inv.entity is None or inv.origin == self.cache._origin:
             return
         try:
-            entity = validate_key_part(inv.entity, "entity")
-            ident = None if inv.id is None else validate_key_part(inv.id, "id")
+            entity, ident = self._checked(inv.entity, inv.id)
         except ValueError:
-            log.warning("ignoring an invalidation event with a bad entity or id: %r", inv)
             self._errors += 1
+            now = time.monotonic()
+            level = logging.DEBUG
+            if now - self._warned_at >= _WARN_EVERY:
+                self._warned_at = now
+                level = logging.WARNING
+            log.log(level, "ignoring an invalidation event with a bad entity or id: %.200r", inv)
             return
         task = asyncio.get_running_loop().create_task(self._apply(entity, ident))
         self._pending.add(task)

@@ -3,9 +3,11 @@ bounded by entry count and total size, evicted by least-recent use and TTL."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
+
+from .._validate import seconds
+from ..errors import ConfigError
 
 __all__ = ["LocalCache"]
 
@@ -46,20 +48,15 @@ class LocalCache:
         max_bytes: int = 64 * 1024 * 1024,
         max_value_bytes: int = 256 * 1024,
     ) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ValueError(f"max_entries must be a positive int, got {max_entries!r}")
-        if (
-            isinstance(ttl, bool)
-            or not isinstance(ttl, (int, float))
-            or not math.isfinite(ttl)
-            or ttl <= 0
+        for name, value in (
+            ("max_entries", max_entries),
+            ("max_bytes", max_bytes),
+            ("max_value_bytes", max_value_bytes),
         ):
-            raise ValueError(f"local ttl must be a positive number of seconds, got {ttl!r}")
-        for name, value in (("max_bytes", max_bytes), ("max_value_bytes", max_value_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r:.40}")
+        self.ttl = float(seconds(ttl, "local ttl"))
         self.max_entries = max_entries
-        self.ttl = float(ttl)
         self.max_bytes = max_bytes
         self.max_value_bytes = max_value_bytes
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
