@@ -544,3 +544,23 @@ async def test_seconds_take_a_timedelta_like_everywhere_else(redis_client: Redis
     async with sub.running("c", ready_timeout=timedelta(seconds=5)):
         await Publisher(redis_client, timeout=timedelta(seconds=1)).publish("c", "t", 1)
         await eventually(lambda: len(seen) == 1)
+
+
+@dataclasses.dataclass
+class Garbled:
+    """A payload type whose validation error cannot be written as UTF-8."""
+
+    id: int
+
+    def __post_init__(self) -> None:
+        raise LookupError(f"no order {self.id} \udcff")
+
+
+async def test_a_dead_letter_reason_that_is_not_utf8_is_written_anyway(client: Client) -> None:
+    await StreamPublisher(client).publish("orders", "t", {"id": 7})
+    consumer = consumer_for(client)
+    consumer.on("t", lambda event: None, payload_type=Garbled)
+    async with consumer.running():
+        await eventually(lambda: consumer.stats().dead_lettered == 1)
+    ((_, fields),) = await client.xrange(consumer.dead_letter_stream)
+    assert b"no order 7" in fields[b"error"]

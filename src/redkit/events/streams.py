@@ -872,6 +872,9 @@ class StreamConsumer:
 
     async def _dead_letter(self, outcome: _Outcome) -> None:
         error = (outcome.error or "unknown error")[:2000]
+        # The reason may quote a payload type's own exception text, which can
+        # hold anything, lone surrogates included: written as bytes.
+        reason = error.encode("utf-8", "backslashreplace")
         moved = await _DEAD_LETTER(
             self.client,
             [self.stream, self.dead_letter_stream],
@@ -882,7 +885,7 @@ class StreamConsumer:
                 EVENT_FIELD,
                 outcome.data,
                 "error",
-                error,
+                reason,
                 "stream",
                 self.stream,
                 "entry_id",
