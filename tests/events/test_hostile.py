@@ -18,7 +18,14 @@ from redis.asyncio import Redis, RedisCluster
 
 from redkit.connection import Client, connect
 from redkit.errors import ConfigError, ConnectionUnavailable, RedkitError, SerializationError
-from redkit.events import Event, Publisher, StreamConsumer, StreamPublisher, Subscriber
+from redkit.events import (
+    Event,
+    Publisher,
+    StreamConsumer,
+    StreamPublisher,
+    Subscriber,
+    dead_letter_stream_for,
+)
 from redkit.server import EmbeddedCluster, EmbeddedRedis, server_version
 from redkit.testing import settings_for
 
@@ -497,6 +504,9 @@ async def test_every_bad_argument_is_a_config_error(client: Client) -> None:
         stream.publish_many("orders", ["t"]),  # type: ignore[list-item]
         Subscriber(client).run(),
         Subscriber(client).run("c", patterns=[""]),
+        Subscriber(client).wait_subscribed("soon"),  # type: ignore[arg-type]
+        stream.publish("a{b", "t", 1),  # braces only as one {tag}
+        stream.publish("a}{b}", "t", 1),
     ]
     for call in calls:
         with pytest.raises(ConfigError):
@@ -515,6 +525,8 @@ async def test_every_bad_argument_is_a_config_error(client: Client) -> None:
         lambda: Subscriber(client).on("t", print, payload_type=7),
         lambda: StreamConsumer(client, "s", group="g", consumer="c", claim_idle=math.inf),
         lambda: consumer_for(client).on("t", print, payload_type="not a type"),
+        lambda: StreamConsumer(client, "{}x", group="g", consumer="c"),
+        lambda: dead_letter_stream_for(7),
     ]
     for make in constructors:
         with pytest.raises(ConfigError):

@@ -81,6 +81,7 @@ def dead_letter_stream_for(stream: str) -> str:
     """The default dead-letter stream of ``stream``: ``<stream>:dead-letter``
     with the stream's hash tag (``{orders}:dead-letter`` for ``orders``), so
     that moving an entry there is one atomic script on a cluster too."""
+    _check_stream(stream)
     start = stream.find("{")
     end = stream.find("}", start + 1) if start != -1 else -1
     if start != -1 and end > start + 1:
@@ -89,10 +90,9 @@ def dead_letter_stream_for(stream: str) -> str:
 
 
 def _check_stream(stream: object) -> str:
-    try:
-        return validate_key_part(stream, "stream name")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    # Braces only as one {tag}: the dead-letter stream must land in the
+    # stream's hash slot, which a stray brace would make ambiguous.
+    return validate_key_part(stream, "stream name", allow_braces="tag")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -349,7 +349,7 @@ class Subscriber:
 
     async def wait_subscribed(self, timeout: float) -> bool:
         """Wait until every subscription is active; False after ``timeout``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + check_seconds("timeout", timeout, allow_zero=True)
         while self._subscribed is None:
             if time.monotonic() >= deadline:
                 return False
