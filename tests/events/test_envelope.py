@@ -12,7 +12,7 @@ import msgspec
 import pydantic
 import pytest
 
-from redkit.errors import SerializationError
+from redkit.errors import ConfigError, SerializationError
 from redkit.events import (
     Event,
     decode_event,
@@ -161,7 +161,7 @@ def test_format_timestamp_like_go() -> None:
     assert format_timestamp(datetime(2026, 1, 2, 3, 4, 5, 100, timezone.utc)) == (
         "2026-01-02T03:04:05.0001Z"
     )
-    with pytest.raises(ValueError, match="naive"):
+    with pytest.raises(ConfigError, match="naive"):
         format_timestamp(datetime(2026, 1, 2, 3, 4, 5))
 
 
@@ -196,5 +196,5 @@ def test_event_is_frozen_and_generic() -> None:
     event: Event[int] = new_event("x", 3, "api")
     with pytest.raises(AttributeError):
         event.type = "y"  # type: ignore[misc]
-    with pytest.raises(ValueError, match="event type"):
+    with pytest.raises(ConfigError, match="event type"):
         new_event("", 1, "api")

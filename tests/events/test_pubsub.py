@@ -310,18 +310,18 @@ async def test_publish_with_a_plain_redis_py_client_is_bounded_too(
 
 async def test_bad_arguments_are_refused(redis_client: Redis) -> None:
     pub = Publisher(redis_client)
-    with pytest.raises(ValueError, match="channel"):
+    with pytest.raises(ConfigError, match="channel"):
         await pub.publish("", "x")
-    with pytest.raises(ValueError, match="event type"):
+    with pytest.raises(ConfigError, match="event type"):
         await pub.publish("c", "")
     with pytest.raises(ConfigError, match="max_concurrency"):
         Subscriber(redis_client, max_concurrency=0)
     with pytest.raises(ConfigError, match="handler_timeout"):
         Subscriber(redis_client, handler_timeout=-1)
     sub = Subscriber(redis_client)
-    with pytest.raises(ValueError, match="at least one channel"):
+    with pytest.raises(ConfigError, match="at least one channel"):
         await sub.run()
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(ConfigError, match="callable"):
         sub.on("x", "not a function")  # type: ignore[call-overload]
 
 

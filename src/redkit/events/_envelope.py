@@ -14,13 +14,14 @@ import hashlib
 import re
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from ..codec import Codec, get_codec
-from ..errors import SerializationError
+from ..codec import _dec_hook, guarded_decoder, strict_json_encoder
+from ..errors import ConfigError, SerializationError
 
 __all__ = [
     "Event",
@@ -33,13 +34,15 @@ __all__ = [
 
 P = TypeVar("P")
 
+# ASCII digits only: Go's parser (and RFC 3339) know no others, and \d would
+# also take Arabic-Indic or full-width ones.
 _TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
 )
 _OFFSETS: dict[tuple[str, int, int], timezone] = {}
 # Python 3.11+ reads RFC 3339 with "Z" natively.
 _FAST_ISO = sys.version_info >= (3, 11)
-_JSON: Codec = get_codec("json")
 
 
 class Event(msgspec.Struct, Generic[P], frozen=True):
@@ -83,7 +86,15 @@ class _Out(msgspec.Struct):
     id: str
 
 
-_WIRE_DECODER = msgspec.json.Decoder(_Wire)
+# Every decoder of bytes that arrive from Redis is guarded: whatever the bytes
+# (nesting past the recursion limit included), it returns or raises
+# SerializationError, so one hostile message cannot end a subscriber's loop.
+_decode_wire_json = guarded_decoder(msgspec.json.Decoder(_Wire).decode, "message")
+decode_plain_payload = guarded_decoder(msgspec.json.Decoder().decode, "payload")
+# NaN, infinities, deep nesting and unsupported types raise SerializationError
+# before anything is sent (msgspec alone writes NaN as null).
+_encode_json = strict_json_encoder(what="event")
+_PAYLOAD_DECODERS: dict[Any, Callable[[bytes], Any]] = {}
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -138,10 +149,13 @@ def _offset(sign: str, hours: int, minutes: int) -> timezone:
 def format_timestamp(moment: datetime) -> str:
     """``moment`` as Go's ``time.Time`` JSON writes it: RFC 3339, trailing
     fractional zeros dropped, ``Z`` for UTC, the numeric offset otherwise.
-    A naive ``datetime`` is refused (``ValueError``): its zone is unknown."""
+    A naive ``datetime`` (or anything else) is refused with
+    :class:`~redkit.ConfigError`: its zone is unknown."""
+    if not isinstance(moment, datetime):
+        raise ConfigError(f"timestamp must be an aware datetime, got {_show(moment)}")
     offset = moment.utcoffset()
     if offset is None:
-        raise ValueError(f"timestamp must carry a time zone, got naive {moment!r}")
+        raise ConfigError(f"timestamp must carry a time zone, got naive {moment!r}")
     text = (
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
         f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
@@ -161,6 +175,9 @@ def new_event(
 ) -> Event[Any]:
     """An :class:`Event` stamped now (UTC) with a fresh random id."""
     _check_type(type)
+    check_text(source, "source", allow_empty=True)
+    if timestamp is not None:
+        format_timestamp(timestamp)  # refuses what could not be sent
     return Event(
         type=type,
         payload=payload,
@@ -170,16 +187,38 @@ def new_event(
     )
 
 
+def check_text(value: object, what: str, *, allow_empty: bool = False) -> str:
+    """``value`` as a string that can travel (UTF-8 encodable, so no lone
+    surrogates), else :class:`~redkit.ConfigError` naming ``what``."""
+    if not isinstance(value, str) or (not value and not allow_empty):
+        kind = "a string" if allow_empty else "a non-empty string"
+        raise ConfigError(f"{what} must be {kind}, got {_show(value)}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"{what} must be valid Unicode (no lone surrogates), got {_show(value)}"
+            ) from None
+    return value
+
+
 def _check_type(type: object) -> None:
-    if not isinstance(type, str) or not type:
-        raise ValueError(f"event type must be a non-empty string, got {type!r}")
+    check_text(type, "event type")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def encode_event(event: Event[Any]) -> bytes:
     """The JSON envelope for ``event``: ``{type, payload, timestamp, source, id}``.
 
     Raises :class:`~redkit.SerializationError` naming the payload's type when
-    the payload has no JSON form (nothing is sent then).
+    the payload has no faithful JSON form: an unsupported type, NaN or an
+    infinite float, nesting deeper than the recursion limit (nothing is sent
+    then).
     """
     return _encode(
         event.type, event.payload, format_timestamp(event.timestamp), event.source, event.id
@@ -188,12 +227,33 @@ def encode_event(event: Event[Any]) -> bytes:
 
 def _encode(kind: str, payload: Any, timestamp: str, source: str, event_id: str) -> bytes:
     try:
-        return _JSON.encode(_Out(kind, payload, timestamp, source, event_id))
+        return _encode_json(_Out(kind, payload, timestamp, source, event_id))
     except SerializationError as exc:
         raise SerializationError(
             f"payload of event {kind!r} (a {type(payload).__qualname__}) "
             f"cannot be encoded as JSON: {exc.__cause__ or exc}"
         ) from exc
+
+
+def payload_decoder(payload_type: Any) -> Callable[[bytes], Any]:
+    """The decode function building ``payload_type`` from payload JSON; it
+    raises :class:`~redkit.SerializationError` for bytes that do not fit.
+    :class:`~redkit.ConfigError` when msgspec cannot build that type at all."""
+    decode = _PAYLOAD_DECODERS.get(payload_type)
+    if decode is None:
+        name = _type_name(payload_type)
+        try:
+            decoder = msgspec.json.Decoder(payload_type, dec_hook=_dec_hook)
+        except TypeError as exc:
+            raise ConfigError(f"payload_type {name} cannot be built from JSON: {exc}") from None
+        decode = _PAYLOAD_DECODERS[payload_type] = guarded_decoder(
+            decoder.decode, f"payload as {name}"
+        )
+    return decode
+
+
+def _type_name(tp: Any) -> str:
+    return str(getattr(tp, "__qualname__", None) or tp)
 
 
 def decode_event(
@@ -207,32 +267,42 @@ def decode_event(
 
     ``type``, ``payload`` (``null`` allowed), ``timestamp`` and ``source`` are
     required, ``id`` is optional. With ``payload_type`` the payload is built
-    as that type through :mod:`redkit.codec` (dataclasses, msgspec Structs,
-    pydantic models ...). Raises :class:`~redkit.SerializationError` saying
-    what is wrong when the bytes are not such an envelope.
+    as that type (dataclasses, msgspec Structs, pydantic models ...). Raises
+    :class:`~redkit.SerializationError` saying what is wrong when the data is
+    not such an envelope, whatever it holds, and
+    :class:`~redkit.ConfigError` for a ``payload_type`` that JSON cannot
+    build.
     """
-    raw = data.encode() if isinstance(data, str) else data
+    decode = decode_plain_payload if payload_type is None else payload_decoder(payload_type)
+    if isinstance(data, str):
+        try:
+            raw = data.encode()
+        except UnicodeEncodeError:
+            raise SerializationError("not an event envelope: text with lone surrogates") from None
+    else:
+        raw = data
     wire, payload_bytes = _decode_wire(raw)
-    payload = _decode_payload(payload_bytes, payload_type)
+    try:
+        payload = decode(payload_bytes)
+    except SerializationError:
+        raise
+    except Exception as exc:  # a payload type's own validation code failing
+        raise SerializationError(f"payload does not decode: {type(exc).__name__}: {exc}") from exc
     return _to_event(wire, payload, raw, channel, entry_id)
 
 
 def _decode_wire(raw: bytes) -> tuple[_Wire, bytes]:
+    """The envelope's fields and its raw payload; SerializationError for
+    anything else."""
     try:
-        wire = _WIRE_DECODER.decode(raw)
-    except msgspec.DecodeError as exc:
+        wire = _decode_wire_json(raw)
+    except SerializationError as exc:
         raise SerializationError(
-            f"not an event envelope: {exc}; data starts {raw[:80]!r}"
+            f"not an event envelope: {exc}; data starts {bytes(raw[:80])!r}"
         ) from None
     if not wire.type:
         raise SerializationError("not an event envelope: empty `type`")
     return wire, bytes(wire.payload)
-
-
-def _decode_payload(payload: bytes, payload_type: Any) -> Any:
-    if payload_type is None:
-        return _JSON.decode(payload)
-    return _JSON.decode(payload, type=payload_type)
 
 
 def _to_event(

@@ -5,17 +5,18 @@ worker thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
-import math
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 import msgspec
 
+from .. import _validate
 from ..errors import ConfigError, SerializationError
-from ._envelope import Event, _check_type, _decode_payload
+from ._envelope import Event, _check_type, payload_decoder
 
 __all__ = [
     "Handler",
@@ -26,6 +27,7 @@ __all__ = [
     "cancel_and_wait",
     "check_seconds",
     "raise_if_cancelled",
+    "supervised",
 ]
 
 Handler = Callable[[Event[Any]], "Awaitable[None] | None"]
@@ -42,6 +44,8 @@ class Registration:
     payload_type: Any
     is_async: bool
     name: str
+    decode: Callable[[bytes], Any] | None
+    """Builds ``payload_type`` from the payload bytes (None: plain JSON)."""
 
 
 def _is_async(fn: Any) -> bool:
@@ -64,8 +68,11 @@ class HandlerRegistry:
     def add(self, event_type: str, handler: Callable[..., Any], payload_type: Any) -> None:
         _check_type(event_type)
         if not callable(handler):
-            raise TypeError(f"handler for {event_type!r} must be callable, got {handler!r}")
-        reg = Registration(handler, payload_type, _is_async(handler), _name(handler))
+            raise ConfigError(f"handler for {event_type!r} must be callable, got {handler!r}")
+        # Built now, so a type JSON cannot build is refused here and not
+        # counted against every message that arrives later.
+        decode = None if payload_type is None else payload_decoder(payload_type)
+        reg = Registration(handler, payload_type, _is_async(handler), _name(handler), decode)
         self._by_type[event_type] = (*self._by_type.get(event_type, ()), reg)
         if payload_type is None:
             self._untyped.add(event_type)
@@ -98,14 +105,25 @@ class HandlerRegistry:
 
 
 def event_for(reg: Registration, event: Event[Any], payload: bytes) -> Event[Any]:
-    """``event`` with its payload built as the registration's type."""
-    if reg.payload_type is None:
+    """``event`` with its payload built as the registration's type;
+    :class:`PayloadError` whatever goes wrong while building it (a payload
+    type's own validation code may raise anything)."""
+    if reg.decode is None:
         return event
     try:
-        typed = _decode_payload(payload, reg.payload_type)
+        typed = reg.decode(payload)
     except SerializationError as exc:
         raise PayloadError(str(exc)) from exc
+    except Exception as exc:
+        raise PayloadError(
+            f"payload as {_type_name(reg.payload_type)} does not decode: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     return msgspec.structs.replace(event, payload=typed)
+
+
+def _type_name(tp: Any) -> str:
+    return str(getattr(tp, "__qualname__", None) or tp)
 
 
 async def call_unbounded(reg: Registration, event: Event[Any]) -> None:
@@ -187,19 +205,58 @@ async def cancel_and_wait(task: asyncio.Future[Any], timeout: float) -> None:
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """``value`` as seconds, or :class:`ConfigError` naming ``name``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    """``value`` as seconds, or :class:`ConfigError` naming ``name`` (the
+    rule every component shares: :func:`redkit._validate.seconds`)."""
+    return _validate.seconds(value, name, allow_zero=allow_zero)
 
 
 def check_count(name: str, value: object, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
     return value
+
+
+@contextlib.asynccontextmanager
+async def supervised(task: asyncio.Future[Any]) -> AsyncIterator[None]:
+    """Watch ``task`` (a component's ``run()`` in the background) while the
+    ``async with`` body runs.
+
+    If the task ends with an exception meanwhile, the body is cancelled at
+    the ``await`` it is at, as :class:`asyncio.TaskGroup` does, so it never
+    carries on believing events are being handled; the caller then raises
+    the task's exception (``running()`` does in its ``finally``).
+    """
+    host = asyncio.current_task()
+    fired = False
+    consumed = False
+    armed = True
+
+    def on_done(done: asyncio.Future[Any]) -> None:
+        nonlocal fired
+        if armed and host is not None and not done.cancelled() and done.exception() is not None:
+            fired = True
+            host.cancel()
+
+    task.add_done_callback(on_done)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        consumed = True
+        if _other_cancellations(host):
+            raise
+    finally:
+        armed = False
+        task.remove_done_callback(on_done)
+        if fired and not consumed:
+            # The body swallowed the cancellation: forget it all the same.
+            _other_cancellations(host)
+
+
+def _other_cancellations(task: asyncio.Task[Any] | None) -> bool:
+    """Withdraw one cancellation of ``task`` (ours); True when others are
+    still pending (Python 3.10 does not count them: always False)."""
+    if sys.version_info >= (3, 11) and task is not None:
+        return task.uncancel() > 0
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -12,14 +13,39 @@ from redis import exceptions as redis_errors
 
 from .._bounded import bounded
 from ..connection import Client, describe_error, is_cluster
-from ..errors import ConfigError, ConnectionUnavailable
-from ._envelope import _check_type, _encode, format_timestamp
+from ..errors import ConfigError, ConnectionUnavailable, RedkitError
+from ._envelope import _check_type, _encode, check_text, format_timestamp
 from ._handlers import check_seconds, raise_if_cancelled
 
-__all__ = ["Publisher", "PublisherStats", "check_channel", "sharded_unsupported"]
+__all__ = [
+    "Publisher",
+    "PublisherStats",
+    "check_channel",
+    "publish_failure",
+    "sharded_unsupported",
+]
 
 log = logging.getLogger("redkit.events")
-_NETWORK_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError)
+
+# "Redis cannot serve this now": unreachable, not answering in time, or in a
+# state it leaves by itself (a cluster reconfiguring, a replica promoted, out
+# of memory). The session store draws the same line. Any other error answer
+# (WRONGTYPE, NOPERM ...) says the request itself cannot succeed.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.RedisClusterException,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.SlotNotCoveredError,
+    OSError,
+    asyncio.TimeoutError,
+    TimeoutError,
+)
+FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE, redis_errors.RedisError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,15 +55,13 @@ class PublisherStats:
     published: int
     """Events sent."""
     errors: int
-    """Publishes that raised :class:`~redkit.ConnectionUnavailable`."""
+    """Publishes that failed in Redis (unavailable, or an error answer)."""
     serialization_errors: int
     """Publishes refused because the payload has no JSON form."""
 
 
 def check_channel(channel: object, what: str = "channel") -> str:
-    if not isinstance(channel, str) or not channel:
-        raise ValueError(f"{what} must be a non-empty string, got {channel!r}")
-    return channel
+    return check_text(channel, what)
 
 
 def sharded_unsupported(exc: BaseException) -> bool:
@@ -45,6 +69,15 @@ def sharded_unsupported(exc: BaseException) -> bool:
     text = str(exc).lower()
     unknown = "unknown command" in text or "doesn't exist" in text
     return unknown and ("spublish" in text or "ssubscribe" in text)
+
+
+def publish_failure(what: str, exc: BaseException) -> RedkitError:
+    """The error a publisher raises when Redis failed ``what``:
+    :class:`~redkit.ConnectionUnavailable` when Redis cannot serve it now,
+    :class:`~redkit.RedkitError` carrying the server's answer otherwise."""
+    if isinstance(exc, UNAVAILABLE):
+        return ConnectionUnavailable(f"{what}: {describe_error(exc)}")
+    return RedkitError(f"{what}: Redis answered with an error: {describe_error(exc)}")
 
 
 class Publisher:
@@ -63,9 +96,13 @@ class Publisher:
     first publish raises :class:`~redkit.ConfigError`.
 
     ``timeout`` bounds a publish on top of the client's own socket timeout.
-    Failures raise :class:`~redkit.ConnectionUnavailable`; a payload with no
-    JSON form raises :class:`~redkit.SerializationError` before anything is
-    sent.
+    Redis unreachable or not answering in time (or out of memory, or a
+    cluster reconfiguring) raises :class:`~redkit.ConnectionUnavailable`;
+    any other error answer (``NOPERM`` ...) raises :class:`~redkit.RedkitError`
+    with the server's message. A payload with no faithful JSON form (an
+    unsupported type, NaN or an infinity, nesting past the recursion limit)
+    raises :class:`~redkit.SerializationError` before anything is sent; a bad
+    argument raises :class:`~redkit.ConfigError`.
     """
 
     def __init__(
@@ -76,10 +113,8 @@ class Publisher:
         sharded: bool = False,
         timeout: float | None = None,
     ) -> None:
-        if not isinstance(source, str):
-            raise ConfigError(f"source must be a string, got {source!r}")
         self.client = client
-        self.source = source
+        self.source = check_text(source, "source", allow_empty=True)
         self.sharded = bool(sharded)
         self.timeout = None if timeout is None else check_seconds("timeout", timeout)
         self._command = "SPUBLISH" if sharded else "PUBLISH"
@@ -106,6 +141,8 @@ class Publisher:
         """
         check_channel(channel)
         _check_type(type)
+        if id is not None:
+            check_text(id, "id")
         stamp = format_timestamp(timestamp or datetime.now(timezone.utc))
         try:
             data = _encode(type, payload, stamp, self.source, id or str(uuid.uuid4()))
@@ -117,28 +154,18 @@ class Publisher:
                 receivers = await self._send(channel, data)
             else:
                 receivers = await _within(self._send(channel, data), self.timeout)
-        except (
-            redis_errors.ConnectionError,
-            redis_errors.TimeoutError,
-            OSError,
-            TimeoutError,
-        ) as exc:
-            self._errors += 1
-            log.warning(
-                "publish of %r on channel %r failed: %s", type, channel, describe_error(exc)
-            )
-            raise ConnectionUnavailable(
-                f"cannot publish event {type!r} on channel {channel!r}: {describe_error(exc)}"
-            ) from exc
-        except redis_errors.RedisError as exc:
+        except FAILURES as exc:
             self._errors += 1
             if self.sharded and sharded_unsupported(exc):
                 raise ConfigError(
                     "sharded=True needs Redis 7.0 or newer (SPUBLISH); this server does not "
                     f"know it: {describe_error(exc)}"
                 ) from exc
-            raise ConnectionUnavailable(
-                f"cannot publish event {type!r} on channel {channel!r}: {describe_error(exc)}"
+            log.warning(
+                "publish of %r on channel %r failed: %s", type, channel, describe_error(exc)
+            )
+            raise publish_failure(
+                f"cannot publish event {type!r} on channel {channel!r}", exc
             ) from exc
         self._published += 1
         raise_if_cancelled()
@@ -154,8 +181,6 @@ class Publisher:
 
 
 async def _within(awaitable: Any, timeout: float) -> Any:
-    import asyncio
-
     try:
         return await bounded(awaitable, timeout)
     except asyncio.TimeoutError as exc:

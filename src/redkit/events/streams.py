@@ -19,12 +19,21 @@ from typing import Any, TypeVar, overload
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
+from redis.client import NEVER_DECODE
 
 from ..connection import Client, describe_error, read_timeout
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
-from ._envelope import Event, _check_type, _decode_payload, _decode_wire, _encode, _to_event
+from ._envelope import (
+    Event,
+    _check_type,
+    _decode_wire,
+    _encode,
+    _to_event,
+    check_text,
+    decode_plain_payload,
+)
 from ._envelope import format_timestamp as _format_timestamp
 from ._handlers import (
     HandlerRegistry,
@@ -37,7 +46,9 @@ from ._handlers import (
     check_seconds,
     event_for,
     raise_if_cancelled,
+    supervised,
 )
+from .publisher import FAILURES, publish_failure
 
 __all__ = [
     "StreamConsumer",
@@ -59,12 +70,18 @@ _NETWORK_ERRORS = (
     TimeoutError,
 )
 _DEAD_LETTER = Script.from_package("redkit.events", "lua/dead_letter.lua")
+# Entries are read as bytes whatever the client's decode_responses: redis-py
+# would otherwise decode them while parsing the reply, and one entry that is
+# not UTF-8 would fail the whole read (and every read after it), before the
+# consumer could see which entry it was.
+_RAW = {NEVER_DECODE: True}
 
 
 def dead_letter_stream_for(stream: str) -> str:
     """The default dead-letter stream of ``stream``: ``<stream>:dead-letter``
     with the stream's hash tag (``{orders}:dead-letter`` for ``orders``), so
     that moving an entry there is one atomic script on a cluster too."""
+    _check_stream(stream)
     start = stream.find("{")
     end = stream.find("}", start + 1) if start != -1 else -1
     if start != -1 and end > start + 1:
@@ -73,10 +90,9 @@ def dead_letter_stream_for(stream: str) -> str:
 
 
 def _check_stream(stream: object) -> str:
-    try:
-        return validate_key_part(stream, "stream name")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    # Braces only as one {tag}: the dead-letter stream must land in the
+    # stream's hash slot, which a stray brace would make ambiguous.
+    return validate_key_part(stream, "stream name", allow_braces="tag")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +117,7 @@ class StreamPublisher:
     def __init__(self, client: Client, maxlen: int | None = 100_000, *, source: str = "") -> None:
         self.client = client
         self.maxlen = None if maxlen is None else check_count("maxlen", maxlen)
-        if not isinstance(source, str):
-            raise ConfigError(f"source must be a string, got {source!r}")
-        self.source = source
+        self.source = check_text(source, "source", allow_empty=True)
         self._published = 0
         self._errors = 0
 
@@ -114,7 +128,10 @@ class StreamPublisher:
         self, type: str, payload: Any, event_id: str | None, timestamp: datetime | None
     ) -> tuple[str, bytes]:
         _check_type(type)
-        event_id = event_id or str(uuid.uuid4())
+        if event_id is None:
+            event_id = str(uuid.uuid4())
+        else:
+            check_text(event_id, "id")
         stamp = _format_timestamp(timestamp or datetime.now(timezone.utc))
         return event_id, _encode(type, payload, stamp, self.source, event_id)
 
@@ -130,8 +147,11 @@ class StreamPublisher:
         """Append one event (one round trip) and return its id.
 
         Raises :class:`~redkit.SerializationError` before sending when the
-        payload has no JSON form, :class:`~redkit.ConnectionUnavailable` when
-        Redis cannot be reached in time.
+        payload has no faithful JSON form, :class:`~redkit.ConnectionUnavailable`
+        when Redis cannot serve the write now (unreachable, no answer in time,
+        out of memory, cluster reconfiguring) and :class:`~redkit.RedkitError`
+        for any other error answer (``WRONGTYPE``: the key is not a stream),
+        like :meth:`Publisher.publish`.
         """
         _check_stream(stream)
         event_id, data = self._entry(type, payload, id, timestamp)
@@ -142,10 +162,11 @@ class StreamPublisher:
                 maxlen=self.maxlen,
                 approximate=True,
             )
-        except redis_errors.RedisError as exc:
+        except FAILURES as exc:
             self._errors += 1
-            raise ConnectionUnavailable(
-                f"cannot append event {type!r} to stream {stream!r}: {describe_error(exc)}"
+            log.warning("append of %r to stream %r failed: %s", type, stream, describe_error(exc))
+            raise publish_failure(
+                f"cannot append event {type!r} to stream {stream!r}", exc
             ) from exc
         self._published += 1
         raise_if_cancelled()
@@ -156,7 +177,7 @@ class StreamPublisher:
         trip; returns their ids in order. Every payload is encoded before
         anything is sent."""
         _check_stream(stream)
-        entries = [self._entry(t, p, None, None) for t, p in events]
+        entries = [self._entry(*_pair(item), None, None) for item in events]
         if not entries:
             return []
         try:
@@ -164,16 +185,28 @@ class StreamPublisher:
             for _, data in entries:
                 pipe.xadd(stream, {EVENT_FIELD: data}, maxlen=self.maxlen, approximate=True)
             await pipe.execute()
-        except redis_errors.RedisError as exc:
+        except FAILURES as exc:
             self._errors += 1
-            raise ConnectionUnavailable(
-                f"cannot append {len(entries)} events to stream {stream!r}: {describe_error(exc)}"
+            log.warning(
+                "append of %d events to stream %r failed: %s",
+                len(entries),
+                stream,
+                describe_error(exc),
+            )
+            raise publish_failure(
+                f"cannot append {len(entries)} events to stream {stream!r}", exc
             ) from exc
         self._published += len(entries)
         return [event_id for event_id, _ in entries]
 
     def stats(self) -> StreamPublisherStats:
         return StreamPublisherStats(self._published, self._errors)
+
+
+def _pair(item: object) -> tuple[str, Any]:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise ConfigError(f"publish_many takes (type, payload) pairs, got {item!r:.80}")
+    return item[0], item[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,6 +430,15 @@ class StreamConsumer:
         workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
         try:
             await self._loop()
+        except Exception:
+            log.error(
+                "stream consumer %s/%s on %r stopped; its entries are no longer handled",
+                self.group,
+                self.consumer,
+                self.stream,
+                exc_info=True,
+            )
+            raise
         finally:
             self._running = False
             sweeper.cancel()
@@ -414,7 +456,13 @@ class StreamConsumer:
         """Run in a background task for the ``async with`` block. Entering
         waits (at most ``ready_timeout`` s) until the group exists and the
         consumer's own pending entries were re-run; raises
-        :class:`~redkit.ConnectionUnavailable` otherwise."""
+        :class:`~redkit.ConnectionUnavailable` otherwise.
+
+        Should :meth:`run` end with an exception inside the block (it never
+        does for Redis failures, malformed entries or handler errors), the
+        block is cancelled where it waits and that exception is raised from
+        the ``async with``, as :class:`asyncio.TaskGroup` does."""
+        ready_timeout = check_seconds("ready_timeout", ready_timeout)
         task: asyncio.Future[Any] = asyncio.ensure_future(self.run())
         try:
             await asyncio.sleep(0)
@@ -433,7 +481,8 @@ class StreamConsumer:
                 raise ConnectionUnavailable(
                     f"stream consumer for {self.stream!r} not ready within {ready_timeout:g}s"
                 )
-            yield self
+            async with supervised(task):
+                yield self
         finally:
             await cancel_and_wait(task, self.drain_timeout + 10.0)
             if task.done() and not task.cancelled():
@@ -484,17 +533,13 @@ class StreamConsumer:
         """XACK what the last batch finished and XREADGROUP the next batch
         (blocking up to ``wait`` seconds) in one round trip: a pipeline, the
         acknowledgement applied first."""
-        block = max(1, int(wait * 1000))
+        read = self._read_args(">", max(1, int(wait * 1000)))
         if not self._acks:
-            return await self.client.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=block
-            )
+            return await self.client.execute_command(*read, **_RAW)
         acks, self._acks = self._acks, []
         pipe = self.client.pipeline(transaction=False)
         pipe.xack(self.stream, self.group, *acks)
-        pipe.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=block
-        )
+        pipe.execute_command(*read, **_RAW)
         try:
             _, reply = await pipe.execute()
         except BaseException:
@@ -502,6 +547,15 @@ class StreamConsumer:
             self._acks[:0] = acks
             raise
         return reply
+
+    def _read_args(self, start: Any, block: int | None = None) -> list[Any]:
+        """XREADGROUP of up to ``batch_size`` entries after ``start``
+        (``">"``: never delivered to the group), blocking ``block`` ms."""
+        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer]
+        args += ["COUNT", self.batch_size]
+        if block is not None:
+            args += ["BLOCK", block]
+        return [*args, "STREAMS", self.stream, start]
 
     async def _flush_acks(self) -> None:
         if self._acks:
@@ -551,9 +605,7 @@ class StreamConsumer:
         after a crash), oldest first."""
         cursor: Any = "0-0"
         while True:
-            reply = await self.client.xreadgroup(
-                self.group, self.consumer, {self.stream: cursor}, count=self.batch_size
-            )
+            reply = await self.client.execute_command(*self._read_args(cursor), **_RAW)
             entries = _entries(reply)
             if not entries:
                 return
@@ -567,13 +619,16 @@ class StreamConsumer:
         cursor: Any = "0-0"
         min_idle = max(1, int(self.claim_idle * 1000))
         for _ in range(100):  # bounded: new events get their turn too
-            reply = await self.client.xautoclaim(
+            reply = await self.client.execute_command(
+                "XAUTOCLAIM",
                 self.stream,
                 self.group,
                 self.consumer,
                 min_idle,
-                start_id=cursor,
-                count=self.batch_size,
+                cursor,
+                "COUNT",
+                self.batch_size,
+                **_RAW,
             )
             cursor = reply[0]
             entries = [(eid, fields) for eid, fields in reply[1] if eid is not None]
@@ -605,7 +660,7 @@ class StreamConsumer:
             return
         pipe = self.client.pipeline(transaction=False)
         for entry_id in ids:
-            pipe.xrange(self.stream, entry_id, entry_id)
+            pipe.execute_command("XRANGE", self.stream, entry_id, entry_id, **_RAW)
         found = await pipe.execute()
         vanished = [entry_id for entry_id, rows in zip(ids, found, strict=True) if not rows]
         if vanished:
@@ -622,7 +677,9 @@ class StreamConsumer:
             count=len(entries) * 2 + 10,
             consumername=self.consumer,
         )
-        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        # Entry ids come back as bytes (read raw) or, from XPENDING on a
+        # client that decodes responses, as text: keyed by text.
+        return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
 
     # -- one batch ----------------------------------------------------------
 
@@ -636,7 +693,7 @@ class StreamConsumer:
         self._received += len(entries)
         try:
             for entry_id, fields in entries:
-                count = deliveries.get(entry_id, 1) if deliveries is not None else 1
+                count = deliveries.get(_text(entry_id), 1) if deliveries is not None else 1
                 data = _event_field(fields)
                 if data is None:
                     if not fields:
@@ -657,7 +714,7 @@ class StreamConsumer:
                         ack.append(entry_id)
                         continue
                     untyped = (
-                        _decode_payload(payload, None)
+                        decode_plain_payload(payload)
                         if self._registry.needs_untyped(wire.type)
                         else None
                     )
@@ -666,6 +723,14 @@ class StreamConsumer:
                     self._malformed += 1
                     log.warning("malformed entry %s on %r: %s", _text(entry_id), self.stream, exc)
                     dead.append(_Outcome(entry_id, None, data, count, f"malformed: {exc}"))
+                    continue
+                except Exception as exc:
+                    # Decoding has no other failure; should one ever appear (a
+                    # bug), the entry is dead-lettered, not the group stopped.
+                    self._malformed += 1
+                    reason = f"malformed: failed to decode ({type(exc).__name__}: {exc})"
+                    log.warning("entry %s on %r: %s", _text(entry_id), self.stream, reason)
+                    dead.append(_Outcome(entry_id, None, data, count, reason))
                     continue
                 outcome = _Outcome(entry_id, event, data, count)
                 if count > self.max_deliveries:
@@ -807,6 +872,9 @@ class StreamConsumer:
 
     async def _dead_letter(self, outcome: _Outcome) -> None:
         error = (outcome.error or "unknown error")[:2000]
+        # The reason may quote a payload type's own exception text, which can
+        # hold anything, lone surrogates included: written as bytes.
+        reason = error.encode("utf-8", "backslashreplace")
         moved = await _DEAD_LETTER(
             self.client,
             [self.stream, self.dead_letter_stream],
@@ -817,7 +885,7 @@ class StreamConsumer:
                 EVENT_FIELD,
                 outcome.data,
                 "error",
-                error,
+                reason,
                 "stream",
                 self.stream,
                 "entry_id",

@@ -31,7 +31,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from ..connection import Client, describe_error
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
-from ._envelope import Event, _decode_payload, _decode_wire, _to_event
+from ._envelope import Event, _decode_wire, _to_event, decode_plain_payload
 from ._handlers import (
     HandlerRegistry,
     PayloadError,
@@ -43,6 +43,7 @@ from ._handlers import (
     check_seconds,
     event_for,
     raise_if_cancelled,
+    supervised,
 )
 from .publisher import check_channel, sharded_unsupported
 
@@ -252,7 +253,7 @@ class Subscriber:
         chans = _unique(check_channel(c) for c in channels)
         pats = _unique(check_channel(p, "pattern") for p in patterns)
         if not chans and not pats:
-            raise ValueError("run() needs at least one channel or pattern")
+            raise ConfigError("run() needs at least one channel or pattern")
         if self.sharded and pats:
             raise ConfigError("sharded pub/sub has no patterns; subscribe to them unsharded")
         if self._running:
@@ -278,6 +279,14 @@ class Subscriber:
                 await self._serve(self._links[0])
             else:
                 await _all_or_none([self._serve(link) for link in self._links])
+        except Exception:
+            log.error(
+                "subscriber on %s %s stopped; their events are no longer handled",
+                chans,
+                pats,
+                exc_info=True,
+            )
+            raise
         finally:
             self._running = False
             self._subscribed.clear()
@@ -301,11 +310,18 @@ class Subscriber:
         ``ready_timeout`` seconds, default 10) and raises
         :class:`~redkit.ConnectionUnavailable` if that does not happen.
         Leaving cancels the task, which drains running handlers.
+
+        Should :meth:`run` end with an exception inside the block (it never
+        does for connection problems, malformed messages or handler errors),
+        the block is cancelled where it waits and that exception is raised
+        from the ``async with``, as :class:`asyncio.TaskGroup` does.
         """
+        timeout = 10.0 if ready_timeout is None else check_seconds("ready_timeout", ready_timeout)
         task: asyncio.Future[Any] = asyncio.ensure_future(self.run(*channels, patterns=patterns))
         try:
-            await self._wait_ready(task, 10.0 if ready_timeout is None else ready_timeout)
-            yield self
+            await self._wait_ready(task, timeout)
+            async with supervised(task):
+                yield self
         finally:
             await cancel_and_wait(task, self.drain_timeout + 10.0)
             if task.done() and not task.cancelled():
@@ -333,7 +349,7 @@ class Subscriber:
 
     async def wait_subscribed(self, timeout: float) -> bool:
         """Wait until every subscription is active; False after ``timeout``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + check_seconds("timeout", timeout, allow_zero=True)
         while self._subscribed is None:
             if time.monotonic() >= deadline:
                 return False
@@ -612,7 +628,7 @@ class Subscriber:
                 log.debug("no handler for event type %r on %r", wire.type, _text(channel))
                 return None
             untyped = (
-                _decode_payload(payload, None) if self._registry.needs_untyped(wire.type) else None
+                decode_plain_payload(payload) if self._registry.needs_untyped(wire.type) else None
             )
             name = self._channel_names.get(channel)
             if name is None:
@@ -623,6 +639,18 @@ class Subscriber:
         except SerializationError as exc:
             self._malformed += 1
             log.warning("skipped a malformed message on channel %r: %s", _text(channel), exc)
+            return None
+        except Exception as exc:
+            # Decoding has no other failure; should one ever appear (a bug),
+            # it costs this message, not the subscription.
+            self._malformed += 1
+            log.warning(
+                "skipped a message on channel %r that failed to decode (%s: %s); data starts %r",
+                _text(channel),
+                type(exc).__name__,
+                exc,
+                bytes(data[:80]),
+            )
             return None
 
     async def _wait_for_worker(self, link: _Link) -> None:
