@@ -62,6 +62,7 @@ EXPECTED = {
     "LockLost",
     "LockNotAcquired",
     "MsgpackCodec",
+    "RedisReplyError",
     "RedisServerError",
     "RedisSettings",
     "RedkitError",

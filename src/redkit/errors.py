@@ -13,6 +13,7 @@ __all__ = [
     "LockError",
     "LockLost",
     "LockNotAcquired",
+    "RedisReplyError",
     "RedisServerError",
     "RedkitError",
     "SerializationError",
@@ -21,7 +22,8 @@ __all__ = [
 
 class RedkitError(Exception):
     """Base class of every error redkit raises on purpose; catch it to handle
-    any redkit failure. Never raised itself."""
+    any redkit failure. Raised itself only when an invariant that should
+    never fail does (three freshly drawn random session ids all taken)."""
 
 
 class ConfigError(RedkitError, ValueError):
@@ -38,6 +40,17 @@ class ConnectionUnavailable(RedkitError, ConnectionError):
     publishers, a fail-closed rate limiter) raise it; components that fail
     open (cache, default rate limiter) count it and carry on. The message
     names host and port, never the password."""
+
+
+class RedisReplyError(RedkitError):
+    """Raised when Redis answers a command with an error that is not about
+    reaching it and that retrying will not fix: ``WRONGTYPE`` (the key holds
+    another kind of value), ``NOPERM`` (the ACL user may not run it), an
+    unknown command. Components that fail closed (sessions, publishers)
+    raise it; the cache and a fail-open rate limiter count it and carry on.
+    Out of memory, read-only and cluster-reconfiguring answers mean Redis
+    cannot serve now: those are :class:`ConnectionUnavailable`. The message
+    quotes the server; the redis-py exception is the ``__cause__``."""
 
 
 class SerializationError(RedkitError, TypeError):

@@ -17,7 +17,12 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis, RedisCluster
 
 from redkit.connection import Client, connect
-from redkit.errors import ConfigError, ConnectionUnavailable, RedkitError, SerializationError
+from redkit.errors import (
+    ConfigError,
+    ConnectionUnavailable,
+    RedisReplyError,
+    SerializationError,
+)
 from redkit.events import (
     Event,
     Publisher,
@@ -440,9 +445,8 @@ async def test_stream_publisher_tells_an_error_answer_from_an_unreachable_redis(
     await client.set("orders", "not a stream")
     stream = StreamPublisher(client)
     for attempt in (stream.publish("orders", "t", 1), stream.publish_many("orders", [("t", 1)])):
-        with pytest.raises(RedkitError, match="WRONGTYPE") as caught:
+        with pytest.raises(RedisReplyError, match="WRONGTYPE"):
             await attempt
-        assert not isinstance(caught.value, ConnectionUnavailable)
     assert await client.get("orders") == b"not a stream"
     assert stream.stats().errors == 2
 
@@ -471,9 +475,8 @@ async def test_publisher_tells_an_error_answer_from_an_unreachable_redis(
     muted = await connect(settings_for(fresh_server, username="muted", password="any"))
     try:
         pub = Publisher(muted, source="api")
-        with pytest.raises(RedkitError, match="permission") as caught:
+        with pytest.raises(RedisReplyError, match="permission"):
             await pub.publish("users", "t", 1)
-        assert not isinstance(caught.value, ConnectionUnavailable)
         assert pub.stats().errors == 1
     finally:
         await muted.aclose()

@@ -11,9 +11,10 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from .. import _failures
 from .._bounded import bounded
 from ..connection import Client, describe_error, is_cluster
-from ..errors import ConfigError, ConnectionUnavailable, RedkitError
+from ..errors import ConfigError, RedkitError
 from ._envelope import _check_type, _encode, check_text, format_timestamp
 from ._handlers import check_seconds, raise_if_cancelled
 
@@ -31,20 +32,7 @@ log = logging.getLogger("redkit.events")
 # state it leaves by itself (a cluster reconfiguring, a replica promoted, out
 # of memory). The session store draws the same line. Any other error answer
 # (WRONGTYPE, NOPERM ...) says the request itself cannot succeed.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterError,
-    redis_errors.RedisClusterException,
-    redis_errors.ReadOnlyError,
-    redis_errors.MasterDownError,
-    redis_errors.TryAgainError,
-    redis_errors.OutOfMemoryError,
-    redis_errors.SlotNotCoveredError,
-    OSError,
-    asyncio.TimeoutError,
-    TimeoutError,
-)
+UNAVAILABLE = _failures.UNAVAILABLE
 FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE, redis_errors.RedisError)
 
 
@@ -74,10 +62,8 @@ def sharded_unsupported(exc: BaseException) -> bool:
 def publish_failure(what: str, exc: BaseException) -> RedkitError:
     """The error a publisher raises when Redis failed ``what``:
     :class:`~redkit.ConnectionUnavailable` when Redis cannot serve it now,
-    :class:`~redkit.RedkitError` carrying the server's answer otherwise."""
-    if isinstance(exc, UNAVAILABLE):
-        return ConnectionUnavailable(f"{what}: {describe_error(exc)}")
-    return RedkitError(f"{what}: Redis answered with an error: {describe_error(exc)}")
+    :class:`~redkit.RedisReplyError` carrying the server's answer otherwise."""
+    return _failures.failure(what, exc)
 
 
 class Publisher:

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
-from .. import _validate
+from .. import _failures, _validate
 from ..connection import describe_error
-from ..errors import ConfigError, ConnectionUnavailable, LockError
+from ..errors import ConfigError, ConnectionUnavailable, RedkitError
 from ..keys import validate_key_part
 
 log = logging.getLogger("redkit.lock")
@@ -84,8 +84,11 @@ def unavailable(what: str, exc: BaseException) -> ConnectionUnavailable:
     return ConnectionUnavailable(f"{what}: {detail(exc)}")
 
 
-def server_refused(what: str, exc: redis_errors.RedisError) -> LockError:
-    return LockError(f"{what}: Redis answered with an error: {describe_error(exc)}")
+def server_refused(what: str, exc: redis_errors.RedisError) -> RedkitError:
+    """The error raised when Redis answered ``what`` with an error:
+    :class:`ConnectionUnavailable` when it cannot serve now (out of memory,
+    a cluster reconfiguring), :class:`~redkit.RedisReplyError` otherwise."""
+    return _failures.failure(what, exc)
 
 
 Task = asyncio.Task[Any] | None

@@ -13,10 +13,17 @@ import msgspec
 from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
+from .. import _failures
 from .._validate import seconds
 from ..codec import get_codec, guarded_decoder, strict_json_encoder
 from ..connection import Client, describe_error, is_cluster
-from ..errors import ConfigError, ConnectionUnavailable, RedkitError, SerializationError
+from ..errors import (
+    ConfigError,
+    ConnectionUnavailable,
+    RedisReplyError,
+    RedkitError,
+    SerializationError,
+)
 from ..keys import validate_key_part
 from ..scripts import Script
 from . import _ids
@@ -34,18 +41,7 @@ MAX_TTL_SECONDS = 100 * 365.25 * 86400
 
 # Failures meaning "Redis cannot serve this now": the store fails closed with
 # ConnectionUnavailable and the middleware answers 503.
-_UNAVAILABLE = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterError,
-    redis_errors.ReadOnlyError,
-    redis_errors.MasterDownError,
-    redis_errors.TryAgainError,
-    redis_errors.OutOfMemoryError,
-    redis_errors.SlotNotCoveredError,
-    OSError,
-    TimeoutError,
-)
+_UNAVAILABLE = _failures.UNAVAILABLE
 
 
 class SessionDataTooLarge(RedkitError, ValueError):
@@ -357,7 +353,7 @@ class SessionStore:
                 f"session store could not {what}: a session key holds another kind of "
                 f"Redis value: {describe_error(exc)}"
             )
-        return RedkitError(f"session store could not {what}: {describe_error(exc)}")
+        return RedisReplyError(f"session store could not {what}: {describe_error(exc)}")
 
     def _address(self) -> str:
         client: Any = self._client
