@@ -13,8 +13,17 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # redis-py 6.2 and later run cluster pipelines through a strategy
+    from redis.asyncio.cluster import PipelineStrategy as _PipelineStrategy
+except ImportError:  # pragma: no cover - older redis-py
+    _PipelineStrategy = None  # type: ignore[assignment,misc]
 
 __all__ = ["WaitingConnectionPool", "WaitingRedisCluster"]
 
@@ -58,12 +67,40 @@ class WaitingConnectionPool(ConnectionPool):
             self._slots.release()
 
 
+# What the cluster client may send again after a failure: a connection that
+# failed, or a cluster that was down or moving slots. Never a timeout: the
+# command was written and may have run, and running INCR or a script twice is
+# worse than reporting the failure (the standalone client's rule, see
+# connection.command_retry). redis-py retries a TimeoutError too, whatever the
+# ``retry`` object says.
+_SEND_AGAIN_AFTER: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
+
+
+_TIMEOUTS = (RedisTimeoutError, asyncio.TimeoutError, TimeoutError)
+
+
+def _timed_out(result: object) -> bool:
+    return isinstance(result, _TIMEOUTS)
+
+
 class WaitingRedisCluster(RedisCluster):
     """redis-py's cluster client fails a command with ``MaxConnectionsError``
     when its node has no free connection; this one lets at most
     ``max_connections`` commands be in flight at once (so no node can run out,
     each command holding at most one connection per node) and makes the rest
-    wait up to ``wait_timeout`` seconds."""
+    wait up to ``wait_timeout`` seconds.
+
+    A command, pipeline or transaction that timed out is never sent again; one
+    whose connection failed is retried as redis-py does."""
+
+    # redis-py's execute_command retries ``type(e) in
+    # self.__class__.ERRORS_ALLOW_RETRY`` (every version since 5.0), as do
+    # cluster pipelines before redis-py 6.2.
+    ERRORS_ALLOW_RETRY = _SEND_AGAIN_AFTER  # type: ignore[assignment]
 
     def __init__(self, *args: Any, wait_timeout: float = 5.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,3 +122,73 @@ class WaitingRedisCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
         finally:
             slots.release()
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            # redis-py's own refusal, with its message.
+            return super().pipeline(transaction, shard_hint)
+        return _NoRepeatPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _NoRepeatPipeline(ClusterPipeline):
+    """A cluster pipeline that keeps WaitingRedisCluster's rule."""
+
+    __slots__ = ()
+    ERRORS_ALLOW_RETRY = _SEND_AGAIN_AFTER  # type: ignore[assignment]  # redis-py < 6.2
+
+    def __init__(self, client: RedisCluster, transaction: Any | None = None) -> None:
+        super().__init__(client, transaction)
+        strategy = getattr(self, "_execution_strategy", None)
+        if _PipelineStrategy is not None and type(strategy) is _PipelineStrategy:
+            self._execution_strategy = _NoRepeatPipelineStrategy(self)
+        elif isinstance(getattr(strategy, "_retry", None), Retry):
+            # A transaction retries through its own copy of the client's
+            # Retry, to which redis-py adds TimeoutError: make it one that
+            # leaves timeouts out.
+            old: Retry = strategy._retry  # type: ignore[union-attr]
+            strategy._retry = Retry(  # type: ignore[union-attr]
+                old._backoff,
+                old.get_retries(),
+                supported_errors=tuple(
+                    e for e in old._supported_errors if not issubclass(e, _TIMEOUTS)
+                ),
+            )
+
+
+if _PipelineStrategy is not None:
+
+    class _NoRepeatPipelineStrategy(_PipelineStrategy):
+        """redis-py's non-transactional cluster pipeline (6.2 and later) sends
+        the whole batch again after any error in ERRORS_ALLOW_RETRY, timeouts
+        included; this one stops at a timeout of any of its commands."""
+
+        async def execute(
+            self, raise_on_error: bool = True, allow_redirections: bool = True
+        ) -> list[Any]:
+            queue = self._command_queue
+            if not queue:
+                return []
+            client = self._pipe.cluster_client
+            attempts_left = client.retry.get_retries()
+            try:
+                while True:
+                    try:
+                        if client._initialize:
+                            await client.initialize()
+                        result: list[Any] = await self._execute(
+                            client,
+                            queue,
+                            raise_on_error=raise_on_error,
+                            allow_redirections=allow_redirections,
+                        )
+                        return result
+                    except _SEND_AGAIN_AFTER:
+                        # The error raised is the first failed command's; a
+                        # command on another node may have timed out.
+                        if attempts_left <= 0 or any(_timed_out(c.result) for c in queue):
+                            raise
+                        attempts_left -= 1
+                        await client.aclose()
+                        await asyncio.sleep(0.25)
+            finally:
+                await self.reset()  # type: ignore[no-untyped-call]
