@@ -16,6 +16,7 @@ from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,15 +26,15 @@ try:  # redis-py 6.2 and later run cluster pipelines through a strategy
 except ImportError:  # pragma: no cover - older redis-py
     _PipelineStrategy = None  # type: ignore[assignment,misc]
 
-__all__ = ["WaitingConnectionPool", "WaitingRedisCluster"]
+__all__ = ["WaitingConnectionPool", "WaitingRedisCluster", "WaitingSentinelConnectionPool"]
 
 
 class WaitingConnectionPool(ConnectionPool):
     """At most ``max_connections`` connections; a checkout past that waits up
     to ``timeout`` seconds, then raises redis-py's ``ConnectionError``."""
 
-    def __init__(self, *, timeout: float = 5.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, timeout: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.timeout = timeout
         self._slots = asyncio.Semaphore(self.max_connections)
 
@@ -65,6 +66,13 @@ class WaitingConnectionPool(ConnectionPool):
             await super().release(connection)
         finally:
             self._slots.release()
+
+
+class WaitingSentinelConnectionPool(WaitingConnectionPool, SentinelConnectionPool):
+    """redis-py's Sentinel pool (each new connection asks Sentinel where the
+    master is, and idle connections are dropped when it moves) with the
+    waiting checkout of WaitingConnectionPool instead of failing with
+    ``MaxConnectionsError`` past ``max_connections``."""
 
 
 # What the cluster client may send again after a failure: a connection that

@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ._pool import WaitingConnectionPool, WaitingRedisCluster
+from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
 from .errors import ConnectionUnavailable
 from .settings import RedisSettings
 
@@ -247,7 +247,13 @@ def _build(settings: RedisSettings) -> Client:
             **_ssl_kwargs(settings),
             **common,
         )
-        master: Redis = sentinel.master_for(settings.sentinel_master or "")
+        # The pool asks Sentinel for the master like redis-py's own, and
+        # waits for a free connection like the standalone pool.
+        master: Redis = sentinel.master_for(
+            settings.sentinel_master or "",
+            connection_pool_class=WaitingSentinelConnectionPool,
+            timeout=settings.connect_timeout,
+        )
         return master
     pool_kwargs: dict[str, Any] = dict(common)
     retry = pool_kwargs.pop("retry")
