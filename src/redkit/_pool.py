@@ -132,8 +132,9 @@ class WaitingRedisCluster(RedisCluster):
             slots.release()
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
-        if shard_hint:
-            # redis-py's own refusal, with its message.
+        if shard_hint or (transaction and _PipelineStrategy is None):
+            # redis-py's own refusal, with its message (no cluster
+            # transactions before 6.2).
             return super().pipeline(transaction, shard_hint)
         return _NoRepeatPipeline(self, transaction)  # type: ignore[abstract]
 
@@ -145,22 +146,40 @@ class _NoRepeatPipeline(ClusterPipeline):
     ERRORS_ALLOW_RETRY = _SEND_AGAIN_AFTER  # type: ignore[assignment]  # redis-py < 6.2
 
     def __init__(self, client: RedisCluster, transaction: Any | None = None) -> None:
+        if _PipelineStrategy is None:  # pragma: no cover - redis-py < 6.2
+            super().__init__(client)
+            return
         super().__init__(client, transaction)
-        strategy = getattr(self, "_execution_strategy", None)
-        if _PipelineStrategy is not None and type(strategy) is _PipelineStrategy:
+        strategy = self._execution_strategy
+        if type(strategy) is _PipelineStrategy:
             self._execution_strategy = _NoRepeatPipelineStrategy(self)
         elif isinstance(getattr(strategy, "_retry", None), Retry):
             # A transaction retries through its own copy of the client's
             # Retry, to which redis-py adds TimeoutError: make it one that
             # leaves timeouts out.
-            old: Retry = strategy._retry  # type: ignore[union-attr]
-            strategy._retry = Retry(  # type: ignore[union-attr]
+            old: Retry = strategy._retry  # type: ignore[attr-defined]
+            strategy._retry = Retry(  # type: ignore[attr-defined]
                 old._backoff,
                 old.get_retries(),
                 supported_errors=tuple(
                     e for e in old._supported_errors if not issubclass(e, _TIMEOUTS)
                 ),
             )
+
+    if _PipelineStrategy is None:  # pragma: no cover - redis-py < 6.2
+
+        async def _execute(self, client: Any, stack: list[Any], *args: Any, **kwargs: Any) -> Any:
+            # The pipeline's retry loop sends the batch again after the first
+            # failed command's error when it is retryable; a command on
+            # another node may have timed out, and its timeout is raised
+            # instead, which ends the loop.
+            try:
+                return await super()._execute(client, stack, *args, **kwargs)  # type: ignore[misc]
+            except _SEND_AGAIN_AFTER:
+                timeout = next((c.result for c in stack if _timed_out(c.result)), None)
+                if timeout is None:
+                    raise
+                raise timeout from None
 
 
 if _PipelineStrategy is not None:

@@ -229,6 +229,9 @@ def _build(settings: RedisSettings) -> Client:
             # WaitingRedisCluster) instead of failing.
             max_connections=max(settings.pool_size, 100),
             wait_timeout=settings.connect_timeout,
+            # Without it, redis-py before 6 adds TimeoutError to the retry
+            # object it is given (and so to every node's connections).
+            retry_on_error=[redis_errors.ConnectionError],
             ssl=settings.ssl,
             **_ssl_kwargs(settings),
             **common,
