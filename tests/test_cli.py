@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from redis import Redis as SyncRedis
 
@@ -71,10 +72,42 @@ def test_doctor_on_a_cluster(redis_cluster: EmbeddedCluster) -> None:
     assert "cluster" in result.output
 
 
-def test_doctor_rejects_a_malformed_url_without_the_password() -> None:
-    result = CliRunner().invoke(main, ["doctor", "--url", "redis://u:topsecret@h:port/0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://u:t0pXs3cretY@h:port/0",
+        "redis://:t0pX/s3cretY@host:6379/0",
+        "redis://:t0pX#s3cretY@host:6379/0",
+        "redis://:t0pX?s3cretY@host:6379/0",
+        "redis://host:6379/0?password=t0pXs3cretY",
+    ],
+)
+def test_doctor_rejects_a_malformed_url_without_the_password(url: str) -> None:
+    result = CliRunner().invoke(main, ["doctor", "--url", url])
     assert result.exit_code != 0
-    assert "topsecret" not in result.output and "malformed" in result.output
+    assert "t0pX" not in result.output and "s3cretY" not in result.output
+    assert "Redis URL" in result.output
+
+
+def test_doctor_prints_error_text_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The host (and so the address and the error) holds rich markup syntax.
+    monkeypatch.setenv("REDIS_HOST", "[/x]")
+    result = CliRunner().invoke(main, ["doctor", "--timeout", "1"], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert "unhealthy" in result.output and "[/x]:6379" in result.output
+
+
+def test_doctor_names_the_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://:t0pX/s3cretY@host:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "t0pXs3cretY")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code != 0
+    assert "REDIS_URL" in result.output
+    assert "t0pX" not in result.output and "s3cretY" not in result.output
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("REDIS_PORT", "70000")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "REDIS_PORT must be a whole number from 1 to 65535, got '70000'" in result.output
 
 
 def _run_server(*args: str) -> tuple[subprocess.Popen[str], str]:

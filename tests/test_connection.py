@@ -4,6 +4,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
@@ -11,7 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 import redkit
-from redkit import ConnectionUnavailable, RedisSettings
+from redkit import ConfigError, ConnectionUnavailable, RedisSettings
 from redkit.connection import read_timeout, request_bound
 from redkit.server import EmbeddedCluster, EmbeddedRedis, free_port
 from redkit.testing import settings_for
@@ -113,6 +114,23 @@ async def test_wrong_password_is_reported_without_the_password(
     good = await redkit.connect(settings_for(server))
     assert await good.ping()
     await good.aclose()
+
+
+async def test_url_password_with_reserved_characters(
+    server_factory: Callable[..., EmbeddedRedis],
+) -> None:
+    password = "t/p#q?r@s%:+ \u00e9"
+    server = server_factory(password=password)
+    encoded = quote(password, safe="")
+    client = await redkit.connect(url=f"redis://:{encoded}@{server.host}:{server.port}/0")
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose()
+    # Unencoded, the URL is refused before any I/O, the password unquoted.
+    with pytest.raises(ConfigError) as info:
+        await redkit.connect(url=f"redis://:t0pX/s3cretY@{server.host}:{server.port}/0")
+    assert "t0pX" not in str(info.value) and "s3cretY" not in str(info.value)
 
 
 async def test_missing_password_is_reported(server_factory: Callable[..., EmbeddedRedis]) -> None:

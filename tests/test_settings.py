@@ -61,14 +61,53 @@ def test_redis_url_wins_over_host_and_port() -> None:
         ("REDIS_READ_TIMEOUT", "-1s"),
         ("REDIS_CLUSTER", "maybe"),
         ("REDIS_SENTINELS", "host-without-port"),
+        ("REDIS_SENTINELS", "a:\u00b2"),
+        ("REDIS_PORT", "0"),
+        ("REDIS_POOL_SIZE", "-3"),
+        ("REDIS_MIN_IDLE_CONNS", "1e400"),
+        ("REDIS_CONNECT_TIMEOUT", "NaN"),
+        ("REDIS_HOST", " "),
+        ("REDIS_SENTINEL_MASTER", "mymaster"),
+        ("REDIS_URL", "http://h:6379"),
+        ("REDIS_URL", "redis://h:70000/0"),
+        ("REDIS_URL", "redis://h:6379/x"),
     ],
 )
 def test_bad_env_value_names_variable_and_value(var: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         RedisSettings.from_env({var: value, "REDIS_PASSWORD": "hunter2"})
     message = str(info.value)
-    assert value in message
-    assert var in message or var.removeprefix("REDIS_").lower() in message
+    assert repr(value) in message
+    assert var in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"REDIS_CLUSTER": "true", "REDIS_DB": "2"}, ["REDIS_CLUSTER='true'", "REDIS_DB='2'"]),
+        (
+            {"REDIS_CLUSTER": "1", "REDIS_URL": "redis://:hunter2@h/3"},
+            ["REDIS_CLUSTER='1'", "REDIS_URL='redis://:***@h/3'"],
+        ),
+        (
+            {"REDIS_CLUSTER": "yes", "REDIS_URL": "unix:///run/redis.sock"},
+            ["REDIS_CLUSTER='yes'", "REDIS_URL='unix:///run/redis.sock'"],
+        ),
+        (
+            {"REDIS_CLUSTER": "on", "REDIS_SENTINELS": "a:1", "REDIS_SENTINEL_MASTER": "m"},
+            ["REDIS_CLUSTER='on'", "REDIS_SENTINELS='a:1'"],
+        ),
+        ({"REDIS_PASSWORD": "\ud800hunter2"}, ["REDIS_PASSWORD"]),
+    ],
+)
+def test_env_errors_from_several_fields_name_each_variable(
+    env: dict[str, str], names: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        RedisSettings.from_env(env)
+    message = str(info.value)
+    assert all(name in message for name in names), message
     assert "hunter2" not in message
 
 
@@ -81,9 +120,96 @@ def test_password_never_in_repr_or_errors() -> None:
     assert "***" in str(info.value)
 
 
+# A password holding a raw "/", "#" or "?" made urllib read part of it as the
+# port and quote it; the query form printed the whole query.
+LEAKY_URLS = [
+    "redis://:t0pX/s3cretY@host:6379/0",
+    "redis://:t0pX#s3cretY@host:6379/0",
+    "redis://:t0pX?s3cretY@host:6379/0",
+    "redis://app:t0pX/s3cretY@host:notaport/0",
+    "redis://host:6379/0?password=t0pXs3cretY",
+    "redis://host:1/notadb?password=t0pX&s3cretY",
+    "redis://host:6379/0?password=t0pX#s3cretY",
+    "redis://:t0pXs3cretY",  # the host forgotten
+    "unix://:t0pX/s3cretY@/run/redis.sock",
+    "app:t0pXs3cretY@host:6379",
+    "redis://app:t0pX\u212as3cretY@host:port",
+]
+
+
+@pytest.mark.parametrize("url", LEAKY_URLS)
+def test_url_errors_never_quote_the_password(url: str) -> None:
+    for attempt in (
+        lambda: RedisSettings.from_url(url),
+        lambda: RedisSettings(url=url),
+        lambda: RedisSettings().replace(url=url),
+        lambda: RedisSettings.from_env({"REDIS_URL": url}),
+    ):
+        with pytest.raises(ConfigError) as info:
+            attempt()
+        message = str(info.value)
+        assert "t0pX" not in message and "s3cretY" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        # Characters urllib refused, quoting the netloc or "Invalid IPv6 URL".
+        ("redis://:t0pX\u212as3cretY@host", "t0pX\u212as3cretY"),
+        ("redis://:t0pX[s3cretY@host", "t0pX[s3cretY"),
+        ("redis://app:]t0pX[@host", "]t0pX["),
+    ],
+)
+def test_raw_unambiguous_passwords_are_read_and_hidden(url: str, password: str) -> None:
+    s = RedisSettings(url=url)
+    assert s.password == password and s.host == "host"
+    assert "t0pX" not in repr(s)
+
+
+def test_env_url_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^REDIS_URL: Redis URL 'redis://:\*\*\*@host/0'"):
+        RedisSettings.from_env({"REDIS_URL": "redis://:top/secret@host/0"})
+
+
+def test_percent_encoded_password_keeps_every_character() -> None:
+    s = RedisSettings(url="redis://app:t%2Fp%23q%3Fr%40s%25%3A%20%C3%A9@h:7000/2")
+    assert (s.username, s.password) == ("app", "t/p#q?r@s%: \u00e9")
+    assert (s.host, s.port, s.db) == ("h", 7000, 2)
+    raw = RedisSettings(url="redis://:p@ss:w@h")  # a raw "@" or ":" is unambiguous
+    assert (raw.password, raw.host) == ("p@ss:w", "h")
+
+
+def test_password_in_the_query_is_refused() -> None:
+    with pytest.raises(ConfigError, match="password in its query") as info:
+        RedisSettings(url="unix:///run/redis.sock?db=1&password=hunter2")
+    assert "hunter2" not in str(info.value)
+    assert RedisSettings(url="unix://:hunter2@/run/redis.sock?db=1").password == "hunter2"
+
+
+def test_unknown_setting_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'pasword'"):
+        RedisSettings().replace(pasword="x")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        RedisSettings.from_url("redis://h", bogus=1)
+
+
 @pytest.mark.parametrize(
     "url",
-    ["http://localhost:6379", "redis://", "redis://host:1/notadb", "unix://", "localhost:6379"],
+    [
+        "http://localhost:6379",
+        "redis://",
+        "redis://host:1/notadb",
+        "unix://",
+        "localhost:6379",
+        "redis://h/\u00b2",
+        "redis://h?db=\u00b2",
+        pytest.param("redis://h/" + "9" * 5000, id="db-of-5000-digits"),
+        "redis://h:70000",
+        "redis://[::1",
+        "redis://h:63\n79/0",
+        "redis://:pa ss@h",
+        "redis://:%ff@h",
+    ],
 )
 def test_malformed_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):

@@ -13,18 +13,28 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["WaitingConnectionPool", "WaitingRedisCluster"]
+try:  # redis-py 6.2 and later run cluster pipelines through a strategy
+    from redis.asyncio.cluster import PipelineStrategy as _PipelineStrategy
+except ImportError:  # pragma: no cover - older redis-py
+    _PipelineStrategy = None  # type: ignore[assignment,misc]
+
+__all__ = ["WaitingConnectionPool", "WaitingRedisCluster", "WaitingSentinelConnectionPool"]
 
 
 class WaitingConnectionPool(ConnectionPool):
     """At most ``max_connections`` connections; a checkout past that waits up
     to ``timeout`` seconds, then raises redis-py's ``ConnectionError``."""
 
-    def __init__(self, *, timeout: float = 5.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, timeout: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.timeout = timeout
         self._slots = asyncio.Semaphore(self.max_connections)
 
@@ -58,12 +68,47 @@ class WaitingConnectionPool(ConnectionPool):
             self._slots.release()
 
 
+class WaitingSentinelConnectionPool(WaitingConnectionPool, SentinelConnectionPool):
+    """redis-py's Sentinel pool (each new connection asks Sentinel where the
+    master is, and idle connections are dropped when it moves) with the
+    waiting checkout of WaitingConnectionPool instead of failing with
+    ``MaxConnectionsError`` past ``max_connections``."""
+
+
+# What the cluster client may send again after a failure: a connection that
+# failed, or a cluster that was down or moving slots. Never a timeout: the
+# command was written and may have run, and running INCR or a script twice is
+# worse than reporting the failure (the standalone client's rule, see
+# connection.command_retry). redis-py retries a TimeoutError too, whatever the
+# ``retry`` object says.
+_SEND_AGAIN_AFTER: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
+
+
+_TIMEOUTS = (RedisTimeoutError, asyncio.TimeoutError, TimeoutError)
+
+
+def _timed_out(result: object) -> bool:
+    return isinstance(result, _TIMEOUTS)
+
+
 class WaitingRedisCluster(RedisCluster):
     """redis-py's cluster client fails a command with ``MaxConnectionsError``
     when its node has no free connection; this one lets at most
     ``max_connections`` commands be in flight at once (so no node can run out,
     each command holding at most one connection per node) and makes the rest
-    wait up to ``wait_timeout`` seconds."""
+    wait up to ``wait_timeout`` seconds.
+
+    A command, pipeline or transaction that timed out is never sent again; one
+    whose connection failed is retried as redis-py does."""
+
+    # redis-py's execute_command retries ``type(e) in
+    # self.__class__.ERRORS_ALLOW_RETRY`` (every version since 5.0), as do
+    # cluster pipelines before redis-py 6.2.
+    ERRORS_ALLOW_RETRY = _SEND_AGAIN_AFTER  # type: ignore[assignment]
 
     def __init__(self, *args: Any, wait_timeout: float = 5.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,3 +130,92 @@ class WaitingRedisCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
         finally:
             slots.release()
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint or (transaction and _PipelineStrategy is None):
+            # redis-py's own refusal, with its message (no cluster
+            # transactions before 6.2).
+            return super().pipeline(transaction, shard_hint)
+        return _NoRepeatPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _NoRepeatPipeline(ClusterPipeline):
+    """A cluster pipeline that keeps WaitingRedisCluster's rule."""
+
+    __slots__ = ()
+    ERRORS_ALLOW_RETRY = _SEND_AGAIN_AFTER  # type: ignore[assignment]  # redis-py < 6.2
+
+    def __init__(self, client: RedisCluster, transaction: Any | None = None) -> None:
+        if _PipelineStrategy is None:  # pragma: no cover - redis-py < 6.2
+            super().__init__(client)
+            return
+        super().__init__(client, transaction)
+        strategy = self._execution_strategy
+        if type(strategy) is _PipelineStrategy:
+            self._execution_strategy = _NoRepeatPipelineStrategy(self)
+        elif isinstance(getattr(strategy, "_retry", None), Retry):
+            # A transaction retries through its own copy of the client's
+            # Retry, to which redis-py adds TimeoutError: make it one that
+            # leaves timeouts out.
+            old: Retry = strategy._retry  # type: ignore[attr-defined]
+            strategy._retry = Retry(  # type: ignore[attr-defined]
+                old._backoff,
+                old.get_retries(),
+                supported_errors=tuple(
+                    e for e in old._supported_errors if not issubclass(e, _TIMEOUTS)
+                ),
+            )
+
+    if _PipelineStrategy is None:  # pragma: no cover - redis-py < 6.2
+
+        async def _execute(self, client: Any, stack: list[Any], *args: Any, **kwargs: Any) -> Any:
+            # The pipeline's retry loop sends the batch again after the first
+            # failed command's error when it is retryable; a command on
+            # another node may have timed out, and its timeout is raised
+            # instead, which ends the loop.
+            try:
+                return await super()._execute(client, stack, *args, **kwargs)  # type: ignore[misc]
+            except _SEND_AGAIN_AFTER:
+                timeout = next((c.result for c in stack if _timed_out(c.result)), None)
+                if timeout is None:
+                    raise
+                raise timeout from None
+
+
+if _PipelineStrategy is not None:
+
+    class _NoRepeatPipelineStrategy(_PipelineStrategy):
+        """redis-py's non-transactional cluster pipeline (6.2 and later) sends
+        the whole batch again after any error in ERRORS_ALLOW_RETRY, timeouts
+        included; this one stops at a timeout of any of its commands."""
+
+        async def execute(
+            self, raise_on_error: bool = True, allow_redirections: bool = True
+        ) -> list[Any]:
+            queue = self._command_queue
+            if not queue:
+                return []
+            client = self._pipe.cluster_client
+            attempts_left = client.retry.get_retries()
+            try:
+                while True:
+                    try:
+                        if client._initialize:
+                            await client.initialize()
+                        result: list[Any] = await self._execute(
+                            client,
+                            queue,
+                            raise_on_error=raise_on_error,
+                            allow_redirections=allow_redirections,
+                        )
+                        return result
+                    except _SEND_AGAIN_AFTER:
+                        # The error raised is the first failed command's; a
+                        # command on another node may have timed out.
+                        if attempts_left <= 0 or any(_timed_out(c.result) for c in queue):
+                            raise
+                        attempts_left -= 1
+                        await client.aclose()
+                        await asyncio.sleep(0.25)
+            finally:
+                await self.reset()  # type: ignore[no-untyped-call]

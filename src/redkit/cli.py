@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .connection import close, connect
@@ -102,15 +103,17 @@ def doctor(url: str | None, cluster: bool | None, latency_ms: float, timeout: fl
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     status, warnings = asyncio.run(_diagnose(settings, latency_ms, timeout))
-    table = Table(title=f"Redis at {settings.address}", show_header=False)
+    # Addresses, error texts and server fields are printed as they are, never
+    # read as rich markup (a "[/x]" in them would stop doctor).
+    table = Table(title=escape(f"Redis at {settings.address}"), show_header=False)
     for key, value in status.as_dict().items():
         if value is not None:
-            table.add_row(key, str(value))
+            table.add_row(key, escape(str(value)))
     console.print(table)
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if not status.healthy:
-        console.print(f"[red]unhealthy:[/] {status.error}")
+        console.print(f"[red]unhealthy:[/] {escape(status.error or '')}")
         raise SystemExit(1)
     console.print("[green]healthy[/]" + (f" with {len(warnings)} warning(s)" if warnings else ""))
 

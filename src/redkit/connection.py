@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ._pool import WaitingConnectionPool, WaitingRedisCluster
+from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
 from .errors import ConnectionUnavailable
 from .settings import RedisSettings
 
@@ -229,6 +229,9 @@ def _build(settings: RedisSettings) -> Client:
             # WaitingRedisCluster) instead of failing.
             max_connections=max(settings.pool_size, 100),
             wait_timeout=settings.connect_timeout,
+            # Without it, redis-py before 6 adds TimeoutError to the retry
+            # object it is given (and so to every node's connections).
+            retry_on_error=[redis_errors.ConnectionError],
             ssl=settings.ssl,
             **_ssl_kwargs(settings),
             **common,
@@ -247,7 +250,13 @@ def _build(settings: RedisSettings) -> Client:
             **_ssl_kwargs(settings),
             **common,
         )
-        master: Redis = sentinel.master_for(settings.sentinel_master or "")
+        # The pool asks Sentinel for the master like redis-py's own, and
+        # waits for a free connection like the standalone pool.
+        master: Redis = sentinel.master_for(
+            settings.sentinel_master or "",
+            connection_pool_class=WaitingSentinelConnectionPool,
+            timeout=settings.connect_timeout,
+        )
         return master
     pool_kwargs: dict[str, Any] = dict(common)
     retry = pool_kwargs.pop("retry")
