@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import RedisServerError
 from ._binary import find_redis_server
@@ -70,7 +71,7 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         """``redis://`` URL of the server (with the password when one is set)."""
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
