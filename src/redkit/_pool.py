@@ -10,6 +10,8 @@ that must wait arms a timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -21,10 +23,14 @@ from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._sentinel_watch import MasterWatch
+
 try:  # redis-py 6.2 and later run cluster pipelines through a strategy
     from redis.asyncio.cluster import PipelineStrategy as _PipelineStrategy
 except ImportError:  # pragma: no cover - older redis-py
     _PipelineStrategy = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger("redkit.connection")
 
 __all__ = ["WaitingConnectionPool", "WaitingRedisCluster", "WaitingSentinelConnectionPool"]
 
@@ -72,7 +78,43 @@ class WaitingSentinelConnectionPool(WaitingConnectionPool, SentinelConnectionPoo
     """redis-py's Sentinel pool (each new connection asks Sentinel where the
     master is, and idle connections are dropped when it moves) with the
     waiting checkout of WaitingConnectionPool instead of failing with
-    ``MaxConnectionsError`` past ``max_connections``."""
+    ``MaxConnectionsError`` past ``max_connections``.
+
+    It also listens for the sentinels' ``+switch-master`` announcement
+    (:mod:`redkit._sentinel_watch`): when the master moves, idle
+    connections to the old address close at once and busy ones close as
+    they come back, so no new command goes to a deposed primary."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self._watch = MasterWatch(
+            list(getattr(sentinel_manager, "sentinels", ())), service_name, self._master_moved
+        )
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        self._watch.start()
+        return await super().get_connection(*args, **kwargs)
+
+    async def _master_moved(self, address: tuple[str, int]) -> None:
+        if self.master_address is not None and tuple(self.master_address) == address:
+            return
+        log.info("Sentinel master %s moved to %s:%s", self.service_name, *address)
+        self.master_address = address
+        await super().disconnect(inuse_connections=False)
+
+    async def release(self, connection: AbstractConnection) -> None:
+        address = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if self.master_address is not None and address != tuple(self.master_address):
+            # Written to the old primary before the move: its reply is in,
+            # and the next use reconnects, asking Sentinel where to.
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+        await super().release(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        if inuse_connections:  # the client is closing
+            await self._watch.stop()
+        await super().disconnect(inuse_connections)
 
 
 # What the cluster client may send again after a failure: a connection that
