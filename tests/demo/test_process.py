@@ -247,6 +247,42 @@ def test_a_killed_instance_does_not_keep_the_demo_redis_alive(
     assert not _answers("127.0.0.1", redis_port)
 
 
+def test_a_demo_redis_left_by_a_killed_demo_is_adopted_and_stopped(
+    tmp_path: Path, demos: list[Demo]
+) -> None:
+    redis_port = free_port()
+    args = ("--redis-port", str(redis_port), "--db", "demo.db")
+    lone = _start(demos, tmp_path, *args)
+    _ready(lone)
+    lone.kill()  # nobody is left to stop its Redis
+    assert _answers("127.0.0.1", redis_port)
+    heir = _start(demos, tmp_path, *args)
+    _ready(heir)
+    assert "Redis: sharing the demo's Redis" in heir.output
+    assert heir.stop(signal.SIGINT) == 0, heir.output
+    assert heir.lines[-1].endswith("stopped (this was the last demo instance)")
+    assert not _answers("127.0.0.1", redis_port)
+
+
+def test_failing_orders_log_one_line_each_without_a_traceback(
+    tmp_path: Path, demos: list[Demo]
+) -> None:
+    demo = _start(demos, tmp_path, "--redis-port", str(free_port()), "--db", "demo.db")
+    _ready(demo)
+    placed = httpx.post(f"{demo.url}/orders", json={"item": "kettle", "fail_times": 1})
+    event_id = placed.json()["event_id"]
+    # The demo's claim_idle is 3 s: the retry comes 3 to 4.5 s later.
+    deadline = time.monotonic() + 20
+    while event_id not in httpx.get(f"{demo.url}/orders/processed").json():
+        assert time.monotonic() < deadline, demo.output
+        time.sleep(0.2)
+    line = demo.wait_for_line("simulated failure 1 of 1")
+    assert line.startswith("ERROR redkit.events: handler OrderBook.fulfil for 'order.placed'")
+    assert line.endswith(f"(event {event_id}, delivery 1): simulated failure 1 of 1")
+    assert demo.stop() == 0
+    assert "Traceback" not in demo.output
+
+
 def test_a_redis_the_demo_did_not_start_is_left_running(
     tmp_path: Path, demos: list[Demo], redis_server: EmbeddedRedis
 ) -> None:

@@ -20,16 +20,14 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import ConfigError
 from ..settings import RedisSettings
-
-if TYPE_CHECKING:
-    from .app import DemoServer
 
 __all__ = [
     "EXIT_DATABASE",
@@ -64,7 +62,8 @@ def run(
     db: str = "redkit-demo.db",
     redis_port: int = 6379,
 ) -> None:
-    """Serve the demo with uvicorn until Ctrl-C or SIGTERM.
+    """Serve the demo with uvicorn until Ctrl-C (SIGTERM too, under
+    :func:`main`).
 
     With ``REDIS_URL`` (or ``REDIS_HOST`` / ``REDIS_PORT``) set, that Redis is
     used and left alone. Otherwise the instance shares the demo's Redis on
@@ -101,7 +100,7 @@ def run(
             except ConfigError as exc:
                 raise StartFailure(EXIT_REDIS, f"bad Redis setting: {exc}") from None
             redis_line = f"Redis: {settings.address} (from the environment)"
-            unreachable = "start it, or unset REDIS_URL to let the demo run its own"
+            hint = "start it, or unset REDIS_URL to let the demo run its own"
         else:
             try:
                 shared = join(redis_port, instance)
@@ -109,34 +108,32 @@ def run(
                 raise StartFailure(EXIT_REDIS, str(exc)) from None
             settings = RedisSettings(host=shared.host, port=shared.port)
             redis_line = shared.describe()
-            unreachable = "pass --redis-port with a free port, or set REDIS_URL"
-        config = DemoConfig(
-            redis=settings,
-            db_path=db,
-            instance=instance,
-            secret_key=os.environ.get("REDKIT_DEMO_SECRET", DemoConfig.secret_key),
-        )
-        ready = (
-            redis_line,
-            f"redkit demo ready on http://{_url_host(host)}:{port}/ "
-            f"(instance {instance}; Ctrl-C stops it)",
-        )
-        server = DemoServer(
-            uvicorn.Config(
-                create_app(config), log_level="warning", timeout_graceful_shutdown=3, lifespan="on"
-            ),
-            on_ready=lambda: click.echo("\n".join(ready)),
-        )
+            hint = "pass --redis-port with a free port, or set REDIS_URL"
         try:
-            _serve(server, listener)
-            error = server.startup_error
-            if isinstance(error, sqlite3.Error):
-                raise StartFailure(EXIT_DATABASE, _database_problem(db, error))
-            if error is not None:
-                reason = str(error).rstrip(". ")
-                if settings.address not in reason:
-                    reason = f"Redis at {settings.address}: {reason}"
-                raise StartFailure(EXIT_REDIS, f"{reason}; {unreachable}")
+            config = DemoConfig(
+                redis=settings,
+                db_path=db,
+                instance=instance,
+                secret_key=os.environ.get("REDKIT_DEMO_SECRET", DemoConfig.secret_key),
+            )
+            ready = (
+                f"{redis_line}\nredkit demo ready on http://{_url_host(host)}:{port}/ "
+                f"(instance {instance}; Ctrl-C stops it)"
+            )
+            server = DemoServer(
+                uvicorn.Config(
+                    create_app(config),
+                    log_level="warning",
+                    timeout_graceful_shutdown=3,
+                    lifespan="on",
+                ),
+                on_ready=lambda: click.echo(ready),
+            )
+            # uvicorn shuts down gracefully on Ctrl-C or SIGTERM, then
+            # raises the signal again: KeyboardInterrupt here.
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run(sockets=[listener])
+            _check_started(server.startup_error, db, settings.address, hint)
         finally:
             if shared is not None:
                 click.echo(shared.leave())
@@ -144,14 +141,27 @@ def run(
         listener.close()
 
 
-def _serve(server: DemoServer, listener: socket.socket) -> None:
-    # SIGTERM stops the demo like Ctrl-C: uvicorn shuts down gracefully,
-    # then re-raises the signal it caught, which lands here as
-    # KeyboardInterrupt, so that the caller still hands the Redis over.
+def _check_started(error: BaseException | None, db: str, address: str, hint: str) -> None:
+    if isinstance(error, sqlite3.Error):
+        raise StartFailure(EXIT_DATABASE, _database_problem(db, error))
+    if error is not None:
+        reason = str(error).rstrip(". ")
+        if address not in reason:
+            reason = f"Redis at {address}: {reason}"
+        raise StartFailure(EXIT_REDIS, f"{reason}; {hint}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a process manager, ``kill``) stops the demo as Ctrl-C does:
+    both reach the code as KeyboardInterrupt, so that the instance still
+    hands its Redis over on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[listener])
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -229,7 +239,7 @@ def _drop_simulated_traceback(record: logging.LogRecord) -> bool:
     "demo",
     epilog="Exit status: 0 stopped (Ctrl-C, SIGTERM), 1 the demo extra is missing, 2 bad "
     "command line, 3 the HTTP port cannot be used, 4 the --db file cannot be used, "
-    "5 Redis cannot be reached or started.",
+    "5 Redis cannot be reached or started (docs/demo.md).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -247,11 +257,14 @@ def main(host: str, port: int, db: str, redis_port: int) -> None:
     Without REDIS_URL, the first instance starts a Redis on 127.0.0.1:REDIS_PORT,
     later ones share it, and the last one to stop stops it.
     """
-    try:
-        run(host, port, db, redis_port)
-    except StartFailure as failure:
-        click.echo(f"redkit demo: {failure}", err=True)
-        sys.exit(failure.code)
+    with _sigterm_as_ctrl_c():
+        try:
+            run(host, port, db, redis_port)
+        except StartFailure as failure:
+            click.echo(f"redkit demo: {failure}", err=True)
+            sys.exit(failure.code)
+        except KeyboardInterrupt:  # stopped before it was serving
+            click.echo("redkit demo: stopped while starting", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,8 +127,12 @@ def join(
                     ) from None
         try:
             conn = _connect(host, port, PRESENCE_PREFIX + instance)
+        except (ConnectionError, TimeoutError, OSError):
+            continue
+        try:
             directory, version = _identify(conn)
-        except (ConnectionError, TimeoutError, OSError, RedisError):
+        except (RedisError, OSError):
+            conn.disconnect()
             continue
         return SharedRedis(host, port, started, directory, version, conn)
     raise DemoRedisError(
