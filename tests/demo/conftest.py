@@ -62,6 +62,7 @@ async def start_instance(redis: EmbeddedRedis, db: Path, name: str, **options: A
             break
         if task.done():
             task.result()
+            raise AssertionError(f"the demo did not start: {server.startup_error}")
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("the demo did not start")

@@ -433,3 +433,17 @@ def test_a_bad_db_is_reported_before_redis_starts(
         "new file (it is created) or of an earlier demo database"
     )
     assert not _answers("127.0.0.1", redis_port)
+
+
+def test_a_redis_that_needs_a_password_is_reported(
+    tmp_path: Path, demos: list[Demo], server_factory: Callable[..., EmbeddedRedis]
+) -> None:
+    locked = server_factory(password="s3cret-pass")
+    code, output = _failed_start(demos, tmp_path, "--redis-port", str(locked.port), "--db", "d.db")
+    assert code == EXIT_REDIS
+    assert _one_line(output) == (
+        f"redkit demo: the Redis on 127.0.0.1:{locked.port} needs a password: set "
+        f"REDIS_URL=redis://:PASSWORD@127.0.0.1:{locked.port}/0, or pass --redis-port with a "
+        "free port"
+    )
+    assert locked.running

@@ -11,6 +11,7 @@ why it was given up; and announced on the activity channel.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import msgspec
@@ -67,7 +68,7 @@ class OrderBook:
         placed = {**order, "placed_by": self.instance, "placed_at": _now()}
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(ORDERS_PLACED, event_id, _json(placed))
-        pipe.zadd(ORDERS_RECENT, {event_id: dt.datetime.now().timestamp()})
+        pipe.zadd(ORDERS_RECENT, {event_id: time.time()})
         pipe.zremrangebyrank(ORDERS_RECENT, 0, -RECENT - 1)
         await pipe.execute()
         return event_id
