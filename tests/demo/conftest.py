@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,13 +32,15 @@ class Instance:
         return httpx.AsyncClient(base_url=self.url, timeout=10)
 
 
-async def start_instance(redis: EmbeddedRedis, db: Path, name: str) -> Instance:
+async def start_instance(redis: EmbeddedRedis, db: Path, name: str, **options: Any) -> Instance:
     port = free_port()
     config = DemoConfig(
         redis=settings_for(redis, min_idle_conns=0, max_retries=0),
         db_path=str(db),
         instance=name,
         secret_key="test-secret-key-for-the-demo-0123456789",
+        # A failed order is retried after 1 s, so retries fit in a test.
+        **{"order_claim_idle": 1.0, **options},
     )
     app = create_app(config)
     server = DemoServer(
@@ -59,6 +62,7 @@ async def start_instance(redis: EmbeddedRedis, db: Path, name: str) -> Instance:
             break
         if task.done():
             task.result()
+            raise AssertionError(f"the demo did not start: {server.startup_error}")
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("the demo did not start")

@@ -1,10 +1,13 @@
 """The demo page in headless Chromium (Debian's, driven by Playwright; nothing
-downloads a browser): log in, cookie flags, cache hit on the second load, the
-auth rate limit, and a live event from the other instance."""
+downloads a browser), with two instances: log in, cookie flags, the cache
+badge through a write, the auth rate limit and logging out past it,
+preferences kept in the session, orders with retries and a dead letter, the
+report lock held by one instance, and live events from the other."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -89,12 +92,21 @@ async def test_the_page_end_to_end(
     await expect(page.locator("#x-cache")).to_have_text("HIT")
     await expect(page.locator("#limits")).to_contain_text("x-ratelimit-remaining")
 
-    # A change made here shows up in the other instance's live feed.
+    # A write invalidates: the badge says so, and the next load is a miss.
     await page.fill("#new-name", "Bob the Builder")
     await page.click("#rename")
     await expect(page.locator("#user-out")).to_contain_text("Bob the Builder")
-    await expect(watcher.locator("#feed li").first).to_contain_text("user.updated")
-    await expect(watcher.locator("#feed li").first).to_contain_text("Bob the Builder")
+    await expect(page.locator("#x-cache")).to_have_text("INVALIDATED")
+    await page.click("#load-user")
+    await expect(page.locator("#x-cache")).to_have_text("MISS")
+    await expect(page.locator("#user-out")).to_contain_text("Bob the Builder")
+
+    # The change shows up in the other instance's live feed, readably.
+    row = watcher.locator("#feed tr").first
+    await expect(row.locator("td").nth(1)).to_have_text("user.updated")
+    await expect(row.locator("td").nth(2)).to_have_text("a")
+    await expect(row.locator("td").nth(3)).to_contain_text("name: Bob the Builder")
+    await expect(row.locator("td").nth(0)).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
 
     # Trip the auth limit (5 a minute per address): one login so far.
     await page.fill("#password", "wrong")
@@ -109,4 +121,84 @@ async def test_the_page_end_to_end(
     await expect(page.locator("#session-out")).to_contain_text("RATE_LIMITED")
     await expect(page.locator("#limits")).to_contain_text("retry-after")
 
+    # Signing out is not under the login limit.
+    async with page.expect_response("**/auth/logout") as answer:
+        await page.click("#logout")
+    assert (await answer.value).status == 200
+    await expect(page.locator("#session-out")).to_contain_text('"logged_out": true')
+
     await page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+
+
+async def test_preferences_orders_report_and_events(
+    instances: tuple[Instance, Instance], browser: Browser, tmp_path: Path
+) -> None:
+    a, b = instances
+    page = await _open(browser, a)
+    other = await _open(browser, b)
+    for _ in range(200):
+        if await _feed_clients(a) >= 1 and await _feed_clients(b) >= 1:
+            break
+        await asyncio.sleep(0.05)
+
+    # Preferences: stored in the session before signing in, kept by login.
+    await page.click("#theme-dark")
+    await expect(page.locator("body")).to_have_class("dark")
+    await expect(page.locator("#prefs-out")).to_contain_text('"theme": "dark"')
+    await page.fill("#username", "alice")
+    await page.fill("#password", "wonderland")
+    await page.click("#login")
+    await expect(page.locator("#session-out")).to_contain_text('"username": "alice"')
+    await page.reload()
+    await expect(page.locator("body")).to_have_class("dark")
+    await page.click("#show-prefs")
+    await expect(page.locator("#prefs-out")).to_contain_text('"signed_in_as": "1"')
+    await expect(page.locator("#prefs-out")).to_contain_text('"session": {\n    "theme": "dark"')
+
+    # Orders: one fails twice and is then fulfilled, one ends as a dead letter.
+    await expect(page.locator("#max-attempts")).to_have_text("3rd")
+    await expect(page.locator("#retry-after")).to_have_text("1")
+    await page.fill("#order-item", "ink")
+    await page.select_option("#order-outcome", "2")
+    await page.click("#place-order")
+    await page.fill("#order-item", "paper")
+    await page.select_option("#order-outcome", "10")
+    await page.click("#place-order")
+    ink = page.locator("#orders tbody tr", has_text="ink \N{MULTIPLICATION SIGN} 1")
+    paper = page.locator("#orders tbody tr", has_text="paper \N{MULTIPLICATION SIGN} 1")
+    await expect(ink.locator("td").nth(1)).to_have_text("processed")
+    await expect(ink.locator("td").nth(2).locator("div")).to_have_count(3)
+    await expect(ink.locator("td").nth(2)).to_contain_text("simulated failure 2 of 2")
+    await expect(ink.locator("td").nth(3)).to_have_text(re.compile(r"^(a|b)$"))
+    await expect(paper.locator("td").nth(1)).to_have_text("dead-lettered")
+    await expect(paper.locator("td").nth(2)).to_contain_text("dead letter after 3 deliveries")
+    # The other instance's page follows the same orders, from the events.
+    other_paper = other.locator("#orders tbody tr", has_text="paper \N{MULTIPLICATION SIGN} 1")
+    await expect(other_paper.locator("td").nth(1)).to_have_text("dead-lettered")
+    await expect(other.locator("#feed tr", has_text="order.dead_lettered")).to_have_count(1)
+    dead_row = other.locator("#feed tr", has_text="order.dead_lettered")
+    await expect(dead_row.locator("td").nth(3)).to_contain_text("item: paper")
+    await expect(dead_row.locator("td").nth(3)).to_contain_text("deliveries: 3")
+
+    # The report job: held by one instance, its lease renewed while it runs.
+    await page.fill("#seconds", "3")
+    await page.click("#rebuild")
+    await expect(page.locator("#report-out")).to_contain_text('"status": "started"')
+    await expect(page.locator("#report-now")).to_contain_text("Running on a")
+    await expect(other.locator("#report-now")).to_contain_text("Running on a")
+    await other.click("#rebuild")
+    await expect(other.locator("#report-out")).to_contain_text("409")
+    await expect(other.locator("#report-out")).to_contain_text("already running on a")
+    await expect(page.locator("#report-now")).to_contain_text(re.compile(r"renewed [1-9]\d* time"))
+    await expect(page.locator("#report-now")).to_have_text("No rebuild running.")
+    last = page.locator("#report-last")
+    await expect(last).to_contain_text("Last rebuild: a")
+    await expect(last).to_contain_text("3 s on a 2 s lease")
+    await expect(last).to_contain_text("held throughout: yes")
+    await expect(other.locator("#report-last")).to_contain_text("held throughout: yes")
+    finished = other.locator("#feed tr", has_text="report.finished")
+    await expect(finished.locator("td").nth(2)).to_have_text("a")
+    await expect(finished.locator("td").nth(3)).to_contain_text("held_throughout: true")
+
+    await page.screenshot(path=str(tmp_path / "panels.png"), full_page=True)
+    await other.screenshot(path=str(tmp_path / "other.png"), full_page=True)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -127,10 +132,13 @@ async def test_events_reach_the_other_instance_live_feed(
             lines = []
             while not any(line.startswith("data:") for line in lines):
                 lines.append(await asyncio.wait_for(received.get(), 10))
-            assert "event: user" in lines
-            data = next(line for line in lines if line.startswith("data:"))
-            assert '"type":"user.updated"' in data
-            assert '"source":"a"' in data
+            assert "event: live" in lines
+            data = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
+            assert data["channel"] == "users"
+            assert data["type"] == "user.updated"
+            assert data["source"] == "a"
+            assert data["payload"]["email"] == "bob@builder.example"
+            assert datetime.fromisoformat(data["timestamp"]).tzinfo is not None
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -144,26 +152,50 @@ async def test_report_lock_gives_409_with_the_holders_fencing_token(
         started = await ca.post("/reports/rebuild?seconds=3")
         assert started.status_code == 202
         token = started.json()["fencing_token"]
+        assert started.json()["instance"] == "a"
         busy = await cb.post("/reports/rebuild?seconds=1")
         assert busy.status_code == 409
         assert busy.json()["error"] == {
             "code": "REPORT_RUNNING",
-            "message": "a report rebuild is already running",
+            "message": "a report rebuild is already running on a",
             "fencing_token": token,
+            "instance": "a",
         }
-        # The job outlives its 2 s lease because the lease is renewed.
-        for _ in range(100):
-            last = (await cb.get("/reports/last")).json()
-            if last.get("fencing_token") == token:
+        # While it runs, either instance says who holds the lock, and the
+        # lease (2 s, shorter than the job) gets renewed.
+        running = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            running = (await cb.get("/reports/status")).json()["running"]
+            if running and running["renewals"] >= 2:
                 break
             await asyncio.sleep(0.1)
-        assert last == {
+        assert running is not None
+        assert running["instance"] == "a"
+        assert running["fencing_token"] == token
+        assert running["lease_ttl"] == 2.0
+        assert running["renewals"] >= 2
+        # The job outlives its 2 s lease because the lease is renewed.
+        for _ in range(100):
+            status = (await cb.get("/reports/status")).json()
+            if status["last"] and status["last"]["fencing_token"] == token:
+                break
+            await asyncio.sleep(0.1)
+        assert status["running"] is None
+        last = status["last"]
+        assert {k: last[k] for k in ("fencing_token", "instance", "seconds", "lease_ttl")} == {
             "fencing_token": token,
             "instance": "a",
             "seconds": 3.0,
             "lease_ttl": 2.0,
-            "held_throughout": True,
         }
+        assert last["held_throughout"] is True
+        # Renewed every ttl / 3: about 4 times in 3 s.
+        assert 3 <= last["renewals"] <= 5, last
+        finished = datetime.fromisoformat(last["finished_at"])
+        began = datetime.fromisoformat(last["started_at"])
+        assert 2.9 <= (finished - began).total_seconds() < 4.5
+        assert (await cb.get("/reports/last")).json() == last
         again = await cb.post("/reports/rebuild?seconds=0.1")
         assert again.status_code == 202
         assert again.json()["fencing_token"] > token
@@ -269,3 +301,146 @@ async def test_signed_in_routes_have_a_per_user_limit(
         assert 1 <= int(refused.headers["retry-after"]) <= 120
         # Anonymous routes are not charged to the user.
         assert (await ca.get("/users/1")).status_code == 200
+
+
+async def _orders_until(
+    client: httpx.AsyncClient, done: Callable[[dict[str, Any]], bool], timeout: float = 20
+) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        orders = {o["id"]: o for o in (await client.get("/orders")).json()["orders"]}
+        if all(done(o) for o in orders.values()) or time.monotonic() > deadline:
+            return orders
+        await asyncio.sleep(0.1)
+
+
+async def test_orders_show_attempts_instances_and_dead_letters(
+    instances: tuple[Instance, Instance],
+) -> None:
+    a, b = instances
+    async with a.client() as ca, b.client() as cb:
+        placed = {}
+        for item, fail_times in (("pen", 0), ("ink", 2), ("paper", 10)):
+            response = await ca.post("/orders", json={"item": item, "fail_times": fail_times})
+            assert response.status_code == 202
+            placed[item] = response.json()["event_id"]
+        # Read from the other instance: the record is in Redis.
+        orders = await _orders_until(cb, lambda o: o["status"] != "pending")
+        listing = (await cb.get("/orders")).json()
+        assert listing["max_attempts"] == 3
+        assert listing["retry_after"] == 1.0
+        assert [o["item"] for o in listing["orders"]] == ["paper", "ink", "pen"]  # newest first
+
+        pen = orders[placed["pen"]]
+        assert pen["status"] == "processed"
+        assert pen["placed_by"] == "a"
+        assert pen["processed_by"] in ("a", "b")
+        assert len(pen["attempts"]) == 1
+        assert pen["attempts"][0]["instance"] == pen["processed_by"]
+        assert "error" not in pen["attempts"][0]
+
+        ink = orders[placed["ink"]]
+        assert ink["status"] == "processed"
+        assert [a.get("error") for a in ink["attempts"]] == [
+            "simulated failure 1 of 2",
+            "simulated failure 2 of 2",
+            None,
+        ]
+        assert ink["attempts"][-1]["instance"] == ink["processed_by"]
+        times = [datetime.fromisoformat(a["at"]) for a in ink["attempts"]]
+        # A failed attempt is retried once it was idle for claim_idle (1 s).
+        assert all(
+            (later - earlier).total_seconds() >= 0.9 for earlier, later in itertools.pairwise(times)
+        )
+
+        paper = orders[placed["paper"]]
+        assert paper["status"] == "dead-lettered"
+        assert paper["processed_by"] is None
+        assert len(paper["attempts"]) == 3
+        assert all(a["error"].startswith("simulated failure") for a in paper["attempts"])
+        dead = paper["dead_letter"]
+        assert dead["deliveries"] == 3
+        assert "SimulatedFailure: simulated failure 3 of 10" in dead["error"]
+        assert dead["consumer"] in ("a", "b")
+
+        done = (await ca.get("/orders/processed")).json()
+        assert set(done) == {placed["pen"], placed["ink"]}
+        assert done[placed["ink"]]["attempts"] == 3
+
+
+async def test_order_events_reach_the_live_feed(instances: tuple[Instance, Instance]) -> None:
+    a, b = instances
+    async with a.client() as ca, b.client() as cb:
+        received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def listen() -> None:
+            async with cb.stream("GET", "/events/stream") as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data:"):
+                        await received.put(json.loads(line[5:]))
+
+        listener = asyncio.create_task(listen())
+        try:
+            for _ in range(100):  # the stream is connected
+                if b.app.state.services.feed.clients:
+                    break
+                await asyncio.sleep(0.05)
+            event_id = (await ca.post("/orders", json={"item": "lamp", "fail_times": 10})).json()[
+                "event_id"
+            ]
+            seen = []
+            while not seen or seen[-1]["type"] != "order.dead_lettered":
+                seen.append(await asyncio.wait_for(received.get(), 20))
+            types = [e["type"] for e in seen]
+            assert types == ["order.failed"] * 3 + ["order.dead_lettered"]
+            assert [e["payload"]["attempt"] for e in seen[:3]] == [1, 2, 3]
+            assert all(e["payload"]["id"] == event_id for e in seen)
+            assert all(e["channel"] == "activity" for e in seen)
+            assert seen[-1]["payload"]["deliveries"] == 3
+            assert {e["source"] for e in seen} <= {"a", "b"}
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_logging_out_is_not_under_the_auth_limit(
+    instances: tuple[Instance, Instance],
+) -> None:
+    a, _ = instances
+    async with a.client() as ca:
+        await _login(ca)
+        for _ in range(4):  # five logins: the auth allowance is spent
+            response = await ca.post("/auth/login", json={"username": "alice", "password": "no"})
+            assert response.status_code == 401
+        refused = await ca.post("/auth/login", json={"username": "alice", "password": "wonderland"})
+        assert refused.status_code == 429
+        out = await ca.post("/auth/logout")
+        assert out.status_code == 200
+        assert out.json() == {"logged_out": True}
+        assert "ratelimit-policy" in out.headers
+        assert "auth" not in out.headers["ratelimit-policy"]
+        assert (await ca.get("/me")).status_code == 401
+
+
+async def test_preferences_live_in_the_session(instances: tuple[Instance, Instance]) -> None:
+    a, b = instances
+    async with a.client() as ca, b.client() as cb:
+        empty = await ca.get("/prefs")
+        assert empty.json() == {"theme": None, "session": {}, "signed_in_as": None}
+        assert "session" not in ca.cookies  # nothing stored, no session made
+        dark = await ca.put("/prefs", json={"theme": "dark"})
+        assert dark.json() == {"theme": "dark", "session": {"theme": "dark"}, "signed_in_as": None}
+        await _login(ca)
+        kept = (await ca.get("/prefs")).json()
+        assert kept == {"theme": "dark", "session": {"theme": "dark"}, "signed_in_as": "1"}
+        cb.cookies.set("session", ca.cookies["session"])
+        assert (await cb.get("/prefs")).json() == kept  # the other instance reads the same
+        assert (await cb.put("/prefs", json={"theme": "light"})).status_code == 200
+        assert (await ca.get("/prefs")).json()["theme"] == "light"
+        assert (await ca.put("/prefs", json={"theme": "pink"})).status_code == 422
+        await ca.post("/auth/logout")
+        assert (await ca.get("/prefs")).json() == {
+            "theme": None,
+            "session": {},
+            "signed_in_as": None,
+        }

@@ -13,7 +13,8 @@ import logging
 import math
 import secrets
 import socket
-from collections.abc import AsyncIterator, Coroutine
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
 from importlib import resources
 from typing import Any
@@ -34,12 +35,12 @@ from .. import (
     InvalidationStrategy,
     Invalidator,
     LocalCache,
-    LockNotAcquired,
     Publisher,
     RateLimiter,
     RateLimitMiddleware,
     RateLimitRule,
     RedisSettings,
+    RedkitError,
     SessionMiddleware,
     SessionStore,
     StreamConsumer,
@@ -56,6 +57,8 @@ from .. import (
 from ..connection import build_client, is_cluster
 from ..ratelimit import USER_RATE, Decision
 from .feed import EventFeed
+from .orders import ACTIVITY_CHANNEL, ORDERS_STREAM, OrderBook
+from .reports import ReportBusy, Reports
 from .repository import UserRepository
 from .usecases import USERS_CHANNEL, DuplicateUsername, UserService
 
@@ -63,12 +66,14 @@ __all__ = ["DemoConfig", "DemoServer", "create_app"]
 
 log = logging.getLogger("redkit.demo")
 
-ORDERS_STREAM = "orders"
-ORDERS_DONE = "app:orders:processed"
-REPORT_HOLDER = "app:report:holder"
-REPORT_LAST = "app:report:last"
-REPORT_LOCK = "report:rebuild"
 USER_EVENTS = ("user.created", "user.updated", "user.deleted")
+ACTIVITY_EVENTS = (
+    "order.failed",
+    "order.processed",
+    "order.dead_lettered",
+    "report.started",
+    "report.finished",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +86,10 @@ class DemoConfig:
     secret_key: str = "redkit-demo-secret-key-change-me"
     https_only: bool = False
     report_lease_ttl: float = 2.0
+    # Short so that a failed order's retries (after claim_idle, by any
+    # instance) and its dead letter can be watched on the page.
+    order_claim_idle: float = 3.0
+    order_max_deliveries: int = 3
     # The presets of the Go service; the benchmark raises api_rate so that
     # it measures the limiter's cost rather than its refusals.
     api_rate: str = "100/minute"
@@ -121,10 +130,8 @@ class Prefs(BaseModel):
 class OrderBody(BaseModel):
     item: str = Field(min_length=1, max_length=100)
     quantity: int = Field(default=1, ge=1, le=1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    # Fulfilment fails this many times first (10: always, a dead letter).
+    fail_times: int = Field(default=0, ge=0, le=10)
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -134,7 +141,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
 class Services:
     """Everything the handlers use. Built before the event loop runs (the
     middleware needs the store and the limiter), started and stopped by the
-    app's lifespan."""
+    app's lifespan, or earlier by :class:`DemoServer`."""
 
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
@@ -162,25 +169,63 @@ class Services:
         )
         self.limiter = RateLimiter(client, prefix="app", fail_open=True)
         self.locks = DistributedLock(client, prefix="app")
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self.reports = Reports(
+            client,
+            self.locks,
+            self.publisher,
+            config.instance,
+            config.report_lease_ttl,
+            self.spawn,
+        )
         self.subscriber = Subscriber(client, max_concurrency=16, handler_timeout=5.0)
-        for event_type in USER_EVENTS:
-            self.subscriber.on(event_type, self._on_user_event)
-        self.orders = StreamPublisher(client, maxlen=10_000)
+        for event_type in USER_EVENTS + ACTIVITY_EVENTS:
+            self.subscriber.on(event_type, self._to_feed)
+        self.orders = OrderBook(
+            client,
+            StreamPublisher(client, maxlen=10_000, source=config.instance),
+            self.publisher,
+            config.instance,
+            config.order_max_deliveries,
+        )
         self.consumer = StreamConsumer(
             client,
             ORDERS_STREAM,
             group="fulfilment",
             consumer=config.instance,
-            max_deliveries=5,
-            claim_idle=30.0,
+            max_deliveries=config.order_max_deliveries,
+            claim_idle=config.order_claim_idle,
         )
-        self.consumer.on("order.placed", self._on_order)
+        self.consumer.on("order.placed", self.orders.fulfil)
+        # Dead letters are events too: a second group reads the dead-letter
+        # stream and tells the page (an alert, in a real service).
+        self.dead_letters = StreamConsumer(
+            client,
+            self.consumer.dead_letter_stream,
+            group="dead-letter-alerts",
+            consumer=config.instance,
+            claim_idle=config.order_claim_idle,
+        )
+        self.dead_letters.on("order.placed", self.orders.dead_lettered)
         self._stack = contextlib.AsyncExitStack()
-        self._jobs: set[asyncio.Task[Any]] = set()
+        self._started = False
 
     async def start(self) -> None:
-        await self.repo.init()
+        """Open everything; idempotent. On failure what was opened is closed
+        again and the error raised: ``ConnectionUnavailable`` when Redis
+        cannot be reached, ``sqlite3.Error`` for the database."""
+        if self._started:
+            return
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self._started = True
+
+    async def _open(self) -> None:
         self._stack.push_async_callback(self.client.aclose)
+        await self.repo.init()
         status = await health(self.client, timeout=self.config.redis.connect_timeout)
         if not status.healthy:
             raise ConnectionUnavailable(
@@ -191,28 +236,30 @@ class Services:
         await self.cache.start()
         self._stack.push_async_callback(self.cache.aclose)
         await self._stack.enter_async_context(self.invalidator)
-        await self._stack.enter_async_context(self.subscriber.running(USERS_CHANNEL))
+        await self._stack.enter_async_context(
+            self.subscriber.running(USERS_CHANNEL, ACTIVITY_CHANNEL)
+        )
         await self._stack.enter_async_context(self.consumer.running())
+        await self._stack.enter_async_context(self.dead_letters.running())
         self._stack.push_async_callback(self.locks.aclose)
 
     async def stop(self) -> None:
+        """Close everything; idempotent."""
         for job in list(self._jobs):
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
         await self._stack.aclose()
+        self._started = False
 
-    async def _on_user_event(self, event: Event[Any]) -> None:
+    async def _to_feed(self, event: Event[Any]) -> None:
         data = {
+            "channel": event.channel,
             "type": event.type,
             "source": event.source,
-            "payload": event.payload,
             "timestamp": event.timestamp.isoformat(),
+            "payload": event.payload,
         }
-        self.feed.publish("user", msgspec.json.encode(data).decode())
-
-    async def _on_order(self, event: Event[Any]) -> None:
-        # Idempotent by event id: an order delivered twice is recorded once.
-        await self.client.hsetnx(ORDERS_DONE, event.id, msgspec.json.encode(event.payload))
+        self.feed.publish("live", msgspec.json.encode(data).decode())
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -230,6 +277,7 @@ class Services:
                 "publisher": self.publisher.stats(),
                 "subscriber": self.subscriber.stats(),
                 "stream_consumer": self.consumer.stats(),
+                "dead_letter_consumer": self.dead_letters.stats(),
                 "locks": self.locks.stats(),
             },
             labels={"instance": self.config.instance},
@@ -242,7 +290,6 @@ def create_app(config: DemoConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.start()
-        log.info("demo instance %s ready", config.instance)
         try:
             yield
         finally:
@@ -263,7 +310,9 @@ def _middleware(app: FastAPI, services: Services, config: DemoConfig) -> None:
         RateLimitMiddleware,
         limiter=services.limiter,
         rules=[
-            RateLimitRule("/auth/*", config.auth_rate, key=by_client_ip, name="auth"),
+            # Only signing in: failed passwords must not lock anyone out of
+            # signing out.
+            RateLimitRule("/auth/login", config.auth_rate, key=by_client_ip, name="auth"),
             RateLimitRule("/*", config.api_rate, key=by_client_ip, name="api"),
         ],
         match="all",
@@ -382,7 +431,11 @@ def _routes(app: FastAPI, services: Services) -> None:
         """Anonymous visitors get a session too, once they store something."""
         session = await load_session(request)
         session["theme"] = body.theme
-        return {"theme": body.theme}
+        return await _prefs(request)
+
+    @app.get("/prefs")
+    async def get_prefs(request: Request) -> Any:
+        return await _prefs(request)
 
     @app.get("/me")
     async def me(request: Request) -> Any:
@@ -409,34 +462,44 @@ def _routes(app: FastAPI, services: Services) -> None:
 
     @app.post("/reports/rebuild", status_code=202)
     async def rebuild_report(seconds: float = Query(5.0, gt=0, le=120)) -> Any:
-        acquired: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        services.spawn(_report_job(services, seconds, acquired))
         try:
-            fencing_token = await acquired
-        except LockNotAcquired:
-            holder = await services.client.get(REPORT_HOLDER)
+            started = await services.reports.start(seconds)
+        except ReportBusy as busy:
+            holder = busy.holder or {}
+            where = f" on {holder['instance']}" if holder.get("instance") else ""
             return _error(
                 409,
                 "REPORT_RUNNING",
-                "a report rebuild is already running",
-                fencing_token=int(holder) if holder else None,
+                f"a report rebuild is already running{where}",
+                fencing_token=holder.get("fencing_token"),
+                instance=holder.get("instance"),
             )
-        return {"status": "started", "seconds": seconds, "fencing_token": fencing_token}
+        return {"status": "started", **started}
+
+    @app.get("/reports/status")
+    async def report_status() -> Any:
+        return await services.reports.status()
 
     @app.get("/reports/last")
     async def last_report() -> Any:
-        raw = await services.client.get(REPORT_LAST)
-        return msgspec.json.decode(raw) if raw else {"report": None}
+        return (await services.reports.status())["last"] or {"report": None}
 
     @app.post("/orders", status_code=202)
     async def place_order(body: OrderBody) -> Any:
-        event_id = await services.orders.publish(ORDERS_STREAM, "order.placed", body.model_dump())
+        event_id = await services.orders.place(body.item, body.quantity, body.fail_times)
         return {"event_id": event_id}
+
+    @app.get("/orders")
+    async def recent_orders() -> Any:
+        return {
+            "orders": await services.orders.recent(),
+            "max_attempts": services.config.order_max_deliveries,
+            "retry_after": services.config.order_claim_idle,
+        }
 
     @app.get("/orders/processed")
     async def processed_orders() -> Any:
-        done = await services.client.hgetall(ORDERS_DONE)
-        return {_text(k): msgspec.json.decode(v) for k, v in done.items()}
+        return await services.orders.processed()
 
     @app.get("/events/stream")
     async def event_stream(request: Request) -> StreamingResponse:
@@ -462,31 +525,13 @@ def _routes(app: FastAPI, services: Services) -> None:
         )
 
 
-async def _report_job(services: Services, seconds: float, acquired: asyncio.Future[int]) -> None:
-    """Hold the report lock for the job's length. The lease is short and
-    renewed in the background, so a crashed instance frees it quickly while a
-    long job keeps it."""
-    ttl = services.config.report_lease_ttl
-    try:
-        async with services.locks.acquire(REPORT_LOCK, ttl=ttl, timeout=0) as lease:
-            await services.client.set(REPORT_HOLDER, lease.fencing_token, ex=int(seconds) + 60)
-            acquired.set_result(lease.fencing_token)
-            await asyncio.sleep(seconds)  # the report's work
-            report = {
-                "fencing_token": lease.fencing_token,
-                "instance": services.config.instance,
-                "seconds": seconds,
-                "lease_ttl": ttl,
-                # Still held after a job longer than the lease: renewal worked.
-                "held_throughout": not lease.lost.is_set(),
-            }
-            await services.client.set(REPORT_LAST, msgspec.json.encode(report))
-            await services.client.delete(REPORT_HOLDER)
-    except Exception as exc:
-        if not acquired.done():
-            acquired.set_exception(exc)
-        else:
-            log.warning("report job failed: %s", exc)
+async def _prefs(request: Request) -> dict[str, Any]:
+    session = await load_session(request)
+    return {
+        "theme": session.get("theme"),
+        "session": dict(session),
+        "signed_in_as": session_user_id(request),
+    }
 
 
 def _errors(app: FastAPI) -> None:
@@ -534,13 +579,45 @@ def _errors(app: FastAPI) -> None:
 
 
 class DemoServer(uvicorn.Server):
-    """uvicorn, ending the live-feed streams first on shutdown: they never
+    """uvicorn for the demo app.
+
+    It starts the app's services before uvicorn's own startup, so that a
+    start that cannot succeed (Redis unreachable, database unusable) ends
+    with :attr:`startup_error` set and nothing served, instead of uvicorn's
+    traceback and ``sys.exit``; ``on_ready`` is called once the socket
+    listens. On shutdown it ends the live-feed streams first: they never
     finish on their own, and uvicorn waits for open responses before it
-    runs the app's shutdown."""
+    runs the app's shutdown.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, *, on_ready: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+        self.startup_error: BaseException | None = None
+
+    def _services(self) -> Services | None:
+        services = getattr(getattr(self.config.app, "state", None), "services", None)
+        return services if isinstance(services, Services) else None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        services = self._services()
+        if services is not None:
+            try:
+                await services.start()
+            except (RedkitError, sqlite3.Error, OSError) as exc:
+                self.startup_error = exc
+                self.should_exit = True
+                return
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.app
-        services = getattr(getattr(app, "state", None), "services", None)
-        if isinstance(services, Services):
+        services = self._services()
+        if services is not None:
             services.feed.close()
         await super().shutdown(sockets)
+        if services is not None:  # lifespan="off" leaves them to us
+            await services.stop()

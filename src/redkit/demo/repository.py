@@ -7,16 +7,17 @@ loop never blocks on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from .passwords import hash_password
 
-__all__ = ["DuplicateUsername", "User", "UserRepository"]
+__all__ = ["DuplicateUsername", "NotADemoDatabase", "User", "UserRepository"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,14 +54,29 @@ class DuplicateUsername(Exception):
     """Raised by :meth:`UserRepository.create` when the username is taken."""
 
 
+class NotADemoDatabase(Exception):
+    """Raised by :meth:`UserRepository.prepare` for a SQLite file whose
+    ``users`` table is not the demo's."""
+
+
+_COLUMNS = {"id", "username", "name", "email", "password_hash", "created_at"}
+
+
 class UserRepository:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one call: committed (or rolled back) and closed
+        at the end (a sqlite3 connection's own ``with`` does not close it)."""
         conn = sqlite3.connect(self.path, timeout=5)
-        conn.row_factory = sqlite3.Row
-        return conn
+        try:
+            conn.row_factory = sqlite3.Row
+            with conn:
+                yield conn
+        finally:
+            conn.close()
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -69,9 +85,19 @@ class UserRepository:
         """Create the table and the demo users on first run."""
         await self._run(self._init)
 
+    def prepare(self) -> None:
+        """:meth:`init`, called before the event loop runs: raises
+        ``sqlite3.Error`` when the file cannot be opened or is not SQLite,
+        :class:`NotADemoDatabase` when its users table is someone else's."""
+        self._init()
+
     def _init(self) -> None:
         with self._connect() as conn:
             conn.execute(_SCHEMA)
+            found = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
+            if missing := _COLUMNS - found:
+                names = ", ".join(sorted(missing))
+                raise NotADemoDatabase(f"its users table is not the demo's (no {names})")
             if conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0:
                 now = _now()
                 conn.executemany(
