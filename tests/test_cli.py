@@ -16,7 +16,13 @@ from click.testing import CliRunner
 from redis import Redis as SyncRedis
 
 from redkit.cli import human_bytes, main
-from redkit.server import EmbeddedCluster, EmbeddedRedis, free_port, server_version
+from redkit.server import (
+    EmbeddedCluster,
+    EmbeddedRedis,
+    find_redis_server,
+    free_port,
+    server_version,
+)
 from redkit.server._ports import _port_in_use
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -263,13 +269,14 @@ def test_doctor_names_the_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "REDIS_PORT must be a whole number from 1 to 65535, got '70000'" in result.output
 
 
-def _run_server(*args: str) -> tuple[subprocess.Popen[str], str]:
+def _run_server(*args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """``redkit server`` of this checkout, its output read up to the URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "redkit.cli", "server", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "PYTHONPATH": SRC, **env},
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
@@ -303,6 +310,8 @@ def test_server_command_runs_until_interrupted() -> None:
     port = free_port()
     proc, output = _run_server("--port", str(port))
     try:
+        binary = find_redis_server()
+        assert f"{os.path.basename(binary)} {binary} on 127.0.0.1:{port}" in output, output
         assert f"REDIS_URL=redis://127.0.0.1:{port}/0" in output, output
         assert SyncRedis(port=port).ping()
         assert _server_pids([port])

@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from redis import Redis as SyncRedis
 
 import redkit
 from redkit.cli import main
 from redkit.server import EmbeddedCluster, EmbeddedRedis, _binary, find_redis_server, server_version
 from redkit.testing import settings_for
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _package_dir() -> Path:
@@ -111,6 +118,29 @@ async def test_a_valkey_cluster_serves_redkit(valkey_binary: str, valkey_version
         "valkey",
         valkey_version,
     )
+
+
+def test_redkit_server_runs_valkey(valkey_binary: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redkit.cli", "server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC, "REDKIT_REDIS_SERVER": valkey_binary},
+    )
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline()
+        match = re.fullmatch(
+            rf"valkey-server {re.escape(valkey_binary)} on 127\.0\.0\.1:(\d+)\n", first
+        )
+        assert match, first
+        info = SyncRedis(port=int(match.group(1))).info("server")
+        assert info["server_name"] == "valkey"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    assert proc.returncode == 0
 
 
 def test_doctor_on_a_valkey_cluster_node_without_the_flag(valkey_binary: str) -> None:

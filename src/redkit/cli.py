@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
@@ -108,7 +109,10 @@ def _start_server(console: Console, port: int, masters: int) -> EmbeddedRedis | 
             console.print(f"REDIS_URL={cluster.url} REDIS_CLUSTER=true")
             return cluster
         single = EmbeddedRedis(port=port or None).start()
-        console.print(f"[green]redis-server[/] {single.binary} on {single.host}:{single.port}")
+        name = os.path.basename(single.binary)  # redis-server or valkey-server
+        console.print(
+            f"[green]{escape(name)}[/] {escape(single.binary)} on {single.host}:{single.port}"
+        )
         console.print(f"REDIS_URL={single.url}")
         return single
     except PortInUse as exc:
