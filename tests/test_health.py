@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import subprocess
 import time
 
 import redkit
 from redkit import HealthStatus
 from redkit.connection import Client
-from redkit.server import EmbeddedRedis
+from redkit.server import EmbeddedRedis, find_redis_server, server_version
 from redkit.testing import settings_for
 
 
@@ -18,6 +19,22 @@ async def test_healthy_report(client: Client) -> None:
     assert status.role in ("master", "cluster")
     assert status.used_memory and status.used_memory > 0
     assert status.maxmemory_policy == "noeviction"
+
+
+def _expected_server() -> tuple[str, str]:
+    """Name and version of the binary every test server runs, from its banner."""
+    binary = find_redis_server()
+    banner = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    name = "valkey" if banner.startswith("Valkey") else "redis"
+    return name, ".".join(str(n) for n in server_version(binary))
+
+
+async def test_health_says_which_server_answers(client: Client) -> None:
+    name, version = _expected_server()
+    status = await redkit.health(client)
+    assert status.server_name == name
+    # Valkey reports redis_version 7.2.4 for old clients; its own number is the one shown.
+    assert status.server_version == version
 
 
 async def test_stopped_server_is_unhealthy_not_an_exception(fresh_server: EmbeddedRedis) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,13 @@ import pytest
 from redis import Redis as SyncRedis
 
 from redkit import ConfigError, RedisServerError
-from redkit.server import EmbeddedCluster, EmbeddedRedis, find_redis_server, server_version
+from redkit.server import (
+    EmbeddedCluster,
+    EmbeddedRedis,
+    find_redis_server,
+    free_port,
+    server_version,
+)
 
 
 def _alive(pid: int) -> bool:
@@ -81,6 +88,21 @@ def test_start_stop_and_data_dir_removed() -> None:
 def test_taken_port_is_a_clear_error(redis_server: EmbeddedRedis) -> None:
     with pytest.raises(RedisServerError, match=f"port {redis_server.port} is already in use"):
         EmbeddedRedis(port=redis_server.port).start()
+
+
+def test_taken_cluster_bus_port_is_named() -> None:
+    port = free_port(with_bus=True)
+    with socket.socket() as bus:
+        bus.bind(("127.0.0.1", port + 10000))
+        bus.listen()
+        node = EmbeddedRedis(port=port, extra_args=("--cluster-enabled", "yes"))
+        with pytest.raises(RedisServerError) as caught:
+            node.start()
+    assert str(caught.value) == (
+        f"cannot start redis-server: port {port + 10000} (the cluster bus of port {port}) "
+        "is already in use"
+    )
+    assert not node.running
 
 
 def test_bad_server_argument_reports_the_server_output() -> None:

@@ -19,7 +19,9 @@ class HealthStatus:
     """What :func:`health` found. ``status`` is ``"healthy"`` when PING and
     INFO answered in time; otherwise ``"unhealthy"`` with ``error`` saying
     why and the server fields ``None``. On a cluster the fields describe the
-    node that answered INFO and ``role`` is ``"cluster"``."""
+    node that answered INFO and ``role`` is ``"cluster"``. ``server_name`` is
+    ``"redis"`` or ``"valkey"``: their version numbers overlap (Valkey 8.1 and
+    Redis 8.0 both exist), so ``server_version`` alone does not say which."""
 
     status: Literal["healthy", "unhealthy"]
     latency_ms: float | None = None
@@ -29,6 +31,7 @@ class HealthStatus:
     maxmemory: int | None = None
     maxmemory_policy: str | None = None
     error: str | None = None
+    server_name: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -60,6 +63,7 @@ async def health(client: Client, *, timeout: float = 2.0) -> HealthStatus:
         used_memory=_int(fields.get("used_memory")),
         maxmemory=_int(fields.get("maxmemory")),
         maxmemory_policy=_str(fields.get("maxmemory_policy")),
+        server_name=_server_name(fields),
     )
 
 
@@ -84,6 +88,15 @@ async def _probe(client: Client) -> tuple[float, dict[str, Any]]:
 def _server_version(fields: dict[str, Any]) -> str | None:
     version = fields.get("valkey_version") or fields.get("redis_version")
     return str(version) if version is not None else None
+
+
+def _server_name(fields: dict[str, Any]) -> str | None:
+    # Valkey names itself in INFO; Redis (through 7.x at least) has no such
+    # field, so a redis_version alone means Redis.
+    name = fields.get("server_name")
+    if name is not None:
+        return str(name)
+    return "redis" if "redis_version" in fields else None
 
 
 def _int(value: Any) -> int | None:

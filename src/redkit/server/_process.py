@@ -18,11 +18,12 @@ from urllib.parse import quote
 
 from ..errors import RedisServerError
 from ._binary import find_redis_server
-from ._ports import _answers, _port_in_use, free_port
+from ._ports import PortInUse, _answers, _port_in_use, free_port
 
 _LIVE: set[EmbeddedRedis] = set()
 _LIVE_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1
+_CLUSTER_BUS_OFFSET = 10_000
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -98,19 +99,24 @@ class EmbeddedRedis:
         for attempt in range(attempts):
             if not self._requested_port and (attempt or not self.port):
                 self.port = free_port(self.host, with_bus=self._cluster_node)
-            elif self._requested_port and _port_in_use(self.host, self.port):
-                raise RedisServerError(
-                    f"cannot start redis-server: port {self.port} is already in use"
-                )
+            elif self._requested_port:
+                self._check_requested_port()
             try:
                 self._spawn()
                 return self
             except _PortTaken:
                 if self._requested_port or attempt + 1 == attempts:
-                    raise RedisServerError(
-                        f"cannot start redis-server: port {self.port} is already in use"
-                    ) from None
+                    raise PortInUse(self.port) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_requested_port(self) -> None:
+        if _port_in_use(self.host, self.port):
+            raise PortInUse(self.port)
+        bus = self.port + _CLUSTER_BUS_OFFSET
+        # A taken bus port makes redis-server exit with a message that does
+        # not say which port; naming it here saves a user the log hunt.
+        if self._cluster_node and _port_in_use(self.host, bus):
+            raise PortInUse(bus, bus_of=self.port)
 
     def _command(self) -> list[str]:
         args = [
