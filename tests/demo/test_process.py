@@ -43,7 +43,7 @@ def _redis_pids(port: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "redis-server" in cmdline and f":{port}" in cmdline:
+        if ("redis-server" in cmdline or "valkey-server" in cmdline) and f":{port}" in cmdline:
             pids.append(int(entry.name))
     return pids
 
