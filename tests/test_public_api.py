@@ -47,6 +47,8 @@ EXPECTED = {
     "by_client_ip",
     "by_user_or_ip",
     "Client",
+    "build_client",
+    "WrongEventLoop",
     "Codec",
     "ConfigError",
     "ConnectionUnavailable",

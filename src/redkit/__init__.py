@@ -13,7 +13,7 @@ from .cache import (
     LocalCache,
 )
 from .codec import Codec, JsonCodec, MsgpackCodec
-from .connection import Client, close, connect
+from .connection import Client, WrongEventLoop, build_client, close, connect
 from .errors import (
     ConfigError,
     ConnectionUnavailable,
@@ -121,7 +121,9 @@ __all__ = [
     "StreamPublisherStats",
     "Subscriber",
     "SubscriberStats",
+    "WrongEventLoop",
     "__version__",
+    "build_client",
     "by_client_ip",
     "by_user_or_ip",
     "close",
