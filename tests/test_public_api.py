@@ -48,6 +48,8 @@ EXPECTED = {
     "by_user_or_ip",
     "Client",
     "build_client",
+    "Lifespan",
+    "current_session",
     "WrongEventLoop",
     "Codec",
     "ConfigError",

@@ -14,6 +14,7 @@ from .cache import (
 )
 from .codec import Codec, JsonCodec, MsgpackCodec
 from .connection import Client, WrongEventLoop, build_client, close, connect
+from .dependencies import current_session
 from .errors import (
     ConfigError,
     ConnectionUnavailable,
@@ -39,6 +40,7 @@ from .events import (
 )
 from .health import HealthStatus, health
 from .keys import KeySpace
+from .lifespan import Lifespan
 from .lock import DistributedLock, Lease, LockStats, Permit, Semaphore
 from .metrics import prometheus_text
 from .ratelimit import (
@@ -87,6 +89,7 @@ __all__ = [
     "JsonCodec",
     "KeySpace",
     "Lease",
+    "Lifespan",
     "LocalCache",
     "LockError",
     "LockLost",
@@ -128,6 +131,7 @@ __all__ = [
     "by_user_or_ip",
     "close",
     "connect",
+    "current_session",
     "health",
     "load_session",
     "login",
