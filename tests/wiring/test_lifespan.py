@@ -18,8 +18,9 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 
 with warnings.catch_warnings():
-    # Starlette 1.x suggests httpx2 for its test client; httpx is what is installed.
-    warnings.simplefilter("ignore", DeprecationWarning)
+    # Starlette 1.x suggests httpx2 for its test client (a UserWarning);
+    # httpx is what the dev extra installs.
+    warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
     from starlette.testclient import TestClient
 
 import redkit
