@@ -78,7 +78,7 @@ def test_tls_url_builds_tls_connections() -> None:
 
     client = _build(RedisSettings(url="rediss://localhost:6390", ssl_cert_reqs="none"))
     assert isinstance(client, Redis)
-    assert client.connection_pool.connection_class is SSLConnection
+    assert issubclass(client.connection_pool.connection_class, SSLConnection)
 
 
 async def test_refused_port_names_address_and_cause() -> None:

@@ -13,7 +13,8 @@ from .cache import (
     LocalCache,
 )
 from .codec import Codec, JsonCodec, MsgpackCodec
-from .connection import Client, close, connect
+from .connection import Client, WrongEventLoop, build_client, close, connect
+from .dependencies import current_session
 from .errors import (
     ConfigError,
     ConnectionUnavailable,
@@ -39,6 +40,7 @@ from .events import (
 )
 from .health import HealthStatus, health
 from .keys import KeySpace
+from .lifespan import Lifespan
 from .lock import DistributedLock, Lease, LockStats, Permit, Semaphore
 from .metrics import prometheus_text
 from .ratelimit import (
@@ -87,6 +89,7 @@ __all__ = [
     "JsonCodec",
     "KeySpace",
     "Lease",
+    "Lifespan",
     "LocalCache",
     "LockError",
     "LockLost",
@@ -121,11 +124,14 @@ __all__ = [
     "StreamPublisherStats",
     "Subscriber",
     "SubscriberStats",
+    "WrongEventLoop",
     "__version__",
+    "build_client",
     "by_client_ip",
     "by_user_or_ip",
     "close",
     "connect",
+    "current_session",
     "health",
     "load_session",
     "login",

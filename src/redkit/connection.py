@@ -4,23 +4,42 @@ socket, Sentinel or Cluster, verified before it is handed out."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
+import socket
 from typing import Any, Union
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
-from .errors import ConnectionUnavailable
+from .errors import ConnectionUnavailable, RedkitError
 from .settings import RedisSettings
 
-__all__ = ["Client", "build_client", "close", "connect", "describe_error", "is_cluster"]
+__all__ = [
+    "Client",
+    "WrongEventLoop",
+    "build_client",
+    "close",
+    "connect",
+    "describe_error",
+    "is_cluster",
+]
 
 log = logging.getLogger("redkit.connection")
 
@@ -30,6 +49,15 @@ Client = Union["Redis", "RedisCluster"]
 # Errors worth another connect attempt: the server may be starting or briefly
 # unreachable. Authentication and protocol errors are final.
 _TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError)
+
+
+class WrongEventLoop(RedkitError, RuntimeError):
+    """Raised when a client is used on an event loop other than the one its
+    connections were opened on, typically a client made with
+    ``asyncio.run(redkit.connect())`` at import time and then used by an
+    ASGI server's loop. Nothing is sent. The message says how to build the
+    client instead: :func:`build_client` at import time (no I/O), opened in
+    the app's lifespan (:class:`redkit.Lifespan`)."""
 
 
 def is_cluster(client: Client) -> bool:
@@ -85,12 +113,21 @@ async def connect(settings: RedisSettings | None = None, **overrides: Any) -> Cl
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def build_client(settings: RedisSettings) -> Client:
+def build_client(settings: RedisSettings | None = None, **overrides: Any) -> Client:
     """The client ``settings`` describe, without any I/O: it connects on its
-    first command. For code that must hand a client to components before an
-    event loop runs (an ASGI app's middleware); :func:`connect` is the
-    checked way. A cluster client still needs ``await client.initialize()``
-    before a burst of first commands."""
+    first command, on the event loop that runs it. For code that must hand a
+    client to components before an event loop runs (an ASGI app's module
+    level); :class:`redkit.Lifespan` checks it, as :func:`connect` does, when
+    the app starts, and closes it when the app stops.
+
+    With no settings, :meth:`RedisSettings.from_env` is used; ``overrides``
+    replace single fields, as for :func:`connect`. A cluster client still
+    needs ``await client.initialize()`` (the lifespan does it) before a burst
+    of first commands."""
+    if settings is None:
+        settings = RedisSettings.from_env()
+    if overrides:
+        settings = settings.replace(**overrides)
     return _build(settings)
 
 
@@ -193,6 +230,111 @@ def command_retry(settings: RedisSettings) -> Retry:
     )
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a connection closed by the garbage collector
+        return None
+
+
+def _wrong_loop(owner: asyncio.AbstractEventLoop) -> WrongEventLoop:
+    where = (
+        "that loop has closed"
+        if owner.is_closed()
+        else "that loop still runs, in another thread or beside this one"
+    )
+    return WrongEventLoop(
+        "this Redis client's connections were opened on another event loop "
+        f"({where}), so it cannot be used on this one; nothing was sent. "
+        "A client belongs to the loop that opened it: `asyncio.run(redkit.connect())` "
+        "at import time opens it on a loop that ends at once. Create the client "
+        "with redkit.build_client() at import time (no I/O) and open it in the app's "
+        "lifespan (redkit.Lifespan), or call redkit.connect() inside the running loop."
+    )
+
+
+class _OwnLoop(AbstractConnection):
+    """Checks, each time the pool hands the connection out, that it was opened
+    on the loop now running. Without it a connection opened by a loop that
+    has ended writes the command (which then runs on the server) and fails
+    reading the answer with asyncio's "Event loop is closed" or "attached to
+    a different loop"."""
+
+    async def connect(self) -> None:
+        writer = self._writer
+        if writer is not None and self._reader is not None:
+            # Connected: the base class would return here too (after its
+            # retry wrapper, which this path skips).
+            owner = getattr(writer, "_loop", None)
+            if owner is not None and owner is not asyncio.get_running_loop():
+                raise _wrong_loop(owner)
+            return
+        await super().connect()  # type: ignore[no-untyped-call]
+
+    async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        writer = self._writer
+        owner = getattr(writer, "_loop", None) if writer is not None else None
+        if owner is None or owner is _running_loop():
+            await super().disconnect(*args, **kwargs)
+            return
+        # Its transport belongs to the other loop: closing it from here would
+        # schedule a callback on that loop (an error once it has closed).
+        # End the TCP session and forget the streams instead.
+        self._reader = None
+        self._writer = None
+        self._parser.on_disconnect()  # type: ignore[no-untyped-call]
+        if owner.is_closed():
+            raw = writer.get_extra_info("socket") if writer is not None else None
+            if raw is not None:
+                with contextlib.suppress(OSError):
+                    raw.shutdown(socket.SHUT_RDWR)
+        elif writer is not None:
+            with contextlib.suppress(RuntimeError):
+                owner.call_soon_threadsafe(writer.close)
+
+
+class _OwnLoopEachSend(_OwnLoop):
+    """The same check for cluster nodes, whose connections are not handed out
+    through ``connect()``: each command is written by
+    ``send_packed_command``."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        writer = self._writer
+        if writer is not None:
+            owner = getattr(writer, "_loop", None)
+            if owner is not None and owner is not asyncio.get_running_loop():
+                raise _wrong_loop(owner)
+        await super().send_packed_command(command, check_health)
+
+
+class _Connection(_OwnLoop, Connection):
+    pass
+
+
+class _SSLConnection(_OwnLoop, SSLConnection):
+    pass
+
+
+class _UnixConnection(_OwnLoop, UnixDomainSocketConnection):
+    pass
+
+
+class _SentinelConnection(_OwnLoop, SentinelManagedConnection):
+    pass
+
+
+class _SentinelSSLConnection(_OwnLoop, SentinelManagedSSLConnection):
+    pass
+
+
+class _ClusterConnection(_OwnLoopEachSend, Connection):
+    pass
+
+
+class _ClusterSSLConnection(_OwnLoopEachSend, SSLConnection):
+    pass
+
+
 def _common_kwargs(settings: RedisSettings) -> dict[str, Any]:
     return {
         "username": settings.username,
@@ -221,7 +363,7 @@ def _ssl_kwargs(settings: RedisSettings) -> dict[str, Any]:
 def _build(settings: RedisSettings) -> Client:
     common = _common_kwargs(settings)
     if settings.cluster:
-        return WaitingRedisCluster(
+        cluster = WaitingRedisCluster(
             host=settings.host,
             port=settings.port,
             # Each node gets at least redis-py's own default of 100
@@ -236,6 +378,13 @@ def _build(settings: RedisSettings) -> Client:
             **_ssl_kwargs(settings),
             **common,
         )
+        # redis-py's cluster client takes no connection class; every node it
+        # learns about is made from these kwargs, and the seed node exists.
+        node_class = _ClusterSSLConnection if settings.ssl else _ClusterConnection
+        cluster.connection_kwargs["connection_class"] = node_class
+        for node in cluster.nodes_manager.startup_nodes.values():
+            node.connection_class = node_class
+        return cluster
     if settings.sentinels:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(settings.sentinels),
@@ -255,6 +404,7 @@ def _build(settings: RedisSettings) -> Client:
         master: Redis = sentinel.master_for(
             settings.sentinel_master or "",
             connection_pool_class=WaitingSentinelConnectionPool,
+            connection_class=_SentinelSSLConnection if settings.ssl else _SentinelConnection,
             timeout=settings.connect_timeout,
         )
         return master
@@ -264,12 +414,13 @@ def _build(settings: RedisSettings) -> Client:
         pool_kwargs.pop("socket_keepalive")
         pool_kwargs.pop("socket_connect_timeout")
         pool_kwargs["path"] = settings.unix_socket_path
-        pool_kwargs["connection_class"] = UnixDomainSocketConnection
+        pool_kwargs["connection_class"] = _UnixConnection
     else:
         pool_kwargs["host"] = settings.host
         pool_kwargs["port"] = settings.port
+        pool_kwargs["connection_class"] = _Connection
         if settings.ssl:
-            pool_kwargs["connection_class"] = SSLConnection
+            pool_kwargs["connection_class"] = _SSLConnection
             pool_kwargs.update(_ssl_kwargs(settings))
     pool = WaitingConnectionPool(
         max_connections=settings.pool_size,
@@ -279,7 +430,11 @@ def _build(settings: RedisSettings) -> Client:
         retry=retry,
         **pool_kwargs,
     )
-    return Redis(connection_pool=pool, retry=retry)
+    client = Redis(connection_pool=pool, retry=retry)
+    # A client given a pool leaves it open on aclose(); this pool is the
+    # client's own, so closing the client closes its connections too.
+    client.auto_close_connection_pool = True
+    return client
 
 
 async def _verify(client: Client) -> None:

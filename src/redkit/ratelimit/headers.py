@@ -10,7 +10,15 @@ import math
 
 from .limiter import Decision, RateState
 
-__all__ = ["RATE_LIMITED_BODY_CODE", "rate_limit_headers", "rejection_body", "seconds_up"]
+__all__ = [
+    "RATE_LIMITED_BODY_CODE",
+    "UNAVAILABLE_BODY",
+    "UNAVAILABLE_HEADERS",
+    "rate_limit_headers",
+    "refusal",
+    "rejection_body",
+    "seconds_up",
+]
 
 RATE_LIMITED_BODY_CODE = "RATE_LIMITED"
 
@@ -70,3 +78,32 @@ def rate_limit_headers(
 def rejection_body(code: str, message: str) -> bytes:
     """``{"error": {"code": ..., "message": ...}}`` as JSON bytes."""
     return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+# A fail-closed limiter with Redis down: the 503 the middleware sends.
+UNAVAILABLE_BODY = rejection_body(
+    "RATE_LIMIT_UNAVAILABLE", "Rate limiting is unavailable; try again shortly."
+)
+UNAVAILABLE_HEADERS: list[tuple[bytes, bytes]] = [(b"retry-after", b"1")]
+
+
+def refusal(
+    decision: Decision, *, headers: bool = True, classic: bool = True
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers of the 429 for a refused ``decision``: the
+    rate-limit headers (``headers=False``: ``Retry-After`` alone) and
+    ``{"error": {"code": "RATE_LIMITED", "message": ...}}`` saying when to
+    come back. The middleware and ``limiter.depends()`` answer with it."""
+    wait = decision.retry_after
+    if headers:
+        extra = rate_limit_headers(decision, classic=classic)
+    elif wait is not None:
+        extra = [(b"retry-after", str(max(1, seconds_up(wait))).encode())]
+    else:
+        extra = []
+    message = (
+        f"Too many requests; retry in {max(1, seconds_up(wait))} seconds."
+        if wait is not None
+        else "Too many requests."
+    )
+    return rejection_body(RATE_LIMITED_BODY_CODE, message), extra
