@@ -13,7 +13,7 @@ from .cache import (
     LocalCache,
 )
 from .codec import Codec, JsonCodec, MsgpackCodec
-from .connection import Client, WrongEventLoop, build_client, close, connect
+from .connection import Client, build_client, close, connect
 from .dependencies import current_session
 from .errors import (
     ConfigError,
@@ -25,6 +25,7 @@ from .errors import (
     RedisServerError,
     RedkitError,
     SerializationError,
+    WrongEventLoop,
 )
 from .events import (
     Event,

@@ -28,7 +28,7 @@ from redis.asyncio.sentinel import (
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
-from .errors import ConnectionUnavailable, RedkitError
+from .errors import ConnectionUnavailable, WrongEventLoop
 from .settings import RedisSettings
 
 __all__ = [
@@ -49,15 +49,6 @@ Client = Union["Redis", "RedisCluster"]
 # Errors worth another connect attempt: the server may be starting or briefly
 # unreachable. Authentication and protocol errors are final.
 _TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError)
-
-
-class WrongEventLoop(RedkitError, RuntimeError):
-    """Raised when a client is used on an event loop other than the one its
-    connections were opened on, typically a client made with
-    ``asyncio.run(redkit.connect())`` at import time and then used by an
-    ASGI server's loop. Nothing is sent. The message says how to build the
-    client instead: :func:`build_client` at import time (no I/O), opened in
-    the app's lifespan (:class:`redkit.Lifespan`)."""
 
 
 def is_cluster(client: Client) -> bool:

@@ -17,6 +17,7 @@ __all__ = [
     "RedisServerError",
     "RedkitError",
     "SerializationError",
+    "WrongEventLoop",
 ]
 
 
@@ -57,6 +58,15 @@ class SerializationError(RedkitError, TypeError):
     """Raised when a value cannot be encoded for Redis (an unsupported type,
     a non-string mapping key) or bytes read back cannot be decoded into the
     requested type. Nothing is written when encoding fails."""
+
+
+class WrongEventLoop(RedkitError, RuntimeError):
+    """Raised when a client is used on an event loop other than the one its
+    connections were opened on, typically a client made with
+    ``asyncio.run(redkit.connect())`` at import time and then used by an
+    ASGI server's loop. Nothing is sent. The message says how to build the
+    client instead: :func:`redkit.build_client` at import time (no I/O), opened in
+    the app's lifespan (:class:`redkit.Lifespan`)."""
 
 
 class RedisServerError(RedkitError):

@@ -134,7 +134,7 @@ async def test_the_mistake_under_uvicorn_logs_what_to_do(
         await asyncio.to_thread(app.stop, signal.SIGINT)
     try:
         assert answers == [500, 500, 500]
-        assert "redkit.connection.WrongEventLoop: this Redis client's connections" in app.stderr
+        assert "redkit.errors.WrongEventLoop: this Redis client's connections" in app.stderr
         assert "Event loop is closed" not in app.stderr
         assert await check.get("loop:app-counter") is None
     finally:

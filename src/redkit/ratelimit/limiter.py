@@ -230,9 +230,9 @@ class RateLimiter:
         ``Depends(limiter.depends("60/minute", key=by_user_or_ip))``. The
         key function gets a :class:`~redkit.ratelimit.RequestInfo` (default
         :func:`~redkit.ratelimit.by_client_ip`); ``trusted_proxies`` and
-        ``proxy_header`` as for the middleware. A rejected request gets
-        ``HTTPException(429)`` with ``Retry-After`` and rate-limit headers;
-        with a fail-closed limiter and Redis down, ``HTTPException(503)``.
+        ``proxy_header`` as for the middleware. A rejected request gets the
+        middleware's answer: 429 with its JSON body, ``Retry-After`` and the
+        rate-limit headers; with a fail-closed limiter and Redis down, 503.
         Admitted responses carry the headers too (``headers=False`` turns all
         of them off, ``classic_headers=False`` only the ``X-RateLimit-*``
         ones). The dependency returns the :class:`Decision`. Rates, cost,
