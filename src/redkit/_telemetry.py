@@ -283,50 +283,69 @@ def _wrap(op: Operation, recorder: Latency | None, tracer: Tracing | None) -> Ca
 
 
 def _timed(op: Operation, recorder: Latency) -> Callable[..., Any]:
-    """Timing only, the usual Prometheus setup: kept to a clock read on
-    either side and one histogram update."""
+    """Timing only, the usual Prometheus setup: a clock read on either side
+    and the histogram update written out (three Python calls fewer than
+    ``recorder.observe``: ~0.3 us of the ~0.5 us a timed call costs)."""
     fn = op.fn
     clock = time.perf_counter
-    observe = recorder.observe
+    histograms = recorder.histograms
+    bounds = recorder.bounds
+    slot = bisect.bisect_left
     name = op.details.name
     fixed = name if isinstance(name, str) else None
     name_for = op.name_for
+
+    def record(args: Args, kwargs: Kwargs, elapsed: float) -> None:
+        key = fixed or name_for(args, kwargs)
+        histogram = histograms.get(key) or recorder.histogram(key)
+        histogram.counts[slot(bounds, elapsed)] += 1
+        histogram.sum += elapsed
 
     async def timing(awaitable: Awaitable[Any], args: Args, kwargs: Kwargs) -> Any:
         start = clock()
         try:
             return await awaitable
         finally:
-            observe(fixed or name_for(args, kwargs), clock() - start)
+            record(args, kwargs, clock() - start)
 
-    if op.is_async:
+    if not op.is_async:
 
         @functools.wraps(fn)
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = clock()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                observe(fixed or name_for(args, kwargs), clock() - start)
+        def timed_call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+            # Arguments are checked by the call itself, before anything is
+            # awaited, as without the wrapper.
+            return timing(fn(*args, **kwargs), args, kwargs)
 
-        return timed
+        return timed_call
 
     @functools.wraps(fn)
-    def timed_call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
-        # Arguments are checked by the call itself, before anything is
-        # awaited, as without the wrapper.
-        return timing(fn(*args, **kwargs), args, kwargs)
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            elapsed = clock() - start
+            histogram = histograms.get(fixed or name_for(args, kwargs))
+            if histogram is None:
+                record(args, kwargs, elapsed)
+            else:
+                histogram.counts[slot(bounds, elapsed)] += 1
+                histogram.sum += elapsed
 
-    return timed_call
+    return timed
 
 
 def _traced(op: Operation, recorder: Latency | None, tracer: Tracing) -> Callable[..., Any]:
     fn = op.fn
     clock = time.perf_counter
+    name = op.details.name
+    fixed = name if isinstance(name, str) else None
+    name_for = op.name_for
+    start_span = tracer.start
 
     async def observed(awaitable: Awaitable[Any], args: Args, kwargs: Kwargs) -> Any:
-        name = op.name_for(args, kwargs)
-        scope = tracer.start(op, name, args, kwargs)
+        name = fixed or name_for(args, kwargs)
+        scope = start_span(op, name, args, kwargs)
         start = clock()
         try:
             result = await awaitable
@@ -344,19 +363,38 @@ def _traced(op: Operation, recorder: Latency | None, tracer: Tracing) -> Callabl
             scope.end()
         return result
 
-    if op.is_async:
+    if not op.is_async:
 
         @functools.wraps(fn)
-        async def traced(*args: Any, **kwargs: Any) -> Any:
-            return await observed(fn(*args, **kwargs), args, kwargs)
+        def traced_call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+            return observed(fn(*args, **kwargs), args, kwargs)
 
-        return traced
+        return traced_call
 
+    # observed() once more, with the call inside: one coroutine per call
+    # rather than two.
     @functools.wraps(fn)
-    def traced_call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
-        return observed(fn(*args, **kwargs), args, kwargs)
+    async def traced(*args: Any, **kwargs: Any) -> Any:
+        name = fixed or name_for(args, kwargs)
+        scope = start_span(op, name, args, kwargs)
+        start = clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            if recorder is not None:
+                recorder.observe(name, clock() - start)
+            if scope is not None:
+                scope.failed(exc)
+                scope.end()
+            raise
+        if recorder is not None:
+            recorder.observe(name, clock() - start)
+        if scope is not None:
+            scope.succeeded(result)
+            scope.end()
+        return result
 
-    return traced_call
+    return traced
 
 
 # -- the operations --------------------------------------------------------

@@ -46,13 +46,16 @@ _KINDS = {"client": SpanKind.CLIENT, "producer": SpanKind.PRODUCER}
 # envelope's fields are named after it, and the Go side reads them as such.
 _PROPAGATOR = TraceContextTextMapPropagator()
 _NO_PROVIDER = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-_TEXT_LIMIT = 512  # longer trace context fields are not W3C's
+_TEXT_LIMIT = 512
+_UNKNOWN: Any = object()
 
 
 def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
     """Trace redkit's operations with ``tracer_provider`` (default: the
     global one, also when it is set later). Calling it again replaces the
     provider."""
+    if tracer_provider is None:
+        trace.get_tracer_provider()  # loads one named by the environment
     _telemetry.set_tracing(_Tracing(tracer_provider))
 
 
@@ -105,8 +108,8 @@ class _Tracing:
         tracer = self._tracer
         if tracer is not None:
             return tracer
-        provider = trace.get_tracer_provider()
-        if isinstance(provider, _NO_PROVIDER):
+        provider = _global_provider()
+        if provider is None:
             return None  # nothing would record: no span work at all
         tracer = self._tracer = _tracer_of(provider)
         return tracer
@@ -178,6 +181,24 @@ class _Tracing:
             raise
         finally:
             scope.end()
+
+
+def _global_provider() -> trace.TracerProvider | None:
+    """The global tracer provider, None while none is set.
+
+    ``get_tracer_provider()`` looks in ``os.environ`` on every call until a
+    provider is set (0.6 us, on every operation of an app that instruments
+    before it configures OpenTelemetry); the module global it returns gives
+    the same answer for nothing. Read with a fallback to the public call,
+    should a later API drop it. :func:`instrument` makes the public call
+    once, which loads a provider named by ``OTEL_PYTHON_TRACER_PROVIDER``.
+    """
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None:
+        return None
+    if provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
+    return None if isinstance(provider, _NO_PROVIDER) else provider
 
 
 def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
