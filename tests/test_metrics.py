@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import redkit
+import redkit.metrics
 from _telemetry_workload import EXPECTED_CALLS, exercise
 from redkit import Cache, Client, ConfigError, Publisher, Subscriber
 from redkit import _telemetry as telemetry
@@ -165,6 +166,29 @@ async def test_a_timed_call_lands_in_the_bucket_of_its_duration(
     assert under[0.25] - earlier[0.25] == 0
     assert under[5.0] - earlier[5.0] == 1
     assert after.sum - (before.sum if before else 0.0) >= 0.3
+
+
+async def test_timed_calls_refuse_bad_arguments_as_before(
+    redis_client: Client, timing: None
+) -> None:
+    locks = DistributedLock(redis_client, prefix="tm-args")
+    with pytest.raises(ConfigError, match="name"):
+        locks.lock("", ttl=5)  # the call raises: nothing to await
+    with pytest.raises(ConfigError, match="ttl"):
+        locks.acquire("job", ttl=-1)
+    await locks.aclose()
+
+
+def test_the_metrics_surface() -> None:
+    assert sorted(redkit.metrics.__all__) == [
+        "DEFAULT_LATENCY_BUCKETS",
+        "LatencyHistogram",
+        "disable_latency_histograms",
+        "enable_latency_histograms",
+        "latency_histograms",
+        "prometheus_text",
+    ]
+    assert redkit.prometheus_text is prometheus_text
 
 
 async def test_timing_off_puts_the_original_functions_back(redis_client: Client) -> None:

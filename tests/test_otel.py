@@ -263,6 +263,12 @@ async def test_the_envelope_carries_trace_context_only_while_tracing(
     assert "traceparent" not in await last_envelope()
 
 
+def test_the_module_surface() -> None:
+    import redkit.otel
+
+    assert redkit.otel.__all__ == ["instrument", "instrumented", "uninstrument"]
+
+
 def test_uninstrument_puts_the_original_functions_back() -> None:
     original = Cache.__dict__["get"], Lease.__dict__["release"]
     instrument(tracer_provider=TracerProvider())

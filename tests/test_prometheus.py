@@ -91,6 +91,20 @@ def test_latency_is_on_while_a_collector_holds_it() -> None:
     assert not RedkitCollector({}, latency=False).latency
 
 
+def test_a_registry_takes_one_collector_of_the_histograms() -> None:
+    registry = CollectorRegistry()
+    collectors = [RedkitCollector({}), RedkitCollector({}), RedkitCollector({}, namespace="app")]
+    try:
+        registry.register(collectors[0])
+        with pytest.raises(ValueError, match="redkit_operation_duration_seconds"):
+            registry.register(collectors[1])
+        registry.register(RedkitCollector({}, latency=False))
+        registry.register(collectors[2])
+    finally:
+        for collector in collectors:
+            collector.close()
+
+
 def test_bad_components_are_refused_when_built() -> None:
     with pytest.raises(ConfigError, match="components must map"):
         RedkitCollector([("cache", object())])  # type: ignore[arg-type]
@@ -99,6 +113,12 @@ def test_bad_components_are_refused_when_built() -> None:
     with pytest.raises(ConfigError, match="labels"):
         RedkitCollector({}, labels={"instance": 1}, latency=False)  # type: ignore[dict-item]
     assert not telemetry.latency_enabled()
+
+
+def test_the_module_exports_the_collector() -> None:
+    import redkit.prometheus
+
+    assert redkit.prometheus.__all__ == ["RedkitCollector"]
 
 
 def test_without_prometheus_client_the_import_names_the_extra() -> None:

@@ -23,7 +23,6 @@ try:
         HistogramMetricFamily,
         Metric,
     )
-    from prometheus_client.registry import Collector
 except ImportError as exc:
     raise ImportError(
         "redkit.prometheus needs prometheus_client: pip install 'redkit[prometheus]'"
@@ -31,12 +30,12 @@ except ImportError as exc:
 
 from . import _telemetry
 from .errors import ConfigError
-from .metrics import Family, families
+from .metrics import Family, _metric_name, families, latency_histograms
 
 __all__ = ["RedkitCollector"]
 
 
-class RedkitCollector(Collector):
+class RedkitCollector:
     """A ``prometheus_client`` collector of redkit components' stats and of
     the operation latency histograms.
 
@@ -50,9 +49,10 @@ class RedkitCollector(Collector):
     ``latency=True`` (the default) turns on the latency histograms
     (:func:`redkit.metrics.enable_latency_histograms`, with ``buckets``)
     and exports them as ``<namespace>_operation_duration_seconds``; only one
-    collector per registry and namespace should have it, since both would
-    export the same family. :meth:`close` turns timing off again for this
-    collector. ``labels`` are added to every sample.
+    collector per registry and namespace can have it (both would export the
+    same family: the registry raises ``ValueError`` when the second is
+    registered). :meth:`close` turns timing off again for this collector.
+    ``labels`` are added to every sample.
     """
 
     def __init__(
@@ -97,6 +97,16 @@ class RedkitCollector(Collector):
         )
         for family in found:
             yield _metric(family)
+
+    def describe(self) -> Iterator[Metric]:
+        """The families this collector exports, the latency histogram
+        included before anything was timed: a registry refuses a second
+        collector exporting one of them when it is registered, not at some
+        later scrape."""
+        yield from self.collect()
+        if self.latency and not latency_histograms():
+            name = _metric_name(self.namespace, "operation_duration_seconds")
+            yield HistogramMetricFamily(name, "", labels=[*self.labels, "operation"])
 
 
 def _metric(family: Family) -> Metric:
