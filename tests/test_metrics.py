@@ -179,6 +179,16 @@ async def test_timed_calls_refuse_bad_arguments_as_before(
     await locks.aclose()
 
 
+def test_every_marked_operation_sits_on_its_class() -> None:
+    # A mark on a function that is no longer its class's attribute (moved,
+    # renamed, wrapped by another decorator) would never be swapped.
+    marked = telemetry.operations()
+    assert len(marked) == 20
+    for key, op in marked.items():
+        assert op.fn in vars(op.owner()).values(), key
+        assert key in telemetry.DETAILS
+
+
 def test_the_metrics_surface() -> None:
     assert sorted(redkit.metrics.__all__) == [
         "DEFAULT_LATENCY_BUCKETS",
