@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .. import _validate
+from .._telemetry import operation
 from ..codec import Codec, get_codec
 from ..connection import describe_error, is_cluster
 from ..errors import ConfigError, SerializationError
@@ -636,6 +637,7 @@ class Cache:
     async def get(self, key: str, type: type[T], default: D) -> T | D: ...
     @overload
     async def get(self, key: str, *, default: D) -> Any | D: ...
+    @operation("cache.get")
     async def get(self, key: str, type: Any = None, default: Any = None) -> Any:
         """The value cached under ``key``, decoded as ``type`` when given.
 
@@ -714,6 +716,7 @@ class Cache:
             return b""
         return _messages.encode(_messages.Invalidation(origin=self._origin, **fields), self.source)
 
+    @operation("cache.set")
     async def set(
         self,
         key: str,
@@ -786,6 +789,7 @@ class Cache:
             local.store(full, payload, ttl_ms / 1000.0, token)
         return True
 
+    @operation("cache.delete")
     async def delete(self, *keys: str) -> int:
         """Delete ``keys``; returns how many existed. A Redis failure is
         logged and counted and returns 0."""
@@ -950,6 +954,7 @@ class Cache:
         *,
         cache_none: bool | None = None,
     ) -> T: ...
+    @operation("cache.get_or_set")
     async def get_or_set(
         self,
         key: str,

@@ -1,5 +1,8 @@
 """The event envelope: the Go service's JSON ``{type, payload, timestamp,
-source}`` plus an ``id`` for deduplication.
+source}`` plus an ``id`` for deduplication and, while :mod:`redkit.otel`
+traces, the W3C ``traceparent`` (and ``tracestate``) of the publishing span.
+Go's ``json.Unmarshal`` ignores fields its struct does not name, so the Go
+service reads these envelopes as it reads its own.
 
 ``timestamp`` is Go's ``time.Time`` JSON: RFC 3339 with up to nine fractional
 digits (trailing zeros dropped) and ``Z`` or a numeric offset. Python keeps
@@ -20,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from .. import _telemetry
 from ..codec import _dec_hook, guarded_decoder, strict_json_encoder
 from ..errors import ConfigError, SerializationError
 
@@ -53,7 +57,9 @@ class Event(msgspec.Struct, Generic[P], frozen=True):
     publishes carry a random UUID; an event written without one (by the Go
     service) gets ``"sha1:..."`` of its exact bytes, so a redelivered copy has
     the same id. ``channel`` is the pub/sub channel or stream it came from and
-    ``entry_id`` the stream entry id (``None`` for pub/sub).
+    ``entry_id`` the stream entry id (``None`` for pub/sub). ``traceparent``
+    and ``tracestate`` are the W3C trace context the publisher sent (see
+    :mod:`redkit.otel`), ``None`` when it sent none.
     """
 
     type: str
@@ -63,6 +69,8 @@ class Event(msgspec.Struct, Generic[P], frozen=True):
     id: str
     channel: str | None = None
     entry_id: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class _Wire(msgspec.Struct):
@@ -74,6 +82,10 @@ class _Wire(msgspec.Struct):
     timestamp: str
     source: str
     id: str | None = None
+    # Any JSON: trace context is advisory, and a field of the wrong type
+    # (written by someone else) must not cost the event itself.
+    traceparent: Any = None
+    tracestate: Any = None
 
 
 class _Out(msgspec.Struct):
@@ -84,6 +96,18 @@ class _Out(msgspec.Struct):
     timestamp: str
     source: str
     id: str
+
+
+class _TracedOut(msgspec.Struct, omit_defaults=True):
+    """:class:`_Out` with the publishing span's trace context."""
+
+    type: str
+    payload: Any
+    timestamp: str
+    source: str
+    id: str
+    traceparent: str
+    tracestate: str | None = None
 
 
 # Every decoder of bytes that arrive from Redis is guarded: whatever the bytes
@@ -213,21 +237,48 @@ def _show(value: object) -> str:
 
 
 def encode_event(event: Event[Any]) -> bytes:
-    """The JSON envelope for ``event``: ``{type, payload, timestamp, source, id}``.
+    """The JSON envelope for ``event``: ``{type, payload, timestamp, source, id}``,
+    plus ``traceparent`` and ``tracestate`` when the event carries them (or,
+    while :mod:`redkit.otel` traces, the current span's).
 
     Raises :class:`~redkit.SerializationError` naming the payload's type when
     the payload has no faithful JSON form: an unsupported type, NaN or an
     infinite float, nesting deeper than the recursion limit (nothing is sent
     then).
     """
-    return _encode(
-        event.type, event.payload, format_timestamp(event.timestamp), event.source, event.id
+    stamp = format_timestamp(event.timestamp)
+    if event.traceparent is None:
+        return _encode(event.type, event.payload, stamp, event.source, event.id)
+    check_text(event.traceparent, "traceparent")
+    if event.tracestate is not None:
+        check_text(event.tracestate, "tracestate", allow_empty=True)
+    return _encode_out(
+        _TracedOut(
+            event.type,
+            event.payload,
+            stamp,
+            event.source,
+            event.id,
+            event.traceparent,
+            event.tracestate,
+        )
     )
 
 
 def _encode(kind: str, payload: Any, timestamp: str, source: str, event_id: str) -> bytes:
+    """The envelope of a new event; it carries the current span's trace
+    context while :mod:`redkit.otel` traces."""
+    tracing = _telemetry.tracing
+    fields = None if tracing is None else tracing.trace_fields()
+    if fields is None:
+        return _encode_out(_Out(kind, payload, timestamp, source, event_id))
+    return _encode_out(_TracedOut(kind, payload, timestamp, source, event_id, *fields))
+
+
+def _encode_out(out: _Out | _TracedOut) -> bytes:
+    kind, payload = out.type, out.payload
     try:
-        return _encode_json(_Out(kind, payload, timestamp, source, event_id))
+        return _encode_json(out)
     except SerializationError as exc:
         raise SerializationError(
             f"payload of event {kind!r} (a {type(payload).__qualname__}) "
@@ -313,4 +364,22 @@ def _to_event(
     except ValueError as exc:
         raise SerializationError(f"not an event envelope: {exc}") from None
     event_id = wire.id or "sha1:" + hashlib.sha1(raw, usedforsecurity=False).hexdigest()
-    return Event(wire.type, payload, timestamp, wire.source, event_id, channel, entry_id)
+    traceparent = wire.traceparent
+    if traceparent is None:
+        return Event(wire.type, payload, timestamp, wire.source, event_id, channel, entry_id)
+    return Event(
+        wire.type,
+        payload,
+        timestamp,
+        wire.source,
+        event_id,
+        channel,
+        entry_id,
+        _trace_text(traceparent),
+        _trace_text(wire.tracestate),
+    )
+
+
+def _trace_text(value: Any) -> str | None:
+    """A trace context field as text, None unless it is a short string."""
+    return value if type(value) is str and 0 < len(value) <= 512 else None

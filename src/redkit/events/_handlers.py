@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
-from .. import _validate
+from .. import _telemetry, _validate
 from ..errors import ConfigError, SerializationError
 from ._envelope import Event, _check_type, payload_decoder
 
@@ -127,7 +127,18 @@ def _type_name(tp: Any) -> str:
 
 
 async def call_unbounded(reg: Registration, event: Event[Any]) -> None:
-    """Run one handler on ``event`` (a :class:`Watchdog` bounds it)."""
+    """Run one handler on ``event`` (a :class:`Watchdog` bounds it), in a
+    span continuing the event's trace while :mod:`redkit.otel` traces."""
+    tracing = _telemetry.tracing
+    if tracing is not None:
+        await tracing.handle(event, reg.name, _invoke(reg, event))
+    elif reg.is_async:
+        await reg.handler(event)
+    else:
+        await _invoke(reg, event)
+
+
+async def _invoke(reg: Registration, event: Event[Any]) -> None:
     if reg.is_async:
         await reg.handler(event)
         return

@@ -13,6 +13,7 @@ from redis import exceptions as redis_errors
 
 from .. import _failures
 from .._bounded import bounded
+from .._telemetry import operation
 from ..connection import Client, describe_error, is_cluster
 from ..errors import ConfigError, RedkitError
 from ._envelope import _check_type, _encode, check_text, format_timestamp
@@ -111,6 +112,7 @@ class Publisher:
     def __repr__(self) -> str:
         return f"<Publisher source={self.source!r} sharded={self.sharded}>"
 
+    @operation("events.publish")
     async def publish(
         self,
         channel: str,

@@ -21,6 +21,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.client import NEVER_DECODE
 
+from .._telemetry import operation
 from ..connection import Client, describe_error, read_timeout
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from ..keys import validate_key_part
@@ -135,6 +136,7 @@ class StreamPublisher:
         stamp = _format_timestamp(timestamp or datetime.now(timezone.utc))
         return event_id, _encode(type, payload, stamp, self.source, event_id)
 
+    @operation("streams.publish")
     async def publish(
         self,
         stream: str,
@@ -172,6 +174,7 @@ class StreamPublisher:
         raise_if_cancelled()
         return event_id
 
+    @operation("streams.publish_many")
     async def publish_many(self, stream: str, events: Iterable[tuple[str, Any]]) -> list[str]:
         """Append several ``(type, payload)`` events in one pipelined round
         trip; returns their ids in order. Every payload is encoded before
@@ -231,7 +234,7 @@ class StreamConsumerStats:
     """Entries moved to the dead-letter stream."""
     redis_errors: int
     """Failed calls to Redis (the consumer backs off and carries on)."""
-    in_flight: int
+    in_flight: int = dataclasses.field(metadata={"kind": "gauge"})
     """Handler calls running now."""
 
 

@@ -29,6 +29,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
+from .. import _telemetry
 from ..connection import Client, describe_error
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from ._envelope import Event, _decode_wire, _to_event, decode_plain_payload
@@ -109,7 +110,7 @@ class SubscriberStats:
     """Connection attempts that failed."""
     gap_ms: int
     """Total milliseconds spent in gaps."""
-    in_flight: int
+    in_flight: int = dataclasses.field(metadata={"kind": "gauge"})
     """Handler calls running now."""
 
 
@@ -685,7 +686,7 @@ class Subscriber:
             try:
                 if reg.payload_type is not None:
                     event = event_for(reg, event, payload)
-                if reg.is_async:
+                if reg.is_async and _telemetry.tracing is None:
                     await reg.handler(event)
                 else:
                     await call_unbounded(reg, event)

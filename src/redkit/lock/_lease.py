@@ -17,6 +17,7 @@ from typing import Any, Generic, Literal, TypeVar
 from redis.exceptions import RedisError
 
 from .._bounded import bounded
+from .._telemetry import operation
 from ..connection import Client, request_bound
 from ..errors import LockLost, LockNotAcquired
 from ._common import (
@@ -253,6 +254,7 @@ class Lease:
         """Why the lease was lost, or None while it is not."""
         return self._lost_reason
 
+    @operation("lock.extend")
     async def extend(self, ttl: Seconds | None = None) -> None:
         """Set the lease to ``ttl`` seconds from now (default: its current
         ttl); later automatic renewals use the new ttl.
@@ -297,6 +299,7 @@ class Lease:
         self._mark_lost(reason)
         raise LockLost(f"{resource.describe()} was lost: {reason}")
 
+    @operation("lock.release")
     async def release(self) -> bool:
         """Give the lease back: True when this call freed it, False when it
         had expired or been taken by another holder (nothing is deleted
@@ -743,6 +746,7 @@ class Acquisition(Generic[L]):
         self._on_lost = on_lost
         self._lease: L | None = None
 
+    @operation("lock.take")  # acquire() of locks and semaphores, awaited or entered
     def _take(self, into: Acquisition[L] | None) -> Coroutine[Any, Any, L]:
         return take(
             self._resource,

@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .._telemetry import operation
 from ..connection import Client
 from ..errors import ConfigError
 from ..keys import KeySpace
@@ -141,6 +142,7 @@ class DistributedLock:
             self._mutexes[name] = mutex
         return mutex
 
+    @operation("lock.lock")
     def lock(
         self, name: str, ttl: Seconds, *, auto_renew: bool = False
     ) -> Coroutine[Any, Any, Lease]:
@@ -171,6 +173,7 @@ class DistributedLock:
             task=None,
         )
 
+    @operation("lock.try_lock_with_retry")
     async def try_lock_with_retry(
         self,
         name: str,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from redis.exceptions import MaxConnectionsError, RedisError
 
 from .._bounded import bounded
+from .._telemetry import operation
 from .._validate import seconds
 from ..connection import Client, describe_error
 from ..errors import ConfigError, ConnectionUnavailable
@@ -328,6 +329,7 @@ class RateLimiter:
     def _check_key(self, key: str) -> None:
         validate_key_part(key, "rate-limit key", allow_braces=False)
 
+    @operation("ratelimit.decide")  # hit(), peek(), the middleware and depends()
     async def _decide(self, key: str, plan: _Plan, *, charge: bool) -> Decision:
         self._check_key(key)
         head = self._head + key + "}"

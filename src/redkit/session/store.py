@@ -14,6 +14,7 @@ from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
 from .. import _failures
+from .._telemetry import operation
 from .._validate import seconds
 from ..codec import get_codec, guarded_decoder, strict_json_encoder
 from ..connection import Client, describe_error, is_cluster
@@ -401,6 +402,7 @@ class SessionStore:
 
     # -- operations ---------------------------------------------------------
 
+    @operation("session.create")
     async def create(self, user_id: str = "", data: Mapping[str, Any] | None = None) -> Session:
         """Start a session for ``user_id`` (``""``: anonymous, not indexed)
         with ``data``; returns it with a new id (256 random bits from
@@ -441,6 +443,7 @@ class SessionStore:
         self._created += 1
         return self._decode(reply, keys[0])
 
+    @operation("session.get")
     async def get(self, session_id: str) -> Session | None:
         """The live session ``session_id``; None when it does not exist, has
         expired (idle or absolute timeout), or the id is malformed (then
@@ -473,6 +476,7 @@ class SessionStore:
             return await self._read(session_id, "get", 0)
         return self._accept(reply, keys[0], session_id)
 
+    @operation("session.refresh")
     async def refresh(self, session_id: str) -> Session | None:
         """Restart the idle timeout of ``session_id`` (never past its
         absolute timeout) and return the session, None when there is no live
@@ -480,6 +484,7 @@ class SessionStore:
         concurrent :meth:`update` is never lost."""
         return await self._read(session_id, "touch", 0)
 
+    @operation("session.touch")
     async def touch(self, session_id: str, min_interval: timedelta | float) -> Session | None:
         """Like :meth:`get`, and in the same round trip restart the idle
         timeout when that moves the expiry by at least ``min_interval`` (the
@@ -511,6 +516,7 @@ class SessionStore:
         self._hits += 1
         return session
 
+    @operation("session.update")
     async def update(self, session_id: str, changes: Mapping[str, Any]) -> Session | None:
         """Merge ``changes`` into the session's data and restart its idle
         timeout; returns the updated session, None when there is no live
@@ -561,6 +567,7 @@ class SessionStore:
         self._updated += 1
         return self._decode(reply[1], keys[0])
 
+    @operation("session.rotate")
     async def rotate(self, session_id: str, *, user_id: str | None = None) -> Session | None:
         """Move the session to a new id; the old id stops working at once.
         Data and the idle timeout carry over. None when there is no live
@@ -640,6 +647,7 @@ class SessionStore:
                 return session
         raise RedkitError("three fresh session ids in a row were taken; is the RNG broken?")
 
+    @operation("session.destroy")
     async def destroy(self, session_id: str) -> bool:
         """Delete the session and its index entry; True if it existed."""
         keys = self._keys(session_id)
