@@ -77,6 +77,11 @@ EXPECTED = {
     "connect",
     "health",
     "prometheus_text",
+    "DEFAULT_LATENCY_BUCKETS",
+    "LatencyHistogram",
+    "disable_latency_histograms",
+    "enable_latency_histograms",
+    "latency_histograms",
 }
 
 

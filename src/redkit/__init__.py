@@ -43,7 +43,14 @@ from .health import HealthStatus, health
 from .keys import KeySpace
 from .lifespan import Lifespan
 from .lock import DistributedLock, Lease, LockStats, Permit, Semaphore
-from .metrics import prometheus_text
+from .metrics import (
+    DEFAULT_LATENCY_BUCKETS,
+    LatencyHistogram,
+    disable_latency_histograms,
+    enable_latency_histograms,
+    latency_histograms,
+    prometheus_text,
+)
 from .ratelimit import (
     Decision,
     Rate,
@@ -71,6 +78,7 @@ from .session import (
 from .settings import RedisSettings
 
 __all__ = [
+    "DEFAULT_LATENCY_BUCKETS",
     "MISSING",
     "Cache",
     "CacheStats",
@@ -89,6 +97,7 @@ __all__ = [
     "InvalidatorStats",
     "JsonCodec",
     "KeySpace",
+    "LatencyHistogram",
     "Lease",
     "Lifespan",
     "LocalCache",
@@ -133,7 +142,10 @@ __all__ = [
     "close",
     "connect",
     "current_session",
+    "disable_latency_histograms",
+    "enable_latency_histograms",
     "health",
+    "latency_histograms",
     "load_session",
     "login",
     "logout",
