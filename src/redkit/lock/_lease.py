@@ -10,6 +10,7 @@ import math
 import os
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
@@ -116,6 +117,9 @@ class Resource(abc.ABC):
     """One thing leases are taken on: a lock name or a semaphore."""
 
     kind = "lock"
+    # Whether holders are identified by UUID strings (the Go service's lock
+    # values) rather than 32 hex digits, which are cheaper to make.
+    uuid_tokens = False
     __slots__ = ("channel", "counters", "host", "name")
 
     def __init__(self, host: Host, name: str, channel: str, counters: Counters) -> None:
@@ -597,7 +601,8 @@ async def take(
     """Take a lease, waiting at most ``timeout`` seconds (None: bounded by
     ``max_attempts``) and at most ``max_attempts`` attempts (None: bounded
     by the timeout). The lease is also stored in ``into``, when given."""
-    token = os.urandom(16).hex()  # secrets.token_hex without the extra calls
+    # secrets.token_hex without the extra calls
+    token = str(uuid.uuid4()) if resource.uuid_tokens else os.urandom(16).hex()
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     me = asyncio.current_task()
