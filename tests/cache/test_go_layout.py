@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import inspect
 import json
 import re
 import time
@@ -379,6 +380,10 @@ def test_the_layout_is_visible(redis_client: Redis) -> None:
     assert plain.layout == "go" and isinstance(plain, Cache)
     assert repr(plain) == "<Cache prefix='app' layout='go', local>"
     assert Cache(redis_client).layout == "redkit"
+    # help() and IDEs see the constructor's real parameters.
+    parameters = inspect.signature(Cache).parameters
+    assert list(parameters)[:4] == ["client", "prefix", "default_ttl", "local"]
+    assert parameters["layout"].default == "redkit"
 
     class Mine(Cache):
         pass

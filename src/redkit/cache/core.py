@@ -1429,6 +1429,16 @@ class Cache:
         )
 
 
+def _init_signature() -> inspect.Signature:
+    init = inspect.signature(Cache.__init__)
+    return init.replace(parameters=list(init.parameters.values())[1:])
+
+
+# inspect (and so help()) would show __new__'s (*args, **kwargs) as the
+# constructor's signature; __init__'s is the real one.
+setattr(Cache, "__signature__", _init_signature())  # noqa: B010
+
+
 def _hash_tag(key: str) -> str | None:
     start = key.find("{")
     if start < 0:
