@@ -14,6 +14,7 @@ from redis.crc import key_slot
 
 from redkit import ConfigError, LockNotAcquired
 from redkit.lock import DistributedLock
+from redkit.lock._lease import uuid4_text
 
 from ._go import RECORD, RELEASE_SCRIPT, go_lock, go_release, set_nx_args
 from ._helpers import all_keys, eventually, subscribers, value_is
@@ -45,6 +46,20 @@ def test_the_record_is_what_the_go_code_writes() -> None:
     assert 'redis.call("get", KEYS[1]) == ARGV[1]' in RELEASE_SCRIPT
     assert 'return redis.call("del", KEYS[1])' in RELEASE_SCRIPT
     assert "publish" not in RELEASE_SCRIPT.lower()
+
+
+def test_tokens_are_random_version_4_uuids() -> None:
+    tokens = {uuid4_text() for _ in range(10_000)}
+    assert len(tokens) == 10_000
+    for token in tokens:
+        parsed = uuid.UUID(token)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == token  # canonical: lowercase, hyphenated
+    # Every random digit varies, the variant digit over all four values.
+    assert {t[19] for t in tokens} == set("89ab")
+    assert all(
+        len({t[i] for t in tokens}) == 16 for i in range(36) if i not in (8, 13, 14, 18, 19, 23)
+    )
 
 
 async def test_keys_and_token_are_the_go_services(client: Any, locks: DistributedLock) -> None:

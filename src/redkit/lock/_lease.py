@@ -10,7 +10,6 @@ import math
 import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
@@ -581,6 +580,17 @@ async def _sleep_or_wake(event: asyncio.Event, delay: float) -> bool:
     return True
 
 
+# The UUID variant bits (10xx) over the random nibble that holds them.
+_UUID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def uuid4_text() -> str:
+    """A random (version 4) UUID as text, the form the Go service's
+    ``uuid.New().String()`` stores; a third of ``str(uuid.uuid4())``'s cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
 Delay = Callable[[int, int], float]
 """``delay(attempt, hint_ms)``: seconds to wait before the next attempt."""
 
@@ -602,7 +612,7 @@ async def take(
     ``max_attempts``) and at most ``max_attempts`` attempts (None: bounded
     by the timeout). The lease is also stored in ``into``, when given."""
     # secrets.token_hex without the extra calls
-    token = str(uuid.uuid4()) if resource.uuid_tokens else os.urandom(16).hex()
+    token = uuid4_text() if resource.uuid_tokens else os.urandom(16).hex()
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     me = asyncio.current_task()
