@@ -20,9 +20,13 @@ from redkit import ConfigError, SerializationError
 from redkit.cache import MISSING, Cache, CacheStats, LocalCache, _envelope, _messages
 from redkit.events import parse_timestamp
 
-# The Go service's golden records (a copy of the shared seed fixtures).
+# The Go service's golden event and session records (a copy of the shared
+# seed fixtures); its cache entries are read in test_go_layout.py.
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "go"
-GOLDEN = {path.stem: path.read_bytes().strip() for path in sorted(FIXTURES.glob("*.json"))}
+GOLDEN = {
+    path.stem: path.read_bytes().strip()
+    for path in sorted([*FIXTURES.glob("event_*.json"), FIXTURES / "session_record.json"])
+}
 
 
 @dataclasses.dataclass

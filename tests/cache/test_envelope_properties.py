@@ -1,6 +1,6 @@
 """Properties of the decoders of bytes the cache reads back from Redis: the
-stored value (header and payload), the hit path's parse of it, and the
-generation sync reply. Whatever the bytes, each returns a value or its
+stored value (header and payload), the hit path's parse of it (in both
+layouts), and the generation sync reply. Whatever the bytes, each returns a value or its
 documented answer (SerializationError, or a miss), never another exception."""
 
 from __future__ import annotations
@@ -185,3 +185,45 @@ def test_sync_reply_of_the_script() -> None:
     for bad in (None, [], [b"x", [b"1", b"2"]], [b"1", [b"1"]], [b"1", b"2"], [b"1.5", [1, 2]]):
         with pytest.raises(SerializationError):
             _sync_reply(bad)
+
+
+@pytest.fixture(scope="module")
+def go_cache() -> Cache:
+    return Cache(Redis(), layout="go")  # never connects
+
+
+plain_json = json_values.map(msgspec.json.encode)
+hostile_json = st.sampled_from(
+    [
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        b'"\xed\xa0\x80"',
+        b'"\\ud800"',
+        b"1e400",
+        b"9" * 50_000,
+        b"nul",
+        b"",
+    ]
+)
+
+
+@BUDGET
+@given(raw=any_bytes | damaged() | plain_json | hostile_json, type=st.sampled_from(TYPES))
+def test_go_layout_parse_reads_a_value_or_a_miss(go_cache: Cache, raw: bytes, type: Any) -> None:
+    """Plain values from the Go service (or anyone) decode or read as a
+    miss, whatever the bytes."""
+    value = go_cache._parse(raw, "app:k", type)
+    if value is _NOTHING:
+        return
+    if raw == b"null":
+        assert value is None
+    elif type is None:
+        assert value == msgspec.json.decode(raw)
+
+
+@BUDGET
+@given(raw=stored_values(), type=st.sampled_from(TYPES))
+def test_a_redkit_layout_value_is_a_miss_in_the_go_layout(
+    go_cache: Cache, raw: bytes, type: Any
+) -> None:
+    assert go_cache._parse(raw, "app:k", type) is _NOTHING

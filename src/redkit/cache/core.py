@@ -17,7 +17,7 @@ import re
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar, overload
 
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
@@ -70,6 +70,7 @@ _TAG_ADD = Script.from_package("redkit.cache", "lua/tag_add.lua")
 _LEASE = Script.from_package("redkit.cache", "lua/lease.lua")
 _RELEASE = Script.from_package("redkit.cache", "lua/release.lua")
 _SYNC = Script.from_package("redkit.cache", "lua/sync.lua")
+_LAYOUTS = ("redkit", "go")
 
 
 class _Missing:
@@ -189,6 +190,12 @@ class Cache:
 
     Options:
 
+    ``layout``
+        ``"redkit"`` (default): values carry a small header (generation,
+        expiry, load time) for the O(1) :meth:`clear` and early refresh;
+        ``"go"``: values are plain JSON, exactly what the Go service's cache
+        reads and writes, with :meth:`clear` refused (see ``docs/cache.md``,
+        "Sharing Redis with the Go service").
     ``local``
         a :class:`LocalCache` in front of Redis, kept coherent through the
         invalidation channel (see ``docs/cache.md``).
@@ -242,7 +249,15 @@ class Cache:
         source: str = "redkit",
         sync_interval: float = 1.0,
         heartbeat: float = 1.0,
+        layout: Literal["redkit", "go"] = "redkit",
     ) -> None:
+        if layout not in _LAYOUTS:
+            raise ConfigError(f"layout must be 'redkit' or 'go', got {layout!r:.40}")
+        if layout != self.layout:
+            raise ConfigError(
+                f"layout={layout!r} is not available to {type(self).__name__}, a subclass "
+                f"of Cache; use Cache(..., layout={layout!r})"
+            )
         encoder = getattr(client, "get_encoder", None)
         if encoder is None:
             raise ConfigError(f"Cache needs a redis-py asyncio client, got {client!r:.80}")
@@ -263,6 +278,11 @@ class Cache:
         self._codec = get_codec(codec)
         if not all(callable(getattr(self._codec, name, None)) for name in ("encode", "decode")):
             raise ConfigError(f"codec must be 'json', 'msgpack' or a Codec, got {codec!r:.80}")
+        if layout == "go" and self._codec.name != "json":
+            raise ConfigError(
+                f"layout='go' stores the JSON the Go service reads: codec must be 'json', "
+                f"got {codec!r:.80}"
+            )
         self._null = self._codec.encode(None)
         if not _is_number(jitter) or not 0 <= jitter <= 0.5:
             raise ConfigError(f"jitter must be a fraction between 0 and 0.5, got {jitter!r:.40}")
@@ -316,6 +336,20 @@ class Cache:
         for name in _COUNTERS:
             setattr(self, "_n_" + name, 0)
 
+    layout: Literal["redkit", "go"] = "redkit"
+    """``"redkit"`` (values with redkit's header) or ``"go"`` (plain JSON)."""
+    # The script that re-reads a value or takes its load lease.
+    _lease_script = _LEASE
+
+    def __new__(cls, *args: Any, layout: str = "redkit", **kwargs: Any) -> Cache:
+        # The Go layout is a subclass, so that no method of this layout pays
+        # for a check of which layout it is on.
+        if layout == "go" and cls is Cache:
+            from ._golayout import GoLayoutCache
+
+            cls = GoLayoutCache
+        return super().__new__(cls)
+
     # counters are plain int attributes; declared for the type checker
     _n_hits: int
     _n_misses: int
@@ -334,7 +368,8 @@ class Cache:
 
     def __repr__(self) -> str:
         tier = ", local" if self._local is not None else ""
-        return f"<Cache prefix={self.prefix!r}{tier}>"
+        layout = f" layout={self.layout!r}" if self.layout != "redkit" else ""
+        return f"<Cache prefix={self.prefix!r}{layout}{tier}>"
 
     @property
     def client(self) -> Any:
@@ -757,10 +792,7 @@ class Cache:
             token = local.fill_token(full)
         if not await self._ready():
             return False
-        assert self._gen is not None
-        raw = _envelope.pack(
-            payload, self._gen, int(self._server_ms()) + ttl_ms, delta_ms, self.compress_above
-        )
+        raw = self._pack(payload, ttl_ms, delta_ms)
         message = self._message(keys=[key], prefix=self.prefix)
         lease_key = self._lease_key(full)
         args = (raw, ttl_ms, lease_token, self.channel, message)
@@ -788,6 +820,13 @@ class Cache:
         if local is not None and self._local_live:
             local.store(full, payload, ttl_ms / 1000.0, token)
         return True
+
+    def _pack(self, payload: bytes, ttl_ms: int, delta_ms: int) -> bytes:
+        """The bytes stored for ``payload``: header and payload."""
+        assert self._gen is not None
+        return _envelope.pack(
+            payload, self._gen, int(self._server_ms()) + ttl_ms, delta_ms, self.compress_above
+        )
 
     @operation("cache.delete")
     async def delete(self, *keys: str) -> int:
@@ -1165,7 +1204,9 @@ class Cache:
         delay = _POLL_FIRST
         waited = False
         while True:
-            reply = await _LEASE(self._client, (full, lease_key), (token, lease_ms, generation))
+            reply = await self._lease_script(
+                self._client, (full, lease_key), (token, lease_ms, generation)
+            )
             state = int(reply[0])
             if state == 2:
                 return token
@@ -1173,11 +1214,7 @@ class Cache:
                 raw = reply[1]
                 if self._parse(raw, full, type) is _NOTHING:
                     return None  # our generation but unreadable: load, no lease
-                _magic, flags, _gen, _expiry, _delta = _HEADER_UNPACK(raw)
-                payload: bytes = (
-                    _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
-                )
-                return payload
+                return self._payload_of(raw)
             if not waited:
                 waited = True
                 self._n_stampede_waits += 1
@@ -1186,6 +1223,11 @@ class Cache:
                 return None
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _POLL_MAX)
+
+    def _payload_of(self, raw: bytes) -> bytes:
+        """The codec payload of stored bytes that parsed."""
+        _magic, flags, _gen, _expiry, _delta = _HEADER_UNPACK(raw)
+        return _envelope.unpack_payload(flags, raw) if flags else raw[_HEADER_SIZE:]
 
     async def _release(self, lease_key: str, token: str) -> None:
         try:
@@ -1390,6 +1432,16 @@ class Cache:
             data[:120],
             self._n_malformed_messages,
         )
+
+
+def _init_signature() -> inspect.Signature:
+    init = inspect.signature(Cache.__init__)
+    return init.replace(parameters=list(init.parameters.values())[1:])
+
+
+# inspect (and so help()) would show __new__'s (*args, **kwargs) as the
+# constructor's signature; __init__'s is the real one.
+setattr(Cache, "__signature__", _init_signature())  # noqa: B010
 
 
 def _hash_tag(key: str) -> str | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
 from .._telemetry import operation
 from ..connection import Client
 from ..errors import ConfigError
-from ..keys import KeySpace
+from ..keys import validate_key_part
 from ..scripts import Script
 from ._common import (
     UNREACHABLE,
@@ -39,19 +39,17 @@ _NO_WAIT = jittered(0.0)
 
 
 class _Mutex(Resource):
-    """The keys of one lock name: ``{prefix}:lock:{name}`` holds the token,
-    ``{prefix}:lock:{name}:fence`` counts acquisitions; releases are
-    published on ``{prefix}:lock:{name}:released``."""
+    """The keys of one lock name. Redkit layout: ``{prefix}:lock:{name}``
+    holds the token, ``{prefix}:lock:{name}:fence`` counts acquisitions;
+    releases are published on ``{prefix}:lock:{name}:released``."""
 
     kind = "lock"
     __slots__ = ("fence_key", "key")
 
-    def __init__(self, host: Host, keys: KeySpace, name: str, counters: Counters) -> None:
-        # ``name`` was checked by check_name(): it is a valid hash tag.
-        key = f"{keys.prefix}:lock:{{{name}}}"
+    def __init__(self, host: Host, name: str, key: str, fence_key: str, counters: Counters) -> None:
         super().__init__(host, name, key + ":released", counters)
         self.key = key
-        self.fence_key = key + ":fence"
+        self.fence_key = fence_key
 
     def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
         return _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms))
@@ -63,13 +61,32 @@ class _Mutex(Resource):
         return _RELEASE(self.host.client, (self.key,), (token, self.channel))
 
 
+class _GoMutex(_Mutex):
+    """A lock at the Go service's key (``lock:{name}``, no hash tag) with a
+    UUID token, which the Go service's release script compares as it
+    compares its own."""
+
+    uuid_tokens = True
+    __slots__ = ()
+
+
+_LAYOUTS = ("redkit", "go")
+
+
 class DistributedLock:
     """Locks and semaphores shared by every process that uses the same Redis.
 
     ``client`` is what :func:`redkit.connect` returns (standalone or
-    cluster); it is never closed here. Keys live under ``prefix``
-    (``app:lock:{payment:order-123}``); the braces are a hash tag, so all
-    keys of one lock sit in one cluster slot.
+    cluster); it is never closed here.
+
+    ``layout="redkit"`` (default): keys live under ``prefix`` (default
+    ``"app"``): ``app:lock:{payment:order-123}``; the braces are a hash
+    tag, so all keys of one lock sit in one cluster slot. ``layout="go"``:
+    the Go service's key, ``lock:payment:order-123`` (``prefix="app"``
+    gives ``app:lock:payment:order-123``), holding a UUID token, so that a
+    Go service and this one exclude each other on the same names; the
+    fencing counter is ``{lock:payment:order-123}:fence``, in the lock
+    key's slot (docs/lock.md, "Sharing Redis with the Go service").
 
     ``early_wakeup``: waiters subscribe to the lock's release channel and
     retry as soon as the holder releases, besides their backoff; with
@@ -85,14 +102,24 @@ class DistributedLock:
     def __init__(
         self,
         client: Client,
-        prefix: str = "app",
+        prefix: str | None = None,
         *,
+        layout: Literal["redkit", "go"] = "redkit",
         early_wakeup: bool = True,
         request_timeout: Seconds = 5.0,
         retry_base: Seconds = 0.005,
         retry_cap: Seconds = 0.5,
     ) -> None:
-        self._keys = KeySpace(prefix)
+        if layout not in _LAYOUTS:
+            raise ConfigError(f"layout must be 'redkit' or 'go', got {layout!r}")
+        if prefix is None and layout == "redkit":
+            prefix = "app"
+        if prefix is not None:
+            # No braces: the hash tag a key gets must be the one redkit puts there.
+            validate_key_part(prefix, "key prefix", allow_braces=False)
+        self._prefix = prefix
+        self._layout: Literal["redkit", "go"] = layout
+        self._head = f"{prefix}:" if prefix is not None else ""
         self._host = Host(
             client,
             early_wakeup=early_wakeup,
@@ -105,11 +132,22 @@ class DistributedLock:
         self._mutexes: dict[str, _Mutex] = {}
 
     def __repr__(self) -> str:
-        return f"DistributedLock(prefix={self._keys.prefix!r})"
+        return f"DistributedLock(prefix={self._prefix!r}, layout={self._layout!r})"
 
     @property
-    def prefix(self) -> str:
-        return self._keys.prefix
+    def prefix(self) -> str | None:
+        """The key prefix; None in the Go layout without one."""
+        return self._prefix
+
+    @property
+    def layout(self) -> Literal["redkit", "go"]:
+        """``"redkit"`` or ``"go"`` (the Go service's lock keys)."""
+        return self._layout
+
+    def key(self, name: str) -> str:
+        """The Redis key that holds the token of lock ``name``
+        (``app:lock:{report-42}``; in the Go layout ``lock:report-42``)."""
+        return self._mutex(name).key
 
     async def __aenter__(self) -> DistributedLock:
         return self
@@ -136,11 +174,22 @@ class DistributedLock:
         # names and built keys are kept (a bounded number, dropped in bulk).
         mutex = self._mutexes.get(name) if type(name) is str else None
         if mutex is None:
-            mutex = _Mutex(self._host, self._keys, check_name(name), self._counters)
+            mutex = self._new_mutex(check_name(name))
             if len(self._mutexes) >= _KEPT_NAMES:
                 self._mutexes.clear()
             self._mutexes[name] = mutex
         return mutex
+
+    def _new_mutex(self, name: str) -> _Mutex:
+        # ``name`` was checked by check_name(): no braces, so it is a valid
+        # hash tag, and a Go key holds no tag of its own.
+        if self._layout == "go":
+            key = f"{self._head}lock:{name}"
+            # Redis hashes a tag-less key whole; the same text as a tag puts
+            # the counter in the lock key's slot, so one script takes both.
+            return _GoMutex(self._host, name, key, f"{{{key}}}:fence", self._counters)
+        key = f"{self._head}lock:{{{name}}}"
+        return _Mutex(self._host, name, key, key + ":fence", self._counters)
 
     @operation("lock.lock")
     def lock(
@@ -264,5 +313,7 @@ class DistributedLock:
         """A semaphore of ``limit`` permits, each a lease of ``ttl`` seconds
         (``async with sem.acquire(timeout=10) as permit:``). Its keys are
         ``{prefix}:semaphore:{name}`` (the holders) and
-        ``{prefix}:semaphore:{name}:fence``."""
-        return Semaphore(self._host, self._keys, check_name(name, "semaphore name"), limit, ttl)
+        ``{prefix}:semaphore:{name}:fence`` (in the Go layout without a
+        prefix, ``semaphore:{name}``: the Go service has no semaphores)."""
+        name = check_name(name, "semaphore name")
+        return Semaphore(self._host, f"{self._head}semaphore:{{{name}}}", name, limit, ttl)

@@ -8,7 +8,6 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ..errors import ConfigError
-from ..keys import KeySpace
 from ..scripts import Script
 from ._common import (
     UNREACHABLE,
@@ -33,10 +32,7 @@ class _Permits(Resource):
     kind = "semaphore"
     __slots__ = ("fence_key", "key", "limit")
 
-    def __init__(
-        self, host: Host, keys: KeySpace, name: str, limit: int, counters: Counters
-    ) -> None:
-        key = keys.tagged("semaphore", name)
+    def __init__(self, host: Host, key: str, name: str, limit: int, counters: Counters) -> None:
         super().__init__(host, name, key + ":released", counters)
         self.key = key
         self.fence_key = key + ":fence"
@@ -70,13 +66,13 @@ class Semaphore:
     checked by each acquire with the value that acquirer passes.
     """
 
-    def __init__(self, host: Host, keys: KeySpace, name: str, limit: int, ttl: Seconds) -> None:
+    def __init__(self, host: Host, key: str, name: str, limit: int, ttl: Seconds) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"semaphore limit must be an int >= 1, got {limit!r}")
         self._ttl_ms = to_ttl_ms(ttl)
         self._host = host
         self._counters = Counters()
-        self._permits = _Permits(host, keys, name, limit, self._counters)
+        self._permits = _Permits(host, key, name, limit, self._counters)
 
     def __repr__(self) -> str:
         return f"Semaphore({self.name!r}, limit={self.limit}, ttl={self.ttl:g})"
