@@ -230,6 +230,20 @@ class Cache:
         unanswered PING (2 heartbeats) counts as a dropped channel.
     """
 
+    layout: Literal["redkit", "go"] = "redkit"
+    """``"redkit"`` (values with redkit's header) or ``"go"`` (plain JSON)."""
+    # The script that re-reads a value or takes its load lease.
+    _lease_script = _LEASE
+
+    def __new__(cls, *args: Any, layout: str = "redkit", **kwargs: Any) -> Cache:
+        # The Go layout is a subclass, so that no method of this layout pays
+        # for a check of which layout it is on.
+        if layout == "go" and cls is Cache:
+            from ._golayout import GoLayoutCache
+
+            cls = GoLayoutCache
+        return super().__new__(cls)
+
     def __init__(
         self,
         client: Any,
@@ -335,20 +349,6 @@ class Cache:
         self._closed = False
         for name in _COUNTERS:
             setattr(self, "_n_" + name, 0)
-
-    layout: Literal["redkit", "go"] = "redkit"
-    """``"redkit"`` (values with redkit's header) or ``"go"`` (plain JSON)."""
-    # The script that re-reads a value or takes its load lease.
-    _lease_script = _LEASE
-
-    def __new__(cls, *args: Any, layout: str = "redkit", **kwargs: Any) -> Cache:
-        # The Go layout is a subclass, so that no method of this layout pays
-        # for a check of which layout it is on.
-        if layout == "go" and cls is Cache:
-            from ._golayout import GoLayoutCache
-
-            cls = GoLayoutCache
-        return super().__new__(cls)
 
     # counters are plain int attributes; declared for the type checker
     _n_hits: int
