@@ -369,3 +369,26 @@ async def test_many_tasks_on_one_hot_key(client: Any, concurrency: int) -> None:
         assert cache.stats().hits == 5 * concurrency
     finally:
         await wide.aclose()
+
+
+async def test_a_cache_started_again_after_aclose_refreshes_early_again(client: Any) -> None:
+    # An app's lifespan closes the cache and the next one starts it (a test
+    # client per test does this): early refresh must come back with it.
+    cache = Cache(client, jitter=0, early_refresh=5.0)
+    await cache.aclose()
+    await cache.start()
+    calls = 0
+
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    assert await cache.get_or_set("again", load, ttl=1.0) == 1
+    deadline = time.monotonic() + 3.0
+    while cache.stats().early_refreshes == 0:
+        assert time.monotonic() < deadline, "no early refresh after start()"
+        await cache.get_or_set("again", load, ttl=1.0)
+        await asyncio.sleep(0.01)
+    assert cache.stats().misses == 1
+    await cache.aclose()

@@ -399,6 +399,9 @@ class Cache:
         tier otherwise does so on first use) and wait up to ``timeout``
         seconds for it. Returns whether the local tier is live."""
         timeout = _seconds(timeout, "timeout")
+        # A cache closed by an app's lifespan and started by the next one
+        # (a test client per test, say) gets its refreshes back.
+        self._closed = False
         listener = self._ensure_listener()
         return await listener.wait_live(timeout)
 
