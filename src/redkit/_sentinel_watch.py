@@ -40,6 +40,7 @@ class MasterWatch:
         self._service = service
         self._moved = moved
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def start(self) -> None:
         if self._tasks and not all(task.done() for task in self._tasks):
@@ -52,26 +53,25 @@ class MasterWatch:
         ]
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
+        # redis-py reads a subscription under a timeout, and on Python 3.11
+        # a cancellation that lands as that timeout fires comes out as a
+        # TimeoutError: cancel again until each task has really ended.
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                if not task.cancelled():  # our own caller is being cancelled
-                    raise
-            except Exception:  # pragma: no cover - _follow catches its own
-                log.exception("sentinel watch ended with an error")
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+        self._stopping = False
 
     async def _follow(self, sentinel: Any) -> None:
         delay = _RETRY_FIRST
-        while True:
+        while not self._stopping:
             pubsub = sentinel.pubsub()
             try:
                 await pubsub.subscribe("+switch-master")
                 delay = _RETRY_FIRST
-                while True:
+                while not self._stopping:
                     # A bounded wait: the sentinel connection's socket timeout
                     # would otherwise end an idle subscription now and then.
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
