@@ -64,7 +64,9 @@ async def test_never_more_than_limit_under_concurrency(client: Any, locks: Distr
 
 
 async def test_expired_permits_of_dead_holders_are_reclaimed(locks: DistributedLock) -> None:
-    sem = locks.semaphore("jobs", limit=2, ttl=0.3)
+    # A ttl long enough that the live permit's renewals (every ttl/3) keep
+    # it under a loaded machine's stalls; the dead ones still expire in 1 s.
+    sem = locks.semaphore("jobs", limit=2, ttl=1.0)
     # Two holders that never renew nor release, like crashed processes.
     dead = [await sem.acquire(timeout=1, auto_renew=False) for _ in range(2)]
     async with sem.acquire(timeout=5) as permit:
