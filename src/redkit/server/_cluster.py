@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
-from redis import Redis as SyncRedis
 from redis.crc import key_slot
-from redis.exceptions import RedisError
 
 from ..errors import ConfigError, RedisServerError
+from ._admin import admin_client, in_sync, text, wait_until
 from ._binary import find_redis_server
 from ._process import EmbeddedRedis
 
@@ -101,7 +98,7 @@ class EmbeddedCluster:
         return self
 
     def _form(self) -> None:
-        clients = [_client(n) for n in self.nodes]
+        clients = [admin_client(n) for n in self.nodes]
         try:
             count = len(self.nodes)
             for index, client in enumerate(clients):
@@ -112,7 +109,7 @@ class EmbeddedCluster:
                 client.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
             for node in self.nodes[1:]:
                 clients[0].execute_command("CLUSTER MEET", node.host, node.port)
-            self._wait(
+            wait_until(
                 lambda: all(_cluster_ready(c, count) for c in clients),
                 "the cluster did not reach state ok",
                 self.start_timeout,
@@ -120,15 +117,15 @@ class EmbeddedCluster:
             for index in range(self.masters, count):
                 primary = clients[(index - self.masters) % self.masters]
                 clients[index].execute_command(
-                    "CLUSTER REPLICATE", _text(primary.execute_command("CLUSTER MYID"))
+                    "CLUSTER REPLICATE", text(primary.execute_command("CLUSTER MYID"))
                 )
             # A primary ignores a manual failover from a node it does not
             # yet know as its replica, so wait until every node's view has
             # every replica attached, not only until the replicas synced.
             replicas = count - self.masters
-            self._wait(
+            wait_until(
                 lambda: (
-                    all(_in_sync(c) for c in clients[self.masters :])
+                    all(in_sync(n) for n in self.nodes[self.masters :])
                     and all(_cluster_ready(c, count) for c in clients)
                     and all(_replicas_seen(node) == replicas for node in self.nodes)
                 ),
@@ -153,12 +150,12 @@ class EmbeddedCluster:
         return it once every running node routes the slot to it."""
         slot, replica = self._replica_for(key)
         old = self.primary_for(key)
-        with _client(replica) as client:
+        with admin_client(replica) as client:
             client.execute_command("CLUSTER FAILOVER")
         self._await_owner(slot, replica, timeout)
         # The old primary turns into the new one's replica; wait for every
         # view to say so, so that a failover can follow this one at once.
-        self._wait(
+        wait_until(
             lambda: all(
                 any(e["port"] == old.port and e["master"] != "-" for e in _nodes(node))
                 for node in self._running()
@@ -182,18 +179,17 @@ class EmbeddedCluster:
         return once it is an in-sync replica in every node's view (so it can
         take part in the next failover)."""
         node.restart()
-        with _client(node) as client:
-            self._wait(
-                lambda: (
-                    _in_sync(client)
-                    and all(
-                        any(e["port"] == node.port and e["master"] != "-" for e in _nodes(other))
-                        for other in self._running()
-                    )
-                ),
-                f"node {node.port} did not rejoin as a replica",
-                timeout,
-            )
+        wait_until(
+            lambda: (
+                in_sync(node)
+                and all(
+                    any(e["port"] == node.port and e["master"] != "-" for e in _nodes(other))
+                    for other in self._running()
+                )
+            ),
+            f"node {node.port} did not rejoin as a replica",
+            timeout,
+        )
         return node
 
     def _replica_for(self, key: str | bytes) -> tuple[int, EmbeddedRedis]:
@@ -212,15 +208,15 @@ class EmbeddedCluster:
         def served() -> bool:
             running = self._running()
             for other in running:
-                with _client(other) as client:
+                with admin_client(other) as client:
                     if not _cluster_ready(client, None):
                         return False
                 if self._owner(slot, other)["port"] != node.port:
                     return False
-            with _client(node) as client:
-                return _text(client.execute_command("ROLE")[0]) == "master"
+            with admin_client(node) as client:
+                return text(client.execute_command("ROLE")[0]) == "master"
 
-        self._wait(served, f"node {node.port} did not take over slot {slot}", timeout)
+        wait_until(served, f"node {node.port} did not take over slot {slot}", timeout)
 
     def _owner(self, slot: int, via: EmbeddedRedis) -> dict[str, Any]:
         for entry in _nodes(via):
@@ -244,18 +240,6 @@ class EmbeddedCluster:
             raise RedisServerError(f"port {port} is not a node of this cluster")
         return node
 
-    @staticmethod
-    def _wait(done: Callable[[], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if done():
-                    return
-            except (OSError, RedisError, RedisServerError):
-                pass  # a node between states, or refusing while it reconfigures
-            time.sleep(0.05)
-        raise RedisServerError(f"{what} within {timeout:g}s")
-
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
@@ -271,23 +255,12 @@ class EmbeddedCluster:
         self.cleanup()
 
 
-def _client(node: EmbeddedRedis) -> Any:  # redis-py's sync client is untyped
-    client = SyncRedis(host=node.host, port=node.port, socket_timeout=5, password=node.password)
-    # The reply's own text: redis-py's parsed form differs between versions.
-    client.response_callbacks.pop("CLUSTER NODES", None)
-    return client
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _nodes(via: EmbeddedRedis) -> list[dict[str, Any]]:
     """``CLUSTER NODES`` as seen by ``via``, one dict per node."""
-    with _client(via) as client:
-        text = _text(client.execute_command("CLUSTER NODES"))
+    with admin_client(via) as client:
+        reply = text(client.execute_command("CLUSTER NODES"))
     entries = []
-    for line in text.splitlines():
+    for line in reply.splitlines():
         fields = line.split()
         if len(fields) < 8:
             continue
@@ -312,11 +285,6 @@ def _nodes(via: EmbeddedRedis) -> list[dict[str, Any]]:
 
 def _replicas_seen(via: EmbeddedRedis) -> int:
     return sum(1 for entry in _nodes(via) if entry["master"] != "-")
-
-
-def _in_sync(replica: Any) -> bool:
-    info = replica.info("replication")
-    return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
 
 
 def _cluster_ready(client: Any, count: int | None) -> bool:

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis import Redis as SyncRedis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from ..errors import ConfigError, RedisServerError
+from ._admin import admin_client, in_sync, text, wait_until
 from ._binary import find_redis_server
 from ._process import EmbeddedRedis
 
@@ -109,7 +109,7 @@ class EmbeddedSentinelGroup:
                     extra_args=(*_SYNC_NOW, "--replicaof", primary.host, str(primary.port)),
                 )
                 self.servers.append(replica.start())
-            self._wait(lambda: all(_in_sync(s) for s in self.servers[1:]), "replicas in sync")
+            self._wait(lambda: all(in_sync(s) for s in self.servers[1:]), "replicas in sync")
             for sentinel in self.sentinel_nodes:
                 sentinel.start()
             self._wait(self._sentinels_agree, "sentinels discovering each other")
@@ -130,7 +130,7 @@ class EmbeddedSentinelGroup:
         deadline = time.monotonic() + timeout
 
         def started() -> bool:
-            with _client(self._running_sentinels()[0]) as sentinel:
+            with admin_client(self._running_sentinels()[0]) as sentinel:
                 try:
                     sentinel.execute_command("SENTINEL FAILOVER", self.master_name)
                 except ResponseError as exc:
@@ -158,10 +158,10 @@ class EmbeddedSentinelGroup:
         server.restart()
 
         def replica_again() -> bool:
-            if not _in_sync(server):
+            if not in_sync(server):
                 return False
             for sentinel in self._running_sentinels():
-                with _client(sentinel) as client:
+                with admin_client(sentinel) as client:
                     replicas = client.execute_command("SENTINEL REPLICAS", self.master_name)
                     flags = {_pairs(r).get("port"): _pairs(r).get("flags", "") for r in replicas}
                     if "down" in flags.get(str(server.port), "down"):
@@ -179,8 +179,8 @@ class EmbeddedSentinelGroup:
             if len(ports) != 1 or old.port in ports:
                 return False
             new = self._server_at(ports.pop())
-            with _client(new) as client:
-                if _text(client.execute_command("ROLE")[0]) != "master":
+            with admin_client(new) as client:
+                if text(client.execute_command("ROLE")[0]) != "master":
                     return False
                 client.set("__redkit_failover_probe__", "1", px=1000)
             found[:] = [new]
@@ -191,7 +191,7 @@ class EmbeddedSentinelGroup:
 
     def _sentinels_agree(self) -> bool:
         for sentinel in self.sentinel_nodes:
-            with _client(sentinel) as client:
+            with admin_client(sentinel) as client:
                 master = _pairs(client.execute_command("SENTINEL MASTER", self.master_name))
                 if int(master.get("num-slaves", 0)) != self._replica_count:
                     return False
@@ -200,7 +200,7 @@ class EmbeddedSentinelGroup:
         return True
 
     def _named_port(self, sentinel: EmbeddedRedis) -> int:
-        with _client(sentinel) as client:
+        with admin_client(sentinel) as client:
             _host, port = client.execute_command(
                 "SENTINEL GET-MASTER-ADDR-BY-NAME", self.master_name
             )
@@ -219,16 +219,7 @@ class EmbeddedSentinelGroup:
         raise RedisServerError(f"port {port} is not a server of this group")
 
     def _wait(self, done: Callable[[], bool], what: str, timeout: float | None = None) -> None:
-        limit = self.start_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            try:
-                if done():
-                    return
-            except (OSError, RedisError, RedisServerError):
-                pass  # a server between roles, or refusing while it changes
-            time.sleep(0.05)
-        raise RedisServerError(f"no {what} within {limit:g}s")
+        wait_until(done, f"no {what}", self.start_timeout if timeout is None else timeout)
 
     def stop(self) -> None:
         for node in self._nodes():
@@ -248,26 +239,8 @@ class EmbeddedSentinelGroup:
         self.cleanup()
 
 
-def _client(node: EmbeddedRedis) -> Any:  # redis-py's sync client is untyped
-    client = SyncRedis(host=node.host, port=node.port, socket_timeout=5, password=node.password)
-    # Raw replies: redis-py's parsed forms of SENTINEL replies differ by version.
-    for command in ("SENTINEL MASTER", "SENTINEL REPLICAS", "SENTINEL GET-MASTER-ADDR-BY-NAME"):
-        client.response_callbacks.pop(command, None)
-    return client
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _pairs(reply: Any) -> dict[str, str]:
     if isinstance(reply, dict):
-        return {_text(k): _text(v) for k, v in reply.items()}
-    items = [_text(item) for item in reply]
+        return {text(k): text(v) for k, v in reply.items()}
+    items = [text(item) for item in reply]
     return dict(zip(items[::2], items[1::2], strict=True))
-
-
-def _in_sync(replica: EmbeddedRedis) -> bool:
-    with _client(replica) as client:
-        info = client.info("replication")
-    return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
