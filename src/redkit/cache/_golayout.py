@@ -66,22 +66,30 @@ class GoLayoutCache(Cache):
 
     # ----------------------------------------------------------------- reads
 
+    def _local_first(self, full: str, type: Any) -> tuple[Any, int, bool]:
+        """A live local tier's value (else ``_NOTHING``), the fill token for
+        what Redis answers, and whether the tier will keep that answer (then
+        the read asks for the key's PTTL too)."""
+        local = self._local
+        if local is None:
+            return _NOTHING, 0, False
+        keep = False
+        if self._local_live:
+            value = self._from_local(full, type)
+            if value is not _NOTHING:
+                return value, 0, False
+            keep = True
+        elif not self._closed:
+            self._ensure_listener()
+        return _NOTHING, local.fill_token(full), keep
+
     async def get(self, key: str, type: Any = None, default: Any = None) -> Any:
         """As :meth:`Cache.get`; one ``GET``, or one script (``GET`` and
         ``PTTL``) when the local tier will keep what it reads."""
         full = self._full_key(key)
-        token = 0
-        local = self._local
-        keep = False
-        if local is not None:
-            if self._local_live:
-                value = self._from_local(full, type)
-                if value is not _NOTHING:
-                    return value
-                keep = True
-            elif not self._closed:
-                self._ensure_listener()
-            token = local.fill_token(full)
+        value, token, keep = self._local_first(full, type)
+        if value is not _NOTHING:
+            return value
         left_ms = -1
         try:
             if keep:
@@ -150,18 +158,9 @@ class GoLayoutCache(Cache):
         elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl <= _MAX_TTL):
             _seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
         tag_keys = self._tag_keys(tags) if tags else _NO_TAGS
-        token = 0
-        local = self._local
-        keep = False
-        if local is not None:
-            if self._local_live:
-                value = self._from_local(full, type)
-                if value is not _NOTHING:
-                    return value
-                keep = True
-            elif not self._closed:
-                self._ensure_listener()
-            token = local.fill_token(full)
+        value, token, keep = self._local_first(full, type)
+        if value is not _NOTHING:
+            return value
         if cache_none is None:
             cache_none = self.cache_none
         beta = self.early_refresh
