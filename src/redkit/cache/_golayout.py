@@ -66,6 +66,16 @@ class GoLayoutCache(Cache):
 
     # ----------------------------------------------------------------- reads
 
+    async def _read(self, full: str, with_ttl: bool) -> tuple[bytes | None, int]:
+        """The stored bytes, and with ``with_ttl`` the key's PTTL in the same
+        round trip (one script; -1 otherwise, and for a key without one)."""
+        if not with_ttl:
+            return await self._client.get(full), -1
+        reply = await _READ(self._client, (full,))
+        if reply is None or reply[0] is None:
+            return None, -1
+        return reply[0], int(reply[1])
+
     def _local_first(self, full: str, type: Any) -> tuple[Any, int, bool]:
         """A live local tier's value (else ``_NOTHING``), the fill token for
         what Redis answers, and whether the tier will keep that answer (then
@@ -90,15 +100,8 @@ class GoLayoutCache(Cache):
         value, token, keep = self._local_first(full, type)
         if value is not _NOTHING:
             return value
-        left_ms = -1
         try:
-            if keep:
-                reply = await _READ(self._client, (full,))
-                raw = None if reply is None else reply[0]
-                if raw is not None:
-                    left_ms = int(reply[1])
-            else:
-                raw = await self._client.get(full)
+            raw, left_ms = await self._read(full, keep)
         except _FAILURES as exc:
             self._failed("read", full, exc)
             return default
@@ -167,13 +170,7 @@ class GoLayoutCache(Cache):
         left_ms = -1
         redis_up = True
         try:
-            if beta or keep:
-                reply = await _READ(self._client, (full,))
-                raw = None if reply is None else reply[0]
-                if raw is not None:
-                    left_ms = int(reply[1])
-            else:
-                raw = await self._client.get(full)
+            raw, left_ms = await self._read(full, bool(beta or keep))
         except _FAILURES as exc:
             self._failed("read", full, exc)
             redis_up = False
