@@ -13,7 +13,7 @@ from redis.backoff import NoBackoff
 
 import redkit
 from redkit import ConfigError, ConnectionUnavailable, RedisSettings
-from redkit.connection import read_timeout, request_bound
+from redkit._failures import read_timeout, request_bound
 from redkit.server import EmbeddedCluster, EmbeddedRedis, free_port
 from redkit.testing import settings_for
 

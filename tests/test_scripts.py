@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from redkit import Script
-from redkit.connection import Client, is_cluster
+from redkit._failures import is_cluster
+from redkit.connection import Client
 
 INCR_BY = Script("incr_by", "return redis.call('INCRBY', KEYS[1], ARGV[1])")
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from ._timing import backoff_delay
 
 log = logging.getLogger("redkit.connection")
 
@@ -65,12 +66,12 @@ class MasterWatch:
         self._stopping = False
 
     async def _follow(self, sentinel: Any) -> None:
-        delay = _RETRY_FIRST
+        failures = 0
         while not self._stopping:
             pubsub = sentinel.pubsub()
             try:
                 await pubsub.subscribe("+switch-master")
-                delay = _RETRY_FIRST
+                failures = 0
                 while not self._stopping:
                     # A bounded wait: the sentinel connection's socket timeout
                     # would otherwise end an idle subscription now and then.
@@ -87,8 +88,8 @@ class MasterWatch:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, _RETRY_MAX)
+            await asyncio.sleep(backoff_delay(failures, _RETRY_FIRST, _RETRY_MAX))
+            failures += 1
 
     def _announced(self, data: object) -> tuple[str, int] | None:
         # "<name> <old-ip> <old-port> <new-ip> <new-port>"

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import random
 import socket
 from typing import Any, Union
 
@@ -27,7 +25,9 @@ from redis.asyncio.sentinel import (
 )
 from redis.backoff import ExponentialWithJitterBackoff
 
+from ._failures import NETWORK, describe_error, is_cluster
 from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
+from ._timing import backoff_delay
 from .errors import ConnectionUnavailable, WrongEventLoop
 from .settings import RedisSettings
 
@@ -45,15 +45,6 @@ log = logging.getLogger("redkit.connection")
 
 Client = Union["Redis", "RedisCluster"]
 """What :func:`connect` returns and every component accepts."""
-
-# Errors worth another connect attempt: the server may be starting or briefly
-# unreachable. Authentication and protocol errors are final.
-_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError)
-
-
-def is_cluster(client: Client) -> bool:
-    """True for a Redis Cluster client."""
-    return isinstance(client, RedisCluster)
 
 
 async def connect(settings: RedisSettings | None = None, **overrides: Any) -> Client:
@@ -88,8 +79,8 @@ async def connect(settings: RedisSettings | None = None, **overrides: Any) -> Cl
                 )
             if not isinstance(exc, Exception):
                 raise
-            if attempt + 1 < attempts and isinstance(exc, _TRANSIENT):
-                delay = random.uniform(0, min(2.0, 0.05 * 2**attempt))
+            if attempt + 1 < attempts and _worth_retrying(exc):
+                delay = backoff_delay(attempt, 0.05, 2.0)
                 log.info(
                     "Redis at %s not reachable (%s), retrying in %.0f ms",
                     settings.address,
@@ -122,92 +113,15 @@ def build_client(settings: RedisSettings | None = None, **overrides: Any) -> Cli
     return _build(settings)
 
 
+def _worth_retrying(exc: BaseException) -> bool:
+    # The server may be starting or briefly unreachable; a wrong password
+    # or a protocol error is final.
+    return isinstance(exc, NETWORK) and not isinstance(exc, redis_errors.AuthenticationError)
+
+
 async def close(client: Client) -> None:
     """Close a client made by :func:`connect` and its pool."""
     await client.aclose()
-
-
-def read_timeout(client: Any) -> float | None:
-    """The socket timeout the client's connections apply to every read, or
-    None when they wait forever (or it cannot be told)."""
-    if isinstance(client, RedisCluster):
-        kwargs = client.connection_kwargs
-        connection_class: Any = kwargs.get("connection_class", Connection)
-    else:
-        pool = getattr(client, "connection_pool", None)
-        kwargs = getattr(pool, "connection_kwargs", None) or {}
-        connection_class = getattr(pool, "connection_class", Connection)
-    if "socket_timeout" in kwargs:
-        value = kwargs["socket_timeout"]
-    else:
-        # Not given: the connection class's default applies (None before
-        # redis-py 6, 5 s since).
-        value = _default_socket_timeout(connection_class)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return None
-
-
-def request_bound(client: Any) -> float | None:
-    """How long one request can take at most when Redis stops answering, as
-    the client itself bounds it: its read timeout, provided it never sends a
-    command again after a timeout (redis-py's default client does, up to 10
-    times in 8.x; clients from :func:`connect` do not). None when the client
-    does not bound a request that way."""
-    timeout = read_timeout(client)
-    if timeout is None:
-        return None
-    if isinstance(client, RedisCluster):
-        kwargs = client.connection_kwargs
-        retries = [getattr(client, "retry", None), kwargs.get("retry")]
-    else:
-        pool = getattr(client, "connection_pool", None)
-        kwargs = getattr(pool, "connection_kwargs", None) or {}
-        retries = [kwargs.get("retry")]
-    if kwargs.get("retry_on_timeout") or _has_timeout(kwargs.get("retry_on_error") or ()):
-        return None
-    for retry in retries:
-        if retry is None:
-            continue
-        count = getattr(retry, "_retries", None)
-        errors = getattr(retry, "_supported_errors", None)
-        if not isinstance(count, int) or errors is None:
-            return None  # a retry policy we cannot read: assume the worst
-        if count != 0 and _has_timeout(errors):
-            return None
-    return timeout
-
-
-def _has_timeout(errors: Any) -> bool:
-    return any(
-        isinstance(e, type)
-        and issubclass(e, (redis_errors.TimeoutError, TimeoutError, asyncio.TimeoutError))
-        for e in errors
-    )
-
-
-def _default_socket_timeout(connection_class: Any) -> object:
-    for klass in getattr(connection_class, "__mro__", ()):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            parameter = inspect.signature(init).parameters.get("socket_timeout")
-        except (TypeError, ValueError):
-            return None
-        if parameter is not None:
-            return parameter.default
-    return None
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short, password-free account of a connection failure."""
-    if isinstance(exc, redis_errors.AuthenticationError):
-        return "authentication failed (wrong username or password)"
-    if isinstance(exc, redis_errors.ResponseError) and "NOAUTH" in str(exc):
-        return "the server requires a password"
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def command_retry(settings: RedisSettings) -> Retry:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from redis.asyncio import RedisCluster
 
-from .connection import Client, describe_error
+from ._failures import describe_error
+from .connection import Client
 
 __all__ = ["HealthStatus", "health"]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -30,10 +29,11 @@ from typing import Any, TypeVar
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
-from ._bounded import bounded
+from ._failures import describe_error
+from ._timing import backoff_delay, bounded
 from ._validate import seconds
 from .cache import Cache, Invalidator
-from .connection import Client, _verify, describe_error
+from .connection import Client, _verify
 from .errors import ConfigError, ConnectionUnavailable
 from .events import Publisher, StreamConsumer, StreamPublisher, Subscriber
 from .lock import DistributedLock
@@ -314,7 +314,7 @@ class Lifespan:
             left = deadline - loop.time()
             if left <= 0:
                 raise self._unreachable(cause) from failure
-            delay = min(left, random.uniform(0, min(1.0, 0.05 * 2**attempt)))
+            delay = min(left, backoff_delay(attempt, 0.05, 1.0))
             attempt += 1
             log.info(
                 "Redis at %s not reachable (%s), retrying in %.0f ms",

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
-from ..connection import describe_error
+from .._failures import describe_error
 
 __all__ = ["Listener"]
 

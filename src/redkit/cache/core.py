@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar, overl
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .. import _validate
+from .._failures import describe_error, is_cluster
 from .._telemetry import operation
 from ..codec import Codec, get_codec
-from ..connection import describe_error, is_cluster
 from ..errors import ConfigError, SerializationError
 from ..keys import KeySpace, validate_key_part
 from ..scripts import Script

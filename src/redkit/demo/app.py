@@ -54,7 +54,8 @@ from .. import (
     prometheus_text,
     session_user_id,
 )
-from ..connection import build_client, is_cluster
+from .._failures import is_cluster
+from ..connection import build_client
 from ..ratelimit import USER_RATE, Decision
 from .feed import EventFeed
 from .orders import ACTIVITY_CHANNEL, ORDERS_STREAM, OrderBook

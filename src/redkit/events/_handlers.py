@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 import msgspec
 
 from .. import _telemetry, _validate
+from .._timing import withdraw_cancellation
 from ..errors import ConfigError, SerializationError
 from ._envelope import Event, _check_type, payload_decoder
 
@@ -23,10 +23,7 @@ __all__ = [
     "HandlerRegistry",
     "PayloadError",
     "Registration",
-    "Watchdog",
-    "cancel_and_wait",
     "check_seconds",
-    "raise_if_cancelled",
     "supervised",
 ]
 
@@ -127,7 +124,7 @@ def _type_name(tp: Any) -> str:
 
 
 async def call_unbounded(reg: Registration, event: Event[Any]) -> None:
-    """Run one handler on ``event`` (a :class:`Watchdog` bounds it), in a
+    """Run one handler on ``event`` (the caller's sweeper bounds it), in a
     span continuing the event's trace while :mod:`redkit.otel` traces."""
     tracing = _telemetry.tracing
     if tracing is not None:
@@ -145,74 +142,6 @@ async def _invoke(reg: Registration, event: Event[Any]) -> None:
     result = await asyncio.to_thread(reg.handler, event)
     if inspect.isawaitable(result):
         await result
-
-
-class Watchdog:
-    """Cuts off handler calls that outlive ``timeout``.
-
-    One periodic sweep cancels every overdue call, instead of a timer per
-    call (``asyncio.timeout`` costs about as much as the rest of dispatching
-    a pub/sub message). A call is cut off between ``timeout`` and
-    ``timeout + interval`` seconds after it started.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.interval = min(1.0, max(0.01, timeout / 10))
-        self._deadlines: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-
-    def start(self, task: asyncio.Task[Any], now: float) -> None:
-        self._deadlines[task] = now + self.timeout
-
-    def stop(self, task: asyncio.Task[Any]) -> bool:
-        """Forget ``task``; True when it was cut off for being late."""
-        self._deadlines.pop(task, None)
-        if task in self._expired:
-            self._expired.discard(task)
-            return True
-        return False
-
-    def expired(self, task: asyncio.Task[Any]) -> bool:
-        return task in self._expired
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.interval)
-            now = loop.time()
-            late = [t for t, deadline in self._deadlines.items() if deadline <= now]
-            for task in late:
-                del self._deadlines[task]
-                if not task.done():
-                    self._expired.add(task)
-                    task.cancel()
-
-
-def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that a lower layer dropped.
-
-    redis-py sends every command through ``asyncio.wait_for``, which on
-    Python 3.11 can lose a cancellation that arrives just as the send
-    completes (the call then returns normally). Loops that must stop when
-    cancelled call this after awaiting Redis.
-    """
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
-
-
-async def cancel_and_wait(task: asyncio.Future[Any], timeout: float) -> None:
-    """Cancel ``task`` and wait for it to end, cancelling again every second
-    in case a cancellation was dropped; give up after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not task.done():
-        task.cancel()
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            return
-        await asyncio.wait({task}, timeout=min(1.0, left))
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -255,19 +184,11 @@ async def supervised(task: asyncio.Future[Any]) -> AsyncIterator[None]:
         if not fired:
             raise
         consumed = True
-        if _other_cancellations(host):
+        if host is not None and withdraw_cancellation(host) > 0:
             raise
     finally:
         armed = False
         task.remove_done_callback(on_done)
-        if fired and not consumed:
+        if fired and not consumed and host is not None:
             # The body swallowed the cancellation: forget it all the same.
-            _other_cancellations(host)
-
-
-def _other_cancellations(task: asyncio.Task[Any] | None) -> bool:
-    """Withdraw one cancellation of ``task`` (ours); True when others are
-    still pending (Python 3.10 does not count them: always False)."""
-    if sys.version_info >= (3, 11) and task is not None:
-        return task.uncancel() > 0
-    return False
+            withdraw_cancellation(host)

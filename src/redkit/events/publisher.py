@@ -12,12 +12,13 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from .. import _failures
-from .._bounded import bounded
+from .._failures import describe_error, is_cluster
 from .._telemetry import operation
-from ..connection import Client, describe_error, is_cluster
+from .._timing import bounded, raise_if_cancelled
+from ..connection import Client
 from ..errors import ConfigError, RedkitError
 from ._envelope import _check_type, _encode, check_text, format_timestamp
-from ._handlers import check_seconds, raise_if_cancelled
+from ._handlers import check_seconds
 
 __all__ = [
     "Publisher",

@@ -9,8 +9,6 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import random
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -21,8 +19,10 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.client import NEVER_DECODE
 
+from .._failures import describe_error, read_timeout
 from .._telemetry import operation
-from ..connection import Client, describe_error, read_timeout
+from .._timing import Sweeper, backoff_delay, cancel_and_wait, raise_if_cancelled
+from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
@@ -40,13 +40,10 @@ from ._handlers import (
     HandlerRegistry,
     PayloadError,
     Registration,
-    Watchdog,
     call_unbounded,
-    cancel_and_wait,
     check_count,
     check_seconds,
     event_for,
-    raise_if_cancelled,
     supervised,
 )
 from .publisher import FAILURES, publish_failure
@@ -369,7 +366,7 @@ class StreamConsumer:
         self.backoff_base = check_seconds("backoff_base", backoff_base)
         self.backoff_max = check_seconds("backoff_max", backoff_max)
         self._registry = HandlerRegistry()
-        self._watchdog: Watchdog | None = None
+        self._sweeper: Sweeper | None = None
         self._idle: collections.deque[asyncio.Future[_Batch]] = collections.deque()
         self._acks: list[Any] = []
         self._in_flight = 0
@@ -426,8 +423,9 @@ class StreamConsumer:
             raise RuntimeError("this StreamConsumer is already running")
         self._running = True
         self._ready = asyncio.Event()
-        self._watchdog = Watchdog(self.handler_timeout)
-        sweeper = asyncio.ensure_future(self._watchdog.run())
+        self._sweeper = Sweeper(
+            self.handler_timeout, interval=min(1.0, max(0.01, self.handler_timeout / 10))
+        )
         self._acks.clear()
         self._idle.clear()
         workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
@@ -444,7 +442,6 @@ class StreamConsumer:
             raise
         finally:
             self._running = False
-            sweeper.cancel()
             for worker in workers:
                 worker.cancel()
             await asyncio.wait(workers, timeout=1.0)
@@ -571,7 +568,7 @@ class StreamConsumer:
 
     async def _back_off(self, exc: BaseException, failures: int) -> int:
         self._redis_errors += 1
-        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** min(failures, 30)))
+        delay = backoff_delay(failures, self.backoff_base, self.backoff_max)
         log.warning(
             "stream consumer %s/%s on %r: %s; retrying in %.0f ms",
             self.group,
@@ -820,24 +817,22 @@ class StreamConsumer:
     async def _attempt(
         self, regs: tuple[Registration, ...], outcome: _Outcome, payload: bytes
     ) -> _Outcome:
-        watchdog = self._watchdog
-        assert watchdog is not None
+        sweeper = self._sweeper
+        assert sweeper is not None
         assert outcome.event is not None
         event = outcome.event
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
         self._in_flight += 1
         try:
             for reg in regs:
-                watchdog.start(task, loop.time())
+                sweeper.enter()
                 try:
                     await call_unbounded(reg, event_for(reg, event, payload))
                 except asyncio.CancelledError:
-                    if not watchdog.stop(task):
+                    if not sweeper.timed_out(task):
                         raise
-                    if sys.version_info >= (3, 11):
-                        task.uncancel()  # the worker lives on
+                    # The worker lives on.
                     self._handler_timeouts += 1
                     outcome.error = f"handler {reg.name} timed out after {self.handler_timeout:g}s"
                     log.error(
@@ -866,7 +861,7 @@ class StreamConsumer:
                     )
                     return outcome
                 finally:
-                    watchdog.stop(task)
+                    sweeper.leave(task)
             self._handled += 1
             outcome.completed = True
             return outcome

@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import math
 import random
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timezone
@@ -30,20 +29,19 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from .. import _telemetry
-from ..connection import Client, describe_error
+from .._failures import describe_error
+from .._timing import Sweeper, backoff_delay, cancel_and_wait, raise_if_cancelled
+from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from ._envelope import Event, _decode_wire, _to_event, decode_plain_payload
 from ._handlers import (
     HandlerRegistry,
     PayloadError,
     Registration,
-    Watchdog,
     call_unbounded,
-    cancel_and_wait,
     check_count,
     check_seconds,
     event_for,
-    raise_if_cancelled,
     supervised,
 )
 from .publisher import check_channel, sharded_unsupported
@@ -197,7 +195,7 @@ class Subscriber:
         self.on_reconnect = on_reconnect
         self.sharded = bool(sharded)
         self._registry = HandlerRegistry()
-        self._watchdog: Watchdog | None = None
+        self._sweeper: Sweeper | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # gap callbacks
         self._workers: list[asyncio.Task[None]] = []
         self._idle: collections.deque[asyncio.Future[_Job]] = collections.deque()
@@ -270,8 +268,9 @@ class Subscriber:
         assert self._stop is not None
         self._stop.clear()
         self._subscribed.clear()
-        self._watchdog = Watchdog(self.handler_timeout)
-        sweeper = asyncio.ensure_future(self._watchdog.run())
+        self._sweeper = Sweeper(
+            self.handler_timeout, interval=min(1.0, max(0.01, self.handler_timeout / 10))
+        )
         self._idle.clear()
         self._workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
         try:
@@ -291,10 +290,7 @@ class Subscriber:
         finally:
             self._running = False
             self._subscribed.clear()
-            try:
-                await self._drain()
-            finally:
-                sweeper.cancel()
+            await self._drain()
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to stop reading, drain and return."""
@@ -452,13 +448,11 @@ class Subscriber:
                 link.lost_wall = datetime.now(timezone.utc)
                 link.lost_error = reason
                 link.attempts = 0
-                delay = random.uniform(0, self.backoff_base)
+                delay = backoff_delay(0, self.backoff_base, self.backoff_base)
                 log.warning("subscriber (%s) lost its connection: %s", link.label, reason)
             else:
                 self._connect_failures += 1
-                delay = random.uniform(
-                    0, min(self.backoff_max, self.backoff_base * 2 ** min(link.attempts, 30))
-                )
+                delay = backoff_delay(link.attempts, self.backoff_base, self.backoff_max)
                 log.warning(
                     "subscriber (%s) cannot subscribe (attempt %d): %s; next try in %.0f ms",
                     link.label,
@@ -670,9 +664,9 @@ class Subscriber:
         run at once (cheaper than a task per message)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        watchdog = self._watchdog
+        sweeper = self._sweeper
         assert task is not None
-        assert watchdog is not None
+        assert sweeper is not None
         idle = self._idle
         while True:
             waiter: asyncio.Future[_Job] = loop.create_future()
@@ -681,7 +675,7 @@ class Subscriber:
             if reader is not None and not reader.done():
                 reader.set_result(None)
             reg, event, payload = await waiter
-            watchdog.start(task, loop.time())
+            sweeper.enter()
             self._in_flight += 1
             try:
                 if reg.payload_type is not None:
@@ -692,10 +686,9 @@ class Subscriber:
                     await call_unbounded(reg, event)
                 self._handled += 1
             except asyncio.CancelledError:
-                if not watchdog.expired(task):
+                if not sweeper.timed_out(task):
                     raise
-                if sys.version_info >= (3, 11):
-                    task.uncancel()  # the worker lives on
+                # The worker lives on.
                 self._handler_timeouts += 1
                 log.error(
                     "handler %s for %r timed out after %gs (event %s)",
@@ -708,7 +701,7 @@ class Subscriber:
                 self._handler_failed(reg, event, exc)
             finally:
                 self._in_flight -= 1
-                watchdog.stop(task)
+                sweeper.leave(task)
 
     def _handler_failed(self, reg: Registration, event: Event[Any], exc: Exception) -> None:
         if isinstance(exc, PayloadError):

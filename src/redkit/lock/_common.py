@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
-import sys
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
 from .. import _failures, _validate
-from ..connection import describe_error
+from .._failures import describe_error
 from ..errors import ConfigError, ConnectionUnavailable, RedkitError
 from ..keys import validate_key_part
 
@@ -92,39 +90,6 @@ def server_refused(what: str, exc: redis_errors.RedisError) -> RedkitError:
 
 
 Task = asyncio.Task[Any] | None
-
-if sys.version_info >= (3, 11):
-
-    def cancel_count(task: Task) -> int:
-        """How many cancellations ``task`` (the current task, which callers
-        look up once per operation) has pending."""
-        return task.cancelling() if task is not None else 0
-
-else:  # pragma: no cover - Python 3.10
-
-    def cancel_count(task: Task) -> int:
-        """Always 0: Python 3.10 does not count pending cancellations."""
-        return 0
-
-
-def check_cancelled(task: Task, baseline: int) -> None:
-    """Raise ``CancelledError`` if ``task`` (the current task) was cancelled
-    since ``baseline = cancel_count(task)`` but the cancellation never
-    arrived.
-
-    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to bound socket
-    writes) returns normally when its inner operation finishes in the same
-    loop step as a cancellation, so the ``CancelledError`` is lost while the
-    task's cancellation count stays raised. Without this check a cancelled
-    waiter would go on waiting until its timeout.
-    """
-    if cancel_count(task) > baseline:
-        raise asyncio.CancelledError()
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base*2^n)]."""
-    return random.uniform(0.0, min(cap, base * (2.0 ** min(attempt, 30))))
 
 
 @dataclasses.dataclass(frozen=True)

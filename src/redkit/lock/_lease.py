@@ -16,9 +16,16 @@ from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
-from .._bounded import bounded
+from .._failures import request_bound
 from .._telemetry import operation
-from ..connection import Client, request_bound
+from .._timing import (
+    backoff_delay,
+    bounded,
+    cancel_count,
+    check_cancelled,
+    withdraw_cancellation,
+)
+from ..connection import Client
 from ..errors import LockLost, LockNotAcquired
 from ._common import (
     CLOCK_DRIFT,
@@ -28,9 +35,6 @@ from ._common import (
     Counters,
     Seconds,
     Task,
-    backoff_delay,
-    cancel_count,
-    check_cancelled,
     detail,
     log,
     server_refused,
@@ -802,8 +806,8 @@ class Acquisition(Generic[L]):
             if lease._cancel_sent:
                 # Take back our cancellation. If something in the block
                 # swallowed it, the block still ends with LockLost.
-                uncancel = getattr(asyncio.current_task(), "uncancel", None)
-                others = uncancel() if uncancel is not None else 0
+                me = asyncio.current_task()
+                others = withdraw_cancellation(me) if me is not None else 0
                 if isinstance(exc, asyncio.CancelledError) and others > 0:
                     return  # cancelled from elsewhere too: let that propagate
                 if exc is None or isinstance(exc, asyncio.CancelledError):

@@ -17,8 +17,9 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from .._bounded import bounded
-from ..connection import Client, describe_error
+from .._failures import describe_error
+from .._timing import bounded
+from ..connection import Client
 from ._common import log
 
 # After pub/sub fails, waiters use backoff alone for this long before the

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.exceptions import MaxConnectionsError, RedisError
 
-from .._bounded import bounded
+from .._failures import describe_error
 from .._telemetry import operation
+from .._timing import Sweeper, bounded
 from .._validate import seconds
-from ..connection import Client, describe_error
+from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable
 from ..keys import KeySpace, validate_key_part
 from ..scripts import Script
-from ._deadline import Deadlines
 from .rate import Rate, RateSpec, parse_rates
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class RateLimiter:
         self.algorithm: Algorithm = algorithm
         self.fail_open = bool(fail_open)
         self.timeout = timeout
-        self._deadlines = None if timeout is None else Deadlines(timeout)
+        self._deadlines = None if timeout is None else Sweeper(timeout)
         self.keys = KeySpace(prefix)
         self._head = f"{self.keys.prefix}:ratelimit:{{"
         self._tag = _TAGS[algorithm]
@@ -341,8 +341,8 @@ class RateLimiter:
         task = None if deadlines is None else deadlines.enter()
         try:
             if task is None and self.timeout is not None:
-                # Python 3.10: no cheap deadline (see _deadline.py); a
-                # bounded() per call keeps the limiter's timeout all the same.
+                # Not in a task (no sweeper deadline can be kept): a
+                # bounded() call keeps the limiter's timeout all the same.
                 try:
                     raw = await bounded(self._run(keys, args), self.timeout)
                 except asyncio.TimeoutError:

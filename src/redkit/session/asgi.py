@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
-from .._bounded import bounded
+from .._timing import bounded
 from .._validate import seconds
 from ..codec import guarded_decoder, strict_json_encoder
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError

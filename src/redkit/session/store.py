@@ -14,10 +14,11 @@ from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
 from .. import _failures
+from .._failures import describe_error, is_cluster
 from .._telemetry import operation
 from .._validate import seconds
 from ..codec import get_codec, guarded_decoder, strict_json_encoder
-from ..connection import Client, describe_error, is_cluster
+from ..connection import Client
 from ..errors import (
     ConfigError,
     ConnectionUnavailable,
