@@ -8,8 +8,8 @@ library:
 
 gives ``redkit_cache_hits_total 12`` and so on, one sample per field, with
 ``# HELP`` and ``# TYPE`` lines. Fields are counters unless their dataclass
-field carries ``metadata={"kind": "gauge"}`` (``in_flight``: handler calls
-running now). :class:`redkit.prometheus.RedkitCollector` exports the same
+field is declared with ``redkit._counters.gauge()`` (``in_flight``: handler
+calls running now). :class:`redkit.prometheus.RedkitCollector` exports the same
 families through ``prometheus_client``; both are built by :func:`families`,
 so names, types and help texts agree.
 
@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _telemetry
+from . import _counters, _telemetry
 from .errors import ConfigError
 
 __all__ = [
@@ -203,7 +203,7 @@ def _bound(bound: float) -> str:
 def _fields(snapshot: Any) -> list[tuple[str, Any, str]]:
     if dataclasses.is_dataclass(snapshot) and not isinstance(snapshot, type):
         return [
-            (f.name, getattr(snapshot, f.name), f.metadata.get("kind", "counter"))
+            (f.name, getattr(snapshot, f.name), "gauge" if _counters.is_gauge(f) else "counter")
             for f in dataclasses.fields(snapshot)
         ]
     if isinstance(snapshot, Mapping):

@@ -19,6 +19,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.client import NEVER_DECODE
 
+from .. import _counters
 from .._failures import describe_error, read_timeout
 from .._telemetry import operation
 from .._timing import Sweeper, backoff_delay, cancel_and_wait, raise_if_cancelled
@@ -231,7 +232,7 @@ class StreamConsumerStats:
     """Entries moved to the dead-letter stream."""
     redis_errors: int
     """Failed calls to Redis (the consumer backs off and carries on)."""
-    in_flight: int = dataclasses.field(metadata={"kind": "gauge"})
+    in_flight: int = _counters.gauge()
     """Handler calls running now."""
 
 

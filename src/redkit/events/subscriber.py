@@ -28,7 +28,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
-from .. import _telemetry
+from .. import _counters, _telemetry
 from .._failures import describe_error
 from .._timing import Sweeper, backoff_delay, cancel_and_wait, raise_if_cancelled
 from ..connection import Client
@@ -108,7 +108,7 @@ class SubscriberStats:
     """Connection attempts that failed."""
     gap_ms: int
     """Total milliseconds spent in gaps."""
-    in_flight: int = dataclasses.field(metadata={"kind": "gauge"})
+    in_flight: int = _counters.gauge()
     """Handler calls running now."""
 
 
