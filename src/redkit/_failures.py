@@ -47,7 +47,11 @@ from .errors import ConnectionUnavailable, RedisReplyError
 
 __all__ = [
     "ANY",
+    "AUTH_REFUSED",
+    "CONNECTION_LOST",
+    "ERROR_REPLY",
     "NETWORK",
+    "NO_SCRIPT",
     "REFUSED",
     "TIMED_OUT",
     "UNAVAILABLE",
@@ -58,20 +62,21 @@ __all__ = [
     "mapped",
     "read_timeout",
     "request_bound",
+    "timed_out",
 ]
 
-UNREACHABLE: tuple[type[BaseException], ...] = (
+UNREACHABLE: tuple[type[Exception], ...] = (
     # BusyLoadingError, AuthenticationError and MaxConnectionsError among them
     redis_errors.ConnectionError,
     OSError,
 )
-TIMED_OUT: tuple[type[BaseException], ...] = (
+TIMED_OUT: tuple[type[Exception], ...] = (
     redis_errors.TimeoutError,
     asyncio.TimeoutError,
     TimeoutError,
 )
 NETWORK = UNREACHABLE + TIMED_OUT
-REFUSED: tuple[type[BaseException], ...] = (
+REFUSED: tuple[type[Exception], ...] = (
     redis_errors.ReadOnlyError,
     redis_errors.MasterDownError,
     redis_errors.TryAgainError,
@@ -81,8 +86,27 @@ REFUSED: tuple[type[BaseException], ...] = (
     redis_errors.RedisClusterException,  # no node known for a slot
 )
 UNAVAILABLE = NETWORK + REFUSED
-ANY: tuple[type[BaseException], ...] = (*UNAVAILABLE, redis_errors.RedisError)
+ANY: tuple[type[Exception], ...] = (*UNAVAILABLE, redis_errors.RedisError)
 """Every failure of a request to Redis, error replies included."""
+
+# Narrower names for the few places that tell failures apart further.
+AUTH_REFUSED: tuple[type[Exception], ...] = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthorizationError,
+)
+"""A wrong password or a user without the right: asking again cannot help."""
+CONNECTION_LOST = redis_errors.ConnectionError
+"""The connection failed before an answer: the only failure redkit's
+command retry repeats (a timed-out command may have been applied)."""
+ERROR_REPLY = redis_errors.ResponseError
+"""An error answer to a well-formed request."""
+NO_SCRIPT = redis_errors.NoScriptError
+"""EVALSHA of a script the server does not hold (yet)."""
+
+
+def timed_out(message: str) -> Exception:
+    """The error of a request that got no answer in time."""
+    return redis_errors.TimeoutError(message)
 
 
 def failure(what: str, exc: BaseException) -> ConnectionUnavailable | RedisReplyError:

@@ -9,7 +9,6 @@ import logging
 import socket
 from typing import Any, Union
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
@@ -25,7 +24,7 @@ from redis.asyncio.sentinel import (
 )
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ._failures import NETWORK, describe_error, is_cluster
+from ._failures import AUTH_REFUSED, CONNECTION_LOST, NETWORK, describe_error, is_cluster, timed_out
 from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
 from ._timing import backoff_delay
 from .errors import ConnectionUnavailable, WrongEventLoop
@@ -74,9 +73,7 @@ async def connect(settings: RedisSettings | None = None, **overrides: Any) -> Cl
         except BaseException as exc:
             await _close_quietly(client)
             if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-                exc = redis_errors.TimeoutError(
-                    f"no answer to PING within {settings.connect_timeout:g}s"
-                )
+                exc = timed_out(f"no answer to PING within {settings.connect_timeout:g}s")
             if not isinstance(exc, Exception):
                 raise
             if attempt + 1 < attempts and _worth_retrying(exc):
@@ -116,7 +113,7 @@ def build_client(settings: RedisSettings | None = None, **overrides: Any) -> Cli
 def _worth_retrying(exc: BaseException) -> bool:
     # The server may be starting or briefly unreachable; a wrong password
     # or a protocol error is final.
-    return isinstance(exc, NETWORK) and not isinstance(exc, redis_errors.AuthenticationError)
+    return isinstance(exc, NETWORK) and not isinstance(exc, AUTH_REFUSED)
 
 
 async def close(client: Client) -> None:
@@ -131,7 +128,7 @@ def command_retry(settings: RedisSettings) -> Retry:
     return Retry(
         ExponentialWithJitterBackoff(base=0.008, cap=0.5),
         settings.max_retries,
-        supported_errors=(redis_errors.ConnectionError,),
+        supported_errors=(CONNECTION_LOST,),
     )
 
 
@@ -278,7 +275,7 @@ def _build(settings: RedisSettings) -> Client:
             wait_timeout=settings.connect_timeout,
             # Without it, redis-py before 6 adds TimeoutError to the retry
             # object it is given (and so to every node's connections).
-            retry_on_error=[redis_errors.ConnectionError],
+            retry_on_error=[CONNECTION_LOST],
             ssl=settings.ssl,
             **_ssl_kwargs(settings),
             **common,

@@ -26,9 +26,9 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, TypeVar
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
+from . import _failures
 from ._failures import describe_error
 from ._timing import backoff_delay, bounded
 from ._validate import seconds
@@ -51,10 +51,6 @@ S = TypeVar("S")
 # Components that hold no connection or task of their own: accepted by add()
 # so that every component can go through it, with nothing to open or close.
 _PASSIVE = (Publisher, StreamPublisher, SessionStore, RateLimiter)
-
-# Connection failures that retrying cannot fix: asking again only delays
-# the error.
-_FINAL = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 
 
 class _Part:
@@ -304,12 +300,12 @@ class Lifespan:
             except (asyncio.TimeoutError, TimeoutError):
                 cause = f"no answer within {self.connect_timeout:g}s"
                 failure: Exception | None = None
-            except _FINAL as exc:
+            except _failures.AUTH_REFUSED as exc:
                 raise self._unreachable(describe_error(exc)) from exc
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            except _failures.NETWORK as exc:
                 cause = describe_error(exc)
                 failure = exc
-            except redis_errors.RedisError as exc:  # NOAUTH and other refusals: final
+            except _failures.ANY as exc:  # NOAUTH and other refusals: final
                 raise self._unreachable(describe_error(exc)) from exc
             left = deadline - loop.time()
             if left <= 0:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from ._failures import NO_SCRIPT
 
 __all__ = ["Script"]
 
@@ -47,5 +47,5 @@ class Script:
             # execute_command rather than evalsha(): the same command, two
             # Python calls fewer on every script run.
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
+        except NO_SCRIPT:
             return await client.eval(self.source, len(keys), *keys, *args)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from redis.connection import Connection
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from .._failures import ANY, AUTH_REFUSED, ERROR_REPLY
 from ..errors import ConfigError, RedisServerError
 from ..server import _answers, find_redis_server, server_version
 
@@ -86,7 +86,7 @@ class SharedRedis:
         conn = self._presence
         try:
             others = _leave(conn)
-        except (RedisError, OSError):
+        except ANY:
             conn.disconnect()
             return f"Redis on {self.address} was already gone"
         if self.directory is None:
@@ -96,7 +96,7 @@ class SharedRedis:
             conn.disconnect()
             plural = "instance" if others == 1 else "instances"
             return f"Redis on {self.address} left running for {others} other demo {plural}"
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*ANY):
             # The server closes the connection as it exits: no reply comes.
             conn.send_command("SHUTDOWN", "NOSAVE")
             conn.read_response()
@@ -131,7 +131,7 @@ def join(
             continue
         try:
             directory, version = _identify(conn)
-        except (RedisError, OSError):
+        except ANY:
             conn.disconnect()
             continue
         return SharedRedis(host, port, started, directory, version, conn)
@@ -208,14 +208,14 @@ def _connect(host: str, port: int, name: str) -> Any:
     )
     try:
         conn.connect()
-    except AuthenticationError:
+    except AUTH_REFUSED:
         raise DemoRedisError(
             f"the Redis on {host}:{port} needs a password: set "
             f"REDIS_URL=redis://:PASSWORD@{host}:{port}/0, or pass --redis-port with a free port"
         ) from None
-    except ResponseError as exc:
+    except ERROR_REPLY as exc:
         raise DemoRedisError(f"the Redis on {host}:{port} refused the demo: {exc}") from None
-    except RedisError as exc:
+    except ANY as exc:
         raise ConnectionError(str(exc)) from exc
     return conn
 
@@ -235,7 +235,7 @@ def _identify(conn: Any) -> tuple[Path | None, str]:
     try:
         conn.send_command("CONFIG", "GET", "dir")
         reply = conn.read_response()
-    except ResponseError:  # CONFIG renamed or refused: not a server the demo made
+    except ERROR_REPLY:  # CONFIG renamed or refused: not a server the demo made
         return None, version
     if isinstance(reply, dict):  # RESP3, redis-py's default from 8.0
         reply = [item for pair in reply.items() for item in pair]

@@ -8,10 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.exceptions import RedisError
 
+from .._failures import ANY
 from ..errors import RedisServerError
 from ._process import EmbeddedRedis
+
+# A server still starting or reconfiguring, asked too early.
+_UNSETTLED: tuple[type[Exception], ...] = (*ANY, RedisServerError)
 
 # Raw replies for these: redis-py's parsed forms differ between versions.
 _RAW_REPLIES = (
@@ -48,7 +51,7 @@ def wait_until(done: Callable[[], bool], what: str, timeout: float) -> None:
         try:
             if done():
                 return
-        except (OSError, RedisError, RedisServerError):
+        except _UNSETTLED:
             pass  # a server between roles, or refusing while it reconfigures
         time.sleep(0.05)
     raise RedisServerError(f"{what} within {timeout:g}s")

@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ResponseError
-
+from .._failures import ERROR_REPLY
 from ..errors import ConfigError, RedisServerError
 from ._admin import admin_client, in_sync, text, wait_until
 from ._binary import find_redis_server
@@ -133,7 +132,7 @@ class EmbeddedSentinelGroup:
             with admin_client(self._running_sentinels()[0]) as sentinel:
                 try:
                     sentinel.execute_command("SENTINEL FAILOVER", self.master_name)
-                except ResponseError as exc:
+                except ERROR_REPLY as exc:
                     # A replica that came back a moment ago is not "good"
                     # until the sentinels have seen it answer for a while.
                     if str(exc).startswith(("NOGOODSLAVE", "INPROG")):
