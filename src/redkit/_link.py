@@ -75,6 +75,7 @@ __all__ = [
     "Link",
     "LinkStats",
     "Outage",
+    "Timing",
     "client_connect_timeout",
     "endpoint",
 ]
@@ -87,6 +88,17 @@ _FOLLOW_TICK = 0.1  # how often a Sentinel link looks whether the master moved
 
 _SUBSCRIBED = {b"subscribe": False, b"ssubscribe": False, b"psubscribe": True}
 _UNSUBSCRIBED = frozenset({b"unsubscribe", b"sunsubscribe", b"punsubscribe"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """A link's heartbeat and reconnect schedule, in seconds."""
+
+    ping_interval: float
+    ping_timeout: float
+    connect_timeout: float
+    backoff_base: float
+    backoff_max: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +237,8 @@ def endpoint(client: Any, *, slot: int | None = None) -> Endpoint:
 
 class Link:
     """One dedicated connection subscribed to ``channels`` and ``patterns``
-    (``sharded``: SSUBSCRIBE), kept subscribed by :meth:`run`.
+    (``sharded``: SSUBSCRIBE), kept subscribed by :meth:`run` on the
+    schedule of ``timing``.
 
     ``deliver(channel, data)`` gets every message; ``on_up(outage)`` is
     called once every subscription is confirmed (``outage`` is None the
@@ -245,11 +258,7 @@ class Link:
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         sharded: bool = False,
-        ping_interval: float,
-        ping_timeout: float,
-        connect_timeout: float,
-        backoff_base: float,
-        backoff_max: float,
+        timing: Timing,
         log: logging.Logger,
         label: str,
         on_up: Callable[[Outage | None], None] | None = None,
@@ -262,11 +271,7 @@ class Link:
         self.channels: dict[str, None] = dict.fromkeys(channels)
         self.patterns: dict[str, None] = dict.fromkeys(patterns)
         self.sharded = sharded
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.connect_timeout = connect_timeout
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.timing = timing
         self.log = log
         self.label = label
         self.counts = counts if counts is not None else _counters.counts_for(LinkStats)
@@ -353,7 +358,7 @@ class Link:
                 try:
                     self._attempts += 1
                     conn = self.where.connection()
-                    await bounded(conn.connect(), self.connect_timeout)  # type: ignore[no-untyped-call]
+                    await bounded(conn.connect(), self.timing.connect_timeout)  # type: ignore[no-untyped-call]
                     raise_if_cancelled()
                     session = asyncio.ensure_future(self._session(conn))
                     try:
@@ -385,7 +390,7 @@ class Link:
                     await bounded(stop.wait(), delay)
                 raise_if_cancelled()
                 try:
-                    await bounded(self.where.refresh(), self.connect_timeout)
+                    await bounded(self.where.refresh(), self.timing.connect_timeout)
                 except ANY as exc:
                     self.log.debug("cluster topology refresh failed: %s", describe_error(exc))
                 raise_if_cancelled()
@@ -408,13 +413,17 @@ class Link:
             self.log.warning("%s: subscription lost (%s); reconnecting", self.label, reason)
             if self._on_down is not None:
                 self._on_down(reason)
-            return 0.0 if moved else backoff_delay(0, self.backoff_base, self.backoff_base)
+            return (
+                0.0
+                if moved
+                else backoff_delay(0, self.timing.backoff_base, self.timing.backoff_base)
+            )
         self.counts["connect_failures"] += 1
         self._failures += 1
-        cap = self.backoff_max
+        cap = self.timing.backoff_max
         if self._lost_at is not None and now - self._lost_at < RECOVERY_WINDOW:
             cap = min(cap, RECOVERY_CAP)
-        delay = 0.0 if moved else backoff_delay(self._attempts, self.backoff_base, cap)
+        delay = 0.0 if moved else backoff_delay(self._attempts, self.timing.backoff_base, cap)
         # The first failure of a stretch is worth a warning; the retries not.
         self.log.log(
             logging.WARNING if self._failures == 1 else logging.DEBUG,
@@ -542,26 +551,26 @@ class Link:
         within ``ping_timeout``, or when the Sentinel master moved."""
         try:
             try:
-                await bounded(confirmed.wait(), self.connect_timeout)
+                await bounded(confirmed.wait(), self.timing.connect_timeout)
             except TIMED_OUT:
-                reason = f"subscriptions not confirmed within {self.connect_timeout:g}s"
+                reason = f"subscriptions not confirmed within {self.timing.connect_timeout:g}s"
                 await self._give_up(conn, reason)
                 return
             seen = self.rx
             while True:
-                if await self._quiet(conn, self.ping_interval):
+                if await self._quiet(conn, self.timing.ping_interval):
                     await self._give_up(conn, "the Sentinel master moved")
                     return
                 if self.rx != seen or self.reader_waiting:
                     seen = self.rx  # traffic, or the user's workers are full: alive
                     continue
                 await self._send(conn, "PING")
-                if await self._quiet(conn, self.ping_timeout):
+                if await self._quiet(conn, self.timing.ping_timeout):
                     await self._give_up(conn, "the Sentinel master moved")
                     return
                 if self.rx == seen and not self.reader_waiting:
                     reason = (
-                        f"no reply to PING within {self.ping_timeout:g}s (half-open "
+                        f"no reply to PING within {self.timing.ping_timeout:g}s (half-open "
                         "connection or stalled server)"
                     )
                     await self._give_up(conn, reason)

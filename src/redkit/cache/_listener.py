@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._failures import TIMED_OUT
-from .._link import Link, Outage, client_connect_timeout, endpoint
+from .._link import Link, Outage, Timing, client_connect_timeout, endpoint
 from .._timing import bounded, cancel_and_wait
 
 __all__ = ["Listener"]
@@ -52,11 +52,13 @@ class Listener:
             endpoint(client),
             self._deliver,
             channels=(channel,),
-            ping_interval=heartbeat,
-            ping_timeout=2 * heartbeat,
-            connect_timeout=min(2 * heartbeat + 1, client_connect_timeout(client)),
-            backoff_base=0.05,
-            backoff_max=2.0,
+            timing=Timing(
+                ping_interval=heartbeat,
+                ping_timeout=2 * heartbeat,
+                connect_timeout=min(2 * heartbeat + 1, client_connect_timeout(client)),
+                backoff_base=0.05,
+                backoff_max=2.0,
+            ),
             log=log,
             label=f"cache invalidation channel {channel} (local tier bypassed meanwhile)",
             on_up=self._up,

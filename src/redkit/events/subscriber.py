@@ -26,7 +26,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from .. import _counters, _telemetry
 from .._failures import describe_error
-from .._link import Link, LinkStats, Outage, client_connect_timeout, endpoint
+from .._link import Link, LinkStats, Outage, Timing, client_connect_timeout, endpoint
 from .._timing import Sweeper, cancel_and_wait
 from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
@@ -366,11 +366,13 @@ class Subscriber:
             channels=channels,
             patterns=patterns,
             sharded=self.sharded,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            connect_timeout=self.connect_timeout,
-            backoff_base=self.backoff_base,
-            backoff_max=self.backoff_max,
+            timing=Timing(
+                self.ping_interval,
+                self.ping_timeout,
+                self.connect_timeout,
+                self.backoff_base,
+                self.backoff_max,
+            ),
             log=log,
             label=f"subscriber ({where.label})",
             on_up=on_up,
@@ -398,16 +400,7 @@ class Subscriber:
             self._subscribed.set()
         if outage is None or self.on_reconnect is None:
             return
-        report = Gap(
-            started=outage.started,
-            ended=outage.ended,
-            seconds=outage.seconds,
-            attempts=outage.attempts,
-            error=outage.error,
-            channels=channels,
-            patterns=patterns,
-        )
-        self._spawn(self._report_gap(report))
+        self._spawn(self._report_gap(Gap(**vars(outage), channels=channels, patterns=patterns)))
 
     async def _report_gap(self, gap: Gap) -> None:
         assert self.on_reconnect is not None

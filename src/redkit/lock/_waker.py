@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from .._failures import TIMED_OUT
-from .._link import Link, Outage, client_connect_timeout, endpoint
+from .._link import Link, Outage, Timing, client_connect_timeout, endpoint
 from .._timing import TaskSet, bounded, cancel_and_wait
 from ..connection import Client
 from ._common import log
@@ -97,11 +97,9 @@ class Waker:
                 endpoint(self._client),
                 self._deliver,
                 channels=self._confirmed,
-                ping_interval=5.0,
-                ping_timeout=3.0,
-                connect_timeout=client_connect_timeout(self._client),
-                backoff_base=FAILURE_PAUSE,
-                backoff_max=FAILURE_PAUSE,
+                timing=Timing(
+                    5.0, 3.0, client_connect_timeout(self._client), FAILURE_PAUSE, FAILURE_PAUSE
+                ),
                 log=log,
                 label="lock release notifications (waiters poll with backoff only meanwhile)",
                 on_up=self._up,
