@@ -1,13 +1,16 @@
 """Subscriber: typed handlers on pub/sub channels and patterns, bounded
 concurrency, and a dedicated connection that heals itself.
 
-The subscriber reads from its own connection (never one of the client's pool),
-built from the client's connection parameters. While the connection is quiet
-it sends a PING every ``ping_interval`` seconds and expects some reply within
-``ping_timeout``; a dropped connection, a half-open one, or a server that has
-stopped answering are all seen that way and lead to a reconnect with
-exponential backoff and full jitter, after which every channel and pattern is
-subscribed again and the gap is reported.
+The connection is a :class:`redkit._link.Link` (built from the client's
+connection parameters, never one of its pool's): while quiet it sends a
+PING every ``ping_interval`` seconds and expects some reply within
+``ping_timeout``; a dropped connection, a half-open one, or a server that
+has stopped answering lead to a reconnect with full-jitter backoff, after
+which every channel and pattern is subscribed again and the gap is
+reported. A subscription that worked and was lost is retried within
+``backoff_base`` and then at most every half second for the first 30 s of
+the gap, so delivery resumes promptly after a failover; only longer
+outages back off to ``backoff_max``.
 """
 
 from __future__ import annotations
