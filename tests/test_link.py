@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis, RedisCluster
 
 import redkit
@@ -231,16 +232,28 @@ async def test_subscriber_resumes_within_a_second_of_a_sentinel_promotion(
         await client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _caches(
+    server: EmbeddedSentinelGroup | EmbeddedCluster,
+) -> AsyncIterator[tuple[Client, Cache, Cache]]:
+    """A started cache with a local tier, and a writer on another client."""
+    client = await redkit.connect(settings_for(server))
+    other = await redkit.connect(settings_for(server))
+    cache = Cache(client, local=LocalCache())
+    try:
+        assert await cache.start()
+        yield client, cache, Cache(other)
+    finally:
+        await cache.aclose()
+        await client.aclose()
+        await other.aclose()
+
+
 @pytest.mark.failover
 async def test_a_sentinel_cache_tier_follows_the_new_primary(
     sentinel_group: EmbeddedSentinelGroup,
 ) -> None:
-    client = await redkit.connect(settings_for(sentinel_group))
-    other = await redkit.connect(settings_for(sentinel_group))
-    cache = Cache(client, local=LocalCache())
-    writer = Cache(other)
-    try:
-        assert await cache.start()
+    async with _caches(sentinel_group) as (_, cache, writer):
         await cache.set("k", "old", ttl=60)
         assert await cache.get("k") == "old"
         await asyncio.to_thread(sentinel_group.failover)
@@ -256,19 +269,13 @@ async def test_a_sentinel_cache_tier_follows_the_new_primary(
         took = time.monotonic() - promoted
         print(f"Sentinel failover: local tier fresh {took * 1000:.0f} ms after promotion")
         await eventually(lambda: cache.coherent, timeout=2)
-    finally:
-        await cache.aclose()
-        await client.aclose()
-        await other.aclose()
 
 
 def _subscribed_node(cluster: EmbeddedCluster, channel: str) -> EmbeddedRedis:
-    import redis
-
     for node in cluster.nodes:
         if not node.running:
             continue
-        with redis.Redis(host=node.host, port=node.port) as direct:
+        with SyncRedis(host=node.host, port=node.port) as direct:
             if direct.execute_command("PUBSUB", "NUMSUB", channel)[1]:
                 return node
     raise AssertionError(f"no node has a subscriber of {channel}")
@@ -279,13 +286,8 @@ def _subscribed_node(cluster: EmbeddedCluster, channel: str) -> EmbeddedRedis:
 async def test_cluster_primary_killed_under_a_cache_listener(
     replicated_cluster: EmbeddedCluster,
 ) -> None:
-    client = await redkit.connect(settings_for(replicated_cluster))
-    other = await redkit.connect(settings_for(replicated_cluster))
-    assert isinstance(client, RedisCluster)
-    cache = Cache(client, local=LocalCache())
-    writer = Cache(other)
-    try:
-        assert await cache.start()
+    async with _caches(replicated_cluster) as (client, cache, writer):
+        assert isinstance(client, RedisCluster)
         node = _subscribed_node(replicated_cluster, cache.channel)
         key = next(
             f"k{i}"
@@ -322,10 +324,6 @@ async def test_cluster_primary_killed_under_a_cache_listener(
             await asyncio.sleep(0.01)
         print(f"fresh {(time.monotonic() - promoted) * 1000:.0f} ms after promotion")
         await eventually(lambda: cache.coherent, timeout=2)
-    finally:
-        await cache.aclose()
-        await client.aclose()
-        await other.aclose()
 
 
 @pytest.mark.failover

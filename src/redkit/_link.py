@@ -10,9 +10,11 @@ so that the three behave alike:
   same, so each new connection asks the sentinels where the master is; and
   when the client's Sentinel pool hears the master moved (its
   ``master_address`` changes), the link leaves the deposed primary within
-  a tenth of a second. Cluster: a node's connection class and arguments, a
-  primary taken in turn (classic ``PUBLISH`` reaches every node), or the
-  slot's owner for sharded ``SSUBSCRIBE``. Every connection speaks RESP2
+  a tenth of a second. Cluster: a node's connection class and arguments, the
+  first primary the client lists (classic ``PUBLISH`` reaches every node;
+  links of every process meet on the same node, so an announcement reaches
+  them all at once) and the next one after each failure, or the slot's
+  owner for sharded ``SSUBSCRIBE``. Every connection speaks RESP2
   with raw bytes, runs no health check and **never retries inside
   redis-py**: a connect fails once, at once, and this loop decides when to
   try again (redis-py's own retries would hold a read for seconds that the
@@ -53,7 +55,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
@@ -180,7 +181,7 @@ class Endpoint:
     def __init__(self, client: Any, slot: int | None, label: str) -> None:
         self._client = client
         self._slot = slot
-        self._turn = random.randrange(1 << 16)
+        self._turn = -1
         self.label = label
         pool = None if isinstance(client, RedisCluster) else client.connection_pool
         # A Sentinel pool keeps where the master is now.
