@@ -1,13 +1,16 @@
 """Subscriber: typed handlers on pub/sub channels and patterns, bounded
 concurrency, and a dedicated connection that heals itself.
 
-The subscriber reads from its own connection (never one of the client's pool),
-built from the client's connection parameters. While the connection is quiet
-it sends a PING every ``ping_interval`` seconds and expects some reply within
-``ping_timeout``; a dropped connection, a half-open one, or a server that has
-stopped answering are all seen that way and lead to a reconnect with
-exponential backoff and full jitter, after which every channel and pattern is
-subscribed again and the gap is reported.
+The connection is a :class:`redkit._link.Link` (built from the client's
+connection parameters, never one of its pool's): while quiet it sends a
+PING every ``ping_interval`` seconds and expects some reply within
+``ping_timeout``; a dropped connection, a half-open one, or a server that
+has stopped answering lead to a reconnect with full-jitter backoff, after
+which every channel and pattern is subscribed again and the gap is
+reported. A subscription that worked and was lost is retried within
+``backoff_base`` and then at most every half second for the first 30 s of
+the gap, so delivery resumes promptly after a failover; only longer
+outages back off to ``backoff_max``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,17 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import math
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar, overload
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.connection import AbstractConnection
 
 from .. import _counters, _telemetry
 from .._failures import describe_error
-from .._timing import Sweeper, backoff_delay, cancel_and_wait, raise_if_cancelled
+from .._link import Link, LinkStats, Outage, Timing, client_connect_timeout, endpoint
+from .._timing import Sweeper, cancel_and_wait
 from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable, SerializationError
 from ._envelope import Event, _decode_wire, _to_event, decode_plain_payload
@@ -51,13 +51,6 @@ __all__ = ["Gap", "Subscriber", "SubscriberStats"]
 log = logging.getLogger("redkit.events")
 
 H = TypeVar("H", bound=Callable[..., Any])
-_NETWORK_ERRORS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    OSError,
-    asyncio.TimeoutError,
-    TimeoutError,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,25 +103,6 @@ class SubscriberStats:
     """Total milliseconds spent in gaps."""
     in_flight: int = _counters.gauge()
     """Handler calls running now."""
-
-
-@dataclasses.dataclass
-class _Link:
-    """One dedicated connection's share of the subscriptions."""
-
-    channels: tuple[str, ...]
-    patterns: tuple[str, ...]
-    make: Callable[[], AbstractConnection]
-    label: str
-    refresh: Callable[[], Awaitable[Any]] | None = None
-    subscribed: bool = False
-    attempts: int = 0
-    lost_at: float | None = None
-    lost_wall: datetime | None = None
-    lost_error: str = ""
-    rx: int = 0
-    reader_waiting: bool = False
-    drop_reason: str = ""
 
 
 class Subscriber:
@@ -185,7 +159,7 @@ class Subscriber:
         self.ping_timeout = check_seconds("ping_timeout", ping_timeout)
         self.connect_timeout = check_seconds(
             "connect_timeout",
-            connect_timeout if connect_timeout is not None else _client_connect_timeout(client),
+            connect_timeout if connect_timeout is not None else client_connect_timeout(client),
         )
         self.backoff_base = check_seconds("backoff_base", backoff_base)
         self.backoff_max = check_seconds("backoff_max", backoff_max)
@@ -202,7 +176,7 @@ class Subscriber:
         self._reader_wait: asyncio.Future[None] | None = None
         self._in_flight = 0
         self._channel_names: dict[bytes, str] = {}
-        self._links: list[_Link] = []
+        self._links: list[Link] = []
         self._subscribed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -213,10 +187,7 @@ class Subscriber:
         self._handler_timeouts = 0
         self._unhandled = 0
         self._malformed = 0
-        self._disconnects = 0
-        self._reconnects = 0
-        self._connect_failures = 0
-        self._gap_ms = 0
+        self._link_counts = _counters.counts_for(LinkStats)  # shared by every link
 
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
@@ -276,9 +247,9 @@ class Subscriber:
         try:
             self._links = self._plan(chans, pats)
             if len(self._links) == 1:
-                await self._serve(self._links[0])
+                await self._links[0].run(self._stop)
             else:
-                await _all_or_none([self._serve(link) for link in self._links])
+                await _all_or_none([link.run(self._stop) for link in self._links])
         except Exception:
             log.error(
                 "subscriber on %s %s stopped; their events are no longer handled",
@@ -370,233 +341,69 @@ class Subscriber:
             handler_timeouts=self._handler_timeouts,
             unhandled=self._unhandled,
             malformed=self._malformed,
-            disconnects=self._disconnects,
-            reconnects=self._reconnects,
-            connect_failures=self._connect_failures,
-            gap_ms=self._gap_ms,
+            **self._link_counts,
             in_flight=self._in_flight,
         )
 
     # -- connections --------------------------------------------------------
 
-    def _plan(self, channels: tuple[str, ...], patterns: tuple[str, ...]) -> list[_Link]:
+    def _plan(self, channels: tuple[str, ...], patterns: tuple[str, ...]) -> list[Link]:
         client = self.client
-        if isinstance(client, RedisCluster):
-            if self.sharded:
-                by_slot: dict[int, list[str]] = {}
-                for channel in channels:
-                    by_slot.setdefault(client.keyslot(channel), []).append(channel)
-                return [
-                    _Link(
-                        tuple(chs),
-                        (),
-                        _slot_owner_factory(client, slot),
-                        f"slot {slot}",
-                        # The slot may have moved: learn the owner again.
-                        refresh=client.nodes_manager.initialize,
-                    )
-                    for slot, chs in sorted(by_slot.items())
-                ]
-            return [_Link(channels, patterns, _any_node_factory(client), "cluster")]
-        return [_Link(channels, patterns, _pool_factory(client), "standalone")]
+        if isinstance(client, RedisCluster) and self.sharded:
+            by_slot: dict[int, list[str]] = {}
+            for channel in channels:
+                by_slot.setdefault(client.keyslot(channel), []).append(channel)
+            return [
+                self._link(tuple(chs), (), endpoint(client, slot=slot))
+                for slot, chs in sorted(by_slot.items())
+            ]
+        return [self._link(channels, patterns, endpoint(client))]
 
-    async def _serve(self, link: _Link) -> None:
-        """Keep ``link`` subscribed until stopped; every failure leads to a
-        new connection after a backoff."""
-        assert self._stop is not None
-        while not self._stop.is_set():
-            conn: AbstractConnection | None = None
-            stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
-            try:
-                link.attempts += 1
-                conn = link.make()
-                await asyncio.wait_for(conn.connect(), self.connect_timeout)  # type: ignore[no-untyped-call]
-                raise_if_cancelled()
-                session: asyncio.Future[Any] = asyncio.ensure_future(self._session(link, conn))
-                try:
-                    await asyncio.wait({session, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if not session.done():
-                        await cancel_and_wait(session, 10.0)
-                if not session.cancelled():
-                    session.result()  # raises why the session ended
-                return  # stopped
-            except _Dropped as exc:
-                reason = str(exc)
-            except _NETWORK_ERRORS as exc:
-                reason = describe_error(exc) or type(exc).__name__
-            except redis_errors.ResponseError as exc:
-                if self.sharded and sharded_unsupported(exc):
-                    raise ConfigError(
-                        "sharded=True needs Redis 7.0 or newer (SSUBSCRIBE); this server "
-                        f"does not know it: {describe_error(exc)}"
-                    ) from exc
-                reason = describe_error(exc)
-            except redis_errors.RedisError as exc:
-                reason = describe_error(exc)
-            finally:
-                stop_wait.cancel()
-                if conn is not None:
-                    await _close(conn)
-            if link.subscribed:
-                # A working subscription was lost: the gap starts now.
-                link.subscribed = False
-                assert self._subscribed is not None
-                self._subscribed.clear()
-                self._disconnects += 1
-                link.lost_at = time.monotonic()
-                link.lost_wall = datetime.now(timezone.utc)
-                link.lost_error = reason
-                link.attempts = 0
-                delay = backoff_delay(0, self.backoff_base, self.backoff_base)
-                log.warning("subscriber (%s) lost its connection: %s", link.label, reason)
-            else:
-                self._connect_failures += 1
-                delay = backoff_delay(link.attempts, self.backoff_base, self.backoff_max)
-                log.warning(
-                    "subscriber (%s) cannot subscribe (attempt %d): %s; next try in %.0f ms",
-                    link.label,
-                    link.attempts,
-                    reason,
-                    delay * 1000,
-                )
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-            raise_if_cancelled()
-            if link.refresh is not None:
-                try:
-                    await asyncio.wait_for(link.refresh(), self.connect_timeout)
-                except (redis_errors.RedisError, *_NETWORK_ERRORS) as exc:
-                    log.debug("cluster topology refresh failed: %s", describe_error(exc))
-                raise_if_cancelled()
+    def _link(self, channels: tuple[str, ...], patterns: tuple[str, ...], where: Any) -> Link:
+        def on_up(outage: Outage | None) -> None:
+            self._on_subscribed(outage, channels, patterns)
 
-    async def _session(self, link: _Link, conn: AbstractConnection) -> None:
-        """Subscribe on ``conn`` and dispatch what arrives; raises
-        :class:`_Dropped` (or a redis-py error) when the connection fails.
+        return Link(
+            where,
+            self._deliver,
+            channels=channels,
+            patterns=patterns,
+            sharded=self.sharded,
+            timing=Timing(
+                self.ping_interval,
+                self.ping_timeout,
+                self.connect_timeout,
+                self.backoff_base,
+                self.backoff_max,
+            ),
+            log=log,
+            label=f"subscriber ({where.label})",
+            on_up=on_up,
+            on_down=self._on_lost,
+            check_reply=self._check_reply,
+            counts=self._link_counts,
+        )
 
-        Reads block without a timer (a timer per message costs as much as the
-        rest of the dispatch); a heartbeat task watches the connection and
-        closes it when it stops answering, which ends the read.
-        """
-        link.rx = 0
-        link.reader_waiting = False
-        link.drop_reason = ""
-        confirmed = asyncio.Event()
-        pending = 0
-        if link.channels:
-            command = "SSUBSCRIBE" if self.sharded else "SUBSCRIBE"
-            await conn.send_command(command, *link.channels, check_health=False)
-            pending += len(link.channels)
-        if link.patterns:
-            await conn.send_command("PSUBSCRIBE", *link.patterns, check_health=False)
-            pending += len(link.patterns)
-        raise_if_cancelled()
-        heartbeat = asyncio.ensure_future(self._heartbeat(link, conn, confirmed))
-        read = conn.read_response
-        prepare = self._prepare
-        idle = self._idle
-        try:
-            while True:
-                try:
-                    msg = await read(timeout=math.inf, disconnect_on_error=False)
-                except _NETWORK_ERRORS:
-                    if link.drop_reason:
-                        raise _Dropped(link.drop_reason) from None
-                    raise
-                link.rx += 1
-                kind = msg[0]
-                if kind == b"message" or kind == b"smessage":
-                    prepared = prepare(msg[1], msg[2])
-                elif kind == b"pmessage":
-                    prepared = prepare(msg[2], msg[3])
-                else:
-                    if kind in (b"subscribe", b"psubscribe", b"ssubscribe"):
-                        pending -= 1
-                        if pending == 0:
-                            confirmed.set()
-                            self._on_subscribed(link)
-                    elif kind in (b"unsubscribe", b"punsubscribe", b"sunsubscribe"):
-                        # Nobody here asked for it: the server dropped the
-                        # subscription (a slot moved to another node).
-                        raise _Dropped(f"server ended the subscription to {_text(msg[1])!r}")
-                    continue  # PONG and confirmations carry no event
-                if prepared is None:
-                    continue
-                regs, event, payload = prepared
-                for reg in regs:
-                    if idle:
-                        idle.popleft().set_result((reg, event, payload))
-                    else:
-                        await self._wait_for_worker(link)
-                        idle.popleft().set_result((reg, event, payload))
-        finally:
-            heartbeat.cancel()
+    def _check_reply(self, exc: BaseException) -> None:
+        if self.sharded and sharded_unsupported(exc):
+            raise ConfigError(
+                "sharded=True needs Redis 7.0 or newer (SSUBSCRIBE); this server "
+                f"does not know it: {describe_error(exc)}"
+            ) from exc
 
-    async def _heartbeat(
-        self, link: _Link, conn: AbstractConnection, confirmed: asyncio.Event
-    ) -> None:
-        """Close ``conn`` when subscriptions are not confirmed within
-        ``connect_timeout``, or when a quiet connection does not answer a
-        PING within ``ping_timeout``."""
-        try:
-            await asyncio.wait_for(confirmed.wait(), self.connect_timeout)
-        except asyncio.TimeoutError:
-            await self._give_up(
-                link, conn, f"subscriptions not confirmed within {self.connect_timeout:g}s"
-            )
-            return
-        seen = link.rx
-        while True:
-            await asyncio.sleep(self.ping_interval)
-            if link.rx != seen or link.reader_waiting:
-                seen = link.rx  # traffic, or handlers full: alive
-                continue
-            await conn.send_command("PING", check_health=False)
-            await asyncio.sleep(self.ping_timeout)
-            if link.rx == seen and not link.reader_waiting:
-                await self._give_up(
-                    link,
-                    conn,
-                    f"no reply to PING within {self.ping_timeout:g}s (half-open connection "
-                    "or stalled server)",
-                )
-                return
-            seen = link.rx
-
-    async def _give_up(self, link: _Link, conn: AbstractConnection, reason: str) -> None:
-        link.drop_reason = reason
-        await _close(conn)
-
-    def _on_subscribed(self, link: _Link) -> None:
-        link.subscribed = True
+    def _on_lost(self, reason: str) -> None:
         assert self._subscribed is not None
-        if all(other.subscribed for other in self._links):
+        self._subscribed.clear()
+
+    def _on_subscribed(
+        self, outage: Outage | None, channels: tuple[str, ...], patterns: tuple[str, ...]
+    ) -> None:
+        assert self._subscribed is not None
+        if all(link.subscribed for link in self._links):
             self._subscribed.set()
-        attempts, link.attempts = link.attempts, 0
-        if link.lost_at is None or link.lost_wall is None:
-            log.info("subscribed (%s): %s %s", link.label, link.channels, link.patterns)
+        if outage is None or self.on_reconnect is None:
             return
-        seconds = time.monotonic() - link.lost_at
-        self._reconnects += 1
-        self._gap_ms += int(seconds * 1000)
-        report = Gap(
-            started=link.lost_wall,
-            ended=datetime.now(timezone.utc),
-            seconds=seconds,
-            attempts=attempts,
-            error=link.lost_error,
-            channels=link.channels,
-            patterns=link.patterns,
-        )
-        link.lost_at = link.lost_wall = None
-        log.warning(
-            "subscriber (%s) resubscribed after a %.2fs gap (%s)",
-            link.label,
-            seconds,
-            report.error,
-        )
-        if self.on_reconnect is not None:
-            self._spawn(self._report_gap(report))
+        self._spawn(self._report_gap(Gap(**vars(outage), channels=channels, patterns=patterns)))
 
     async def _report_gap(self, gap: Gap) -> None:
         assert self.on_reconnect is not None
@@ -648,15 +455,35 @@ class Subscriber:
             )
             return None
 
-    async def _wait_for_worker(self, link: _Link) -> None:
+    def _deliver(self, channel: bytes, data: bytes) -> Awaitable[None] | None:
+        """Hand one message to a free worker; an awaitable when the reader
+        must wait for one first."""
+        prepared = self._prepare(channel, data)
+        if prepared is None:
+            return None
+        regs, event, payload = prepared
+        idle = self._idle
+        if len(regs) == 1 and idle:
+            idle.popleft().set_result((regs[0], event, payload))
+            return None
+        return self._hand_out(regs, event, payload)
+
+    async def _hand_out(
+        self, regs: tuple[Registration, ...], event: Event[Any], payload: bytes
+    ) -> None:
+        idle = self._idle
+        for reg in regs:
+            if not idle:
+                await self._wait_for_worker()
+            idle.popleft().set_result((reg, event, payload))
+
+    async def _wait_for_worker(self) -> None:
         """Every worker is busy: stop reading until one is free."""
         while not self._idle:
-            link.reader_waiting = True
             waiter = self._reader_wait = asyncio.get_running_loop().create_future()
             try:
                 await waiter
             finally:
-                link.reader_waiting = False
                 self._reader_wait = None
 
     async def _worker(self) -> None:
@@ -756,82 +583,12 @@ class Subscriber:
 _Job = tuple[Registration, Event[Any], bytes]
 
 
-class _Dropped(Exception):
-    """The subscription connection is gone or no longer answers."""
-
-
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
-
-
-def _client_connect_timeout(client: Client) -> float:
-    kwargs = (
-        client.connection_kwargs
-        if isinstance(client, RedisCluster)
-        else client.connection_pool.connection_kwargs
-    )
-    value = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
-    return float(value) if value else 5.0
-
-
-_OVERRIDES = {"decode_responses": False, "protocol": 2, "health_check_interval": 0}
-# redis-py 8's maintenance notifications need RESP3 or hiredis; a RESP2
-# subscription connection built from a pool's arguments must leave them out,
-# or it cannot connect where hiredis is not installed.
-_DROPPED = frozenset({"maint_notifications_config", "maint_notifications_pool_handler", "protocol"})
-
-
-def _connection_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: v for k, v in kwargs.items() if k not in _DROPPED}, **_OVERRIDES}
-
-
-def _pool_factory(client: Redis) -> Callable[[], AbstractConnection]:
-    pool = client.connection_pool
-
-    def make() -> AbstractConnection:
-        conn: AbstractConnection = pool.connection_class(
-            **_connection_kwargs(pool.connection_kwargs)
-        )
-        return conn
-
-    return make
-
-
-def _node_connection(node: Any) -> AbstractConnection:
-    conn: AbstractConnection = node.connection_class(**_connection_kwargs(node.connection_kwargs))
-    return conn
-
-
-def _any_node_factory(client: RedisCluster) -> Callable[[], AbstractConnection]:
-    """Connections to the cluster's primaries in turn, starting at a random
-    one: after a failure the next attempt tries another node."""
-    turn = [random.randrange(1 << 16)]
-
-    def make() -> AbstractConnection:
-        nodes = client.get_primaries() or client.get_nodes()
-        if not nodes:
-            raise redis_errors.ConnectionError("the cluster client knows no nodes")
-        turn[0] += 1
-        return _node_connection(nodes[turn[0] % len(nodes)])
-
-    return make
-
-
-def _slot_owner_factory(client: RedisCluster, slot: int) -> Callable[[], AbstractConnection]:
-    def make() -> AbstractConnection:
-        node = client.nodes_manager.get_node_from_slot(slot)
-        return _node_connection(node)
-
-    return make
-
-
-async def _close(conn: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        await conn.disconnect(nowait=True)
 
 
 async def _all_or_none(coros: Sequence[Awaitable[None]]) -> None:

@@ -1,29 +1,29 @@
 """Early wake-up of waiting tasks when a holder releases.
 
 The release scripts PUBLISH on the lock's channel. A :class:`Waker` keeps one
-pub/sub connection for every task of the process that waits through the same
-:class:`~redkit.lock.DistributedLock`, subscribed to a channel exactly while
-some local task waits on it. Nothing is written to Redis for a waiter, so a
-cancelled waiter leaves nothing behind; a missed or late message only costs
-the waiter its next backoff delay, because waiting never depends on the
-message alone.
+pub/sub link (:mod:`redkit._link`) for every task of the process that waits
+through the same :class:`~redkit.lock.DistributedLock`, subscribed to a
+channel exactly while some local task waits on it, and closed after
+``idle_close`` seconds without any. Nothing is written to Redis for a
+waiter, so a cancelled waiter leaves nothing behind; a missed or late
+message only costs the waiter its next backoff delay, because waiting never
+depends on the message alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
-from .._failures import describe_error
-from .._timing import bounded
+from .._failures import TIMED_OUT
+from .._link import Link, Outage, Timing, client_connect_timeout, endpoint
+from .._timing import TaskSet, bounded, cancel_and_wait
 from ..connection import Client
 from ._common import log
 
-# After pub/sub fails, waiters use backoff alone for this long before the
-# connection is tried again.
+# After pub/sub fails, waiters use backoff alone while the link tries again
+# within this many seconds (full jitter).
 FAILURE_PAUSE = 1.0
 
 
@@ -33,16 +33,12 @@ class Waker:
     def __init__(self, client: Client, *, idle_close: float = 5.0) -> None:
         self._client = client
         self._idle_close = idle_close
-        self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._io: asyncio.Lock | None = None
+        self._link: Link | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = TaskSet()
         self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._subscribed: set[str] = set()
         self._confirmed: dict[str, asyncio.Event] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._paused_until = 0.0
-        self._healthy = True
         self._closed = False
 
     @contextlib.asynccontextmanager
@@ -59,137 +55,91 @@ class Waker:
             watchers.discard(watch.event)
             if not watchers and self._watchers.get(channel) is watchers:
                 del self._watchers[channel]
-                self._spawn(self._unsubscribe(channel))
+                self._confirmed.pop(channel, None)
+                link = self._link
+                if link is not None:
+                    link.remove(channel)
+                    if not link.channels and not self._closed:
+                        self._arm_idle_timer()
 
     async def aclose(self) -> None:
-        """Drop the pub/sub connection and wait for pending unsubscribes."""
+        """Drop the pub/sub connection."""
         self._closed = True
         self._cancel_idle_timer()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
-        await self._close_pubsub(self._pubsub, self._reader)
-        self._pubsub = None
-        self._reader = None
-        self._subscribed.clear()
+        await self._stop()
+        await self._closing.wait(5.0)
 
     # -- internals ---------------------------------------------------------
 
-    def _lock(self) -> asyncio.Lock:
-        if self._io is None:
-            self._io = asyncio.Lock()
-        return self._io
-
     async def _subscribe(self, channel: str, limit: float) -> bool:
-        if channel in self._subscribed:
+        if self._closed or limit <= 0:
             return False
-        if self._closed or time.monotonic() < self._paused_until or limit <= 0:
+        link = self._running_link()
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self._confirmed[channel] = asyncio.Event()
+            link.add(channel)
+        elif confirmed.is_set():
             return False
+        if link.failing:
+            return False  # backoff alone until the link is back
         try:
-            await bounded(self._send_subscribe(channel), limit)
-            confirmed = self._confirmed.get(channel)
-            if confirmed is not None:
-                await bounded(confirmed.wait(), limit)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._fail(exc)
+            await bounded(confirmed.wait(), limit)
+        except TIMED_OUT:
             return False
         return True
 
-    async def _send_subscribe(self, channel: str) -> None:
-        async with self._lock():
-            if channel in self._subscribed:
-                return
-            if self._pubsub is None:
-                self._pubsub = self._client.pubsub()
-            pubsub = self._pubsub
-            self._confirmed[channel] = asyncio.Event()
-            self._subscribed.add(channel)
-            try:
-                await pubsub.subscribe(channel)
-            finally:
-                # Even if this waiter was cancelled mid-way, whatever reached
-                # the server gets read (confirmations, messages).
-                if self._reader is None and pubsub is self._pubsub and pubsub.connection:
-                    self._reader = asyncio.create_task(self._read(pubsub))
-
-    async def _unsubscribe(self, channel: str) -> None:
-        try:
-            async with self._lock():
-                if channel in self._watchers or channel not in self._subscribed:
-                    return
-                self._subscribed.discard(channel)
-                self._confirmed.pop(channel, None)
-                if self._pubsub is not None:
-                    await bounded(self._pubsub.unsubscribe(channel), 2.0)
-                if not self._subscribed and not self._closed:
-                    self._arm_idle_timer()
-        except Exception as exc:
-            self._fail(exc)
-
-    async def _read(self, pubsub: Any) -> None:
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if pubsub is self._pubsub:
-                    self._fail(exc)
-                return
-            if not message:
-                continue
-            channel = message.get("channel")
-            if isinstance(channel, bytes):
-                channel = channel.decode()
-            kind = message.get("type")
-            if kind == "message":
-                for event in self._watchers.get(channel, ()):
-                    event.set()
-            elif kind == "subscribe":
-                if not self._healthy:
-                    self._healthy = True
-                    log.info("release notifications for lock waiters work again")
-                confirmed = self._confirmed.get(channel)
-                if confirmed is not None:
-                    confirmed.set()
-
-    def _fail(self, exc: BaseException) -> None:
-        """Pub/sub broke: waiters fall back to backoff, the connection is
-        dropped and tried again after a pause."""
-        if self._healthy:
-            log.warning(
-                "lock waiters will poll with backoff only for now: "
-                "the release notification subscription failed: %s",
-                describe_error(exc),
+    def _running_link(self) -> Link:
+        link = self._link
+        if link is None or self._task is None or self._task.done():
+            # A new link each time: one that was closed may still be ending.
+            link = self._link = Link(
+                endpoint(self._client),
+                self._deliver,
+                channels=self._confirmed,
+                timing=Timing(
+                    5.0, 3.0, client_connect_timeout(self._client), FAILURE_PAUSE, FAILURE_PAUSE
+                ),
+                log=log,
+                label="lock release notifications (waiters poll with backoff only meanwhile)",
+                on_up=self._up,
+                on_down=self._down,
+                on_confirm=self._confirm,
             )
-        else:
-            log.debug("release notification subscription failed again: %s", describe_error(exc))
-        self._healthy = False
-        self._paused_until = time.monotonic() + FAILURE_PAUSE
-        pubsub, reader = self._pubsub, self._reader
-        self._pubsub = None
-        self._reader = None
-        self._subscribed.clear()
-        for confirmed in self._confirmed.values():
-            confirmed.set()
-        self._confirmed.clear()
-        # A release may have gone unnoticed: let every waiter look now.
+            self._confirmed.clear()
+            self._task = asyncio.get_running_loop().create_task(
+                link.run(), name="redkit.lock waker"
+            )
+        return link
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        for event in self._watchers.get(channel.decode("utf-8", "replace"), ()):
+            event.set()
+
+    def _confirm(self, channel: str) -> None:
+        if channel in self._watchers:
+            self._confirmed.setdefault(channel, asyncio.Event()).set()
+
+    def _up(self, outage: Outage | None) -> None:
+        if outage is not None:
+            # A release may have gone unnoticed: let every waiter look now.
+            self._wake_all()
+
+    def _down(self, reason: str) -> None:
+        confirmed, self._confirmed = self._confirmed, {}
+        for event in confirmed.values():
+            event.set()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
         for watchers in self._watchers.values():
             for event in watchers:
                 event.set()
-        self._spawn(self._close_pubsub(pubsub, reader))
 
-    async def _close_pubsub(self, pubsub: Any, reader: asyncio.Task[None] | None) -> None:
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-        if pubsub is not None:
-            try:
-                await bounded(pubsub.aclose(), 2.0)
-            except Exception as exc:
-                log.debug("closing the release subscription failed: %s", describe_error(exc))
+    async def _stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task, 5.0)
 
     def _arm_idle_timer(self) -> None:
         self._cancel_idle_timer()
@@ -203,17 +153,10 @@ class Waker:
 
     def _close_if_idle(self) -> None:
         self._idle_timer = None
-        if self._subscribed or self._watchers or self._pubsub is None:
+        if self._watchers or self._task is None or (self._link and self._link.channels):
             return
-        pubsub, reader = self._pubsub, self._reader
-        self._pubsub = None
-        self._reader = None
-        self._spawn(self._close_pubsub(pubsub, reader))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task, self._task = self._task, None
+        self._closing.spawn(cancel_and_wait(task, 5.0))
 
 
 class Watch:
