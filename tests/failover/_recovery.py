@@ -154,3 +154,25 @@ def report(component: str, promotion: Promotion, served_at: float, **extra: Any)
         f"outage={served_at - promotion.started:6.3f}s{details}"
     )
     return recovery
+
+
+async def close_all(*things: Any, timeout: float = 10.0) -> None:
+    """``aclose()`` each of ``things`` in order, each bounded: a component
+    that cannot shut down after a failover is a failure, not a hung suite."""
+    stuck = []
+    for thing in things:
+        try:
+            await asyncio.wait_for(thing.aclose(), timeout)
+        except asyncio.TimeoutError:
+            stuck.append(repr(thing))
+    assert not stuck, f"aclose() did not return within {timeout:g} s: {stuck}"
+
+
+async def within(check: Callable[[], Any], timeout: float) -> float | None:
+    """Seconds until ``check()`` was true, or None if not within ``timeout``."""
+    started = time.monotonic()
+    try:
+        await until(check, "condition", timeout)
+    except AssertionError:
+        return None
+    return time.monotonic() - started
