@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.crc import key_slot
 
 import redkit
 from redkit.connection import Client
@@ -107,11 +106,23 @@ class Rig:
                 with SyncRedis(host=node.host, port=node.port) as admin:
                     counts[node.port] = len(admin.client_list(_type="pubsub"))
         busiest = max(counts, key=lambda port: counts[port])
+        return self._key_on(busiest, "pubsub")
+
+    def keys_near(self, key: str, *names: str) -> list[str]:
+        """One key per name (``name-<n>``) served by the same primary as
+        ``key``, for components whose keys carry no hash tag of ours."""
+        if isinstance(self.server, EmbeddedSentinelGroup):
+            return list(names)
+        port = self.server.primary_for(key).port
+        return [self._key_on(port, name) for name in names]
+
+    def _key_on(self, port: int, name: str) -> str:
+        assert isinstance(self.server, EmbeddedCluster)
         for n in range(10_000):
-            key = f"pubsub-{n}"
-            if self.server.primary_for(key).port == busiest:
+            key = f"{name}-{n}"
+            if self.server.primary_for(key).port == port:
                 return key
-        raise AssertionError(f"no key found on node {busiest}")
+        raise AssertionError(f"no key found on node {port}")
 
     async def replicated(self, client: Client, key: str = "") -> None:
         """Wait until the replica of ``key``'s primary has every write so far."""
@@ -121,9 +132,6 @@ class Rig:
             node = client.get_node_from_key(key)
             acked = await client.execute_command("WAIT", 1, 5000, target_nodes=node)
         assert acked == 1, "the replica did not acknowledge"
-
-    def same_slot(self, key: str, other: str) -> bool:
-        return key_slot(key.encode()) == key_slot(other.encode())
 
     def flush(self) -> None:
         nodes = (
