@@ -161,10 +161,14 @@ async def close_all(*things: Any, timeout: float = 10.0) -> None:
     that cannot shut down after a failover is a failure, not a hung suite."""
     stuck = []
     for thing in things:
-        try:
-            await asyncio.wait_for(thing.aclose(), timeout)
-        except asyncio.TimeoutError:
+        # Not wait_for: it would wait for a close that swallows its
+        # cancellation, which is the hang this is meant to report.
+        closing = asyncio.ensure_future(thing.aclose())
+        done, _ = await asyncio.wait({closing}, timeout=timeout)
+        if not done:
             stuck.append(repr(thing))
+        else:
+            closing.result()
     assert not stuck, f"aclose() did not return within {timeout:g} s: {stuck}"
 
 
