@@ -20,7 +20,7 @@ from redkit.server import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinelGroup
 from redkit.settings import RedisSettings
 from redkit.testing import settings_for
 
-from ._recovery import Promotion
+from ._recovery import Promotion, until_async
 
 Topology = EmbeddedSentinelGroup | EmbeddedCluster
 
@@ -125,13 +125,17 @@ class Rig:
         raise AssertionError(f"no key found on node {port}")
 
     async def replicated(self, client: Client, key: str = "") -> None:
-        """Wait until the replica of ``key``'s primary has every write so far."""
-        if isinstance(client, Redis):
-            acked = await client.execute_command("WAIT", 1, 5000)
-        else:
-            node = client.get_node_from_key(key)
-            acked = await client.execute_command("WAIT", 1, 5000, target_nodes=node)
-        assert acked == 1, "the replica did not acknowledge"
+        """Wait (at most 10 s) until the replica of ``key``'s primary has
+        every write so far. Each WAIT stays under the client's read timeout:
+        a replica still resyncing after the last test is waited for here."""
+        options = (
+            {} if isinstance(client, Redis) else {"target_nodes": client.get_node_from_key(key)}
+        )
+
+        async def acked() -> bool:
+            return bool(await client.execute_command("WAIT", 1, 500, **options) == 1)
+
+        await until_async(acked, "replica acknowledgement", 10.0)
 
     def flush(self) -> None:
         nodes = (
