@@ -155,6 +155,24 @@ class EmbeddedSentinelGroup:
         """Start a killed or stopped server again and return once the
         sentinels have made it an in-sync replica of the current primary."""
         server.restart()
+        self._demote(server, timeout)
+        return server
+
+    def settle(self, *, timeout: float = 30.0) -> None:
+        """Return once every running server but the primary is an in-sync
+        replica of it, as every sentinel sees it. After :meth:`failover` the
+        sentinels take about ten seconds to demote the deposed primary; this
+        demotes it at once (with the ``REPLICAOF`` they would send), so that
+        the next failover can start."""
+        for server in self.servers:
+            if server.running and server is not self.primary():
+                self._demote(server, timeout)
+
+    def _demote(self, server: EmbeddedRedis, timeout: float) -> None:
+        primary = self.primary()
+        with admin_client(server) as client:
+            if text(client.execute_command("ROLE")[0]) == "master":
+                client.execute_command("REPLICAOF", primary.host, primary.port)
 
         def replica_again() -> bool:
             if not in_sync(server):
@@ -168,7 +186,6 @@ class EmbeddedSentinelGroup:
             return True
 
         self._wait(replica_again, f"replica on port {server.port} again", timeout)
-        return server
 
     def _await_new_primary(self, old: EmbeddedRedis, timeout: float) -> EmbeddedRedis:
         found: list[EmbeddedRedis] = []
