@@ -626,12 +626,13 @@ async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, pr
         await asyncio.wait_for(task, 10)
 
 
+def by_api_key(request: RequestInfo) -> str | None:
+    value = request.header("x-api-key")
+    return None if value is None else f"key:{value}"
+
+
 async def test_a_rule_whose_key_is_none_gives_way_to_the_next(client):
     limiter = RateLimiter(client)
-
-    def by_api_key(request: RequestInfo) -> str | None:
-        value = request.header("x-api-key")
-        return None if value is None else f"key:{value}"
 
     rules = [
         RateLimitRule("/*", "1/minute", key=by_api_key),
@@ -648,10 +649,6 @@ async def test_a_rule_whose_key_is_none_gives_way_to_the_next(client):
 
 async def test_match_all_stops_charging_at_the_first_refusal(client):
     limiter = RateLimiter(client)
-
-    def by_api_key(request: RequestInfo) -> str | None:
-        value = request.header("x-api-key")
-        return None if value is None else f"key:{value}"
 
     rules = [
         RateLimitRule("/*", "1/day", name="ip"),
