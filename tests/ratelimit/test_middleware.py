@@ -303,25 +303,28 @@ async def test_depends_reads_only_the_named_proxy_header(client):
         limiter.depends("1/minute", proxy_header="x-real-ip")  # type: ignore[arg-type]
 
 
-class SetJsonUser:
-    """Test middleware: the X-User-Json header, a JSON string, becomes
-    request.state.user_id (JSON can carry a lone surrogate: "\\ud800")."""
+class SetUser:
+    """Test middleware: the ``header`` of a request, read by ``parse``,
+    becomes request.state.user_id (X-User, as text, by default)."""
 
-    def __init__(self, app):
+    def __init__(self, app, header=b"x-user", parse=bytes.decode):
         self.app = app
+        self.header = header
+        self.parse = parse
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             for name, value in scope["headers"]:
-                if name == b"x-user-json":
-                    scope.setdefault("state", {})["user_id"] = json.loads(value)
+                if name == self.header:
+                    scope.setdefault("state", {})["user_id"] = self.parse(value)
         await self.app(scope, receive, send)
 
 
 async def test_a_user_id_with_a_lone_surrogate_gets_its_own_allowance(client):
     limiter = RateLimiter(client)
     inner = starlette_app(limiter, [RateLimitRule("/*", "2/minute", key=by_user_or_ip)])
-    async with http(SetJsonUser(inner)) as web:
+    # JSON can carry a lone surrogate: "\ud800"
+    async with http(SetUser(inner, b"x-user-json", json.loads)) as web:
         lone = {"x-user-json": '"\\ud800"'}
         other = {"x-user-json": '"\\udfff"'}
         statuses = [(await web.get("/api/items", headers=lone)).status_code for _ in range(3)]
@@ -343,20 +346,6 @@ async def test_presets_have_the_go_service_numbers(client):
     async with http(starlette_app(limiter, rules)) as web:
         assert (await web.post("/auth/login")).headers["x-ratelimit-limit"] == "5"
         assert (await web.get("/api/items")).headers["x-ratelimit-limit"] == "100"
-
-
-class SetUser:
-    """Test middleware: the X-User header becomes request.state.user_id."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"x-user":
-                    scope.setdefault("state", {})["user_id"] = value.decode()
-        await self.app(scope, receive, send)
 
 
 async def test_user_preset_keys_by_user_then_ip(client):
