@@ -11,7 +11,7 @@ from redkit.ratelimit import Rate
 from redkit.ratelimit._decision import Planner, admitted, combine, decision, merge, refused
 
 
-def test_a_plan_carries_the_script_arguments_and_the_policy_names():
+def test_a_plan_carries_the_script_arguments_and_the_policy_names() -> None:
     plan = Planner("sliding_window").plan(["5/minute", "100/hour"], 2, "api")
     assert plan.fields == ("api|sw:5:60000", "api|sw:100:3600000")
     assert plan.names == ("api-5-per-60s", "api-100-per-3600s")
@@ -24,12 +24,12 @@ def test_a_plan_carries_the_script_arguments_and_the_policy_names():
     assert plan.logs == () and plan.too_costly is None
 
 
-def test_only_the_sliding_log_keeps_log_keys_and_gcra_fields_name_the_burst():
+def test_only_the_sliding_log_keeps_log_keys_and_gcra_fields_name_the_burst() -> None:
     assert Planner("sliding_log").plan("5/minute").logs == ("sl:5:60000",)
     assert Planner("gcra").plan(Rate(5, 60, burst=2)).fields == ("gcra:5:60000:2",)
 
 
-def test_plans_are_cached_and_bad_arguments_refused():
+def test_plans_are_cached_and_bad_arguments_refused() -> None:
     planner = Planner("fixed_window")
     assert planner.plan("5/minute") is planner.plan("5/minute")
     assert planner.plan(["5/minute"]) == planner.plan(["5/minute"])
@@ -45,7 +45,7 @@ def test_plans_are_cached_and_bad_arguments_refused():
         Planner("leaky_bucket")
 
 
-def test_a_cost_above_the_limit_is_refused_without_asking():
+def test_a_cost_above_the_limit_is_refused_without_asking() -> None:
     plan = Planner("sliding_window").plan("5/minute", 6)
     assert plan.too_costly is not None and "exceeds the limit" in plan.too_costly
     answer = refused(plan)
@@ -55,7 +55,7 @@ def test_a_cost_above_the_limit_is_refused_without_asking():
     assert not decision(plan, [1, 5, 0, -1]).allowed
 
 
-def test_the_script_answer_becomes_a_decision_in_seconds():
+def test_the_script_answer_becomes_a_decision_in_seconds() -> None:
     plan = Planner("sliding_window").plan("5/minute")
     ok = decision(plan, [1, 4, 60_000_000, -1])
     assert (ok.allowed, ok.remaining, ok.reset_after, ok.retry_after) == (True, 4, 60.0, None)
@@ -64,7 +64,7 @@ def test_the_script_answer_becomes_a_decision_in_seconds():
     assert no.states[0].name == "5-per-60s"
 
 
-def test_with_several_rates_the_binding_one_speaks():
+def test_with_several_rates_the_binding_one_speaks() -> None:
     plan = Planner("sliding_window").plan(["5/minute", "100/hour"])
     ok = decision(plan, [1, 4, 60_000_000, -1, 1, 2, 3_600_000_000, -1])
     assert (ok.limit, ok.remaining) == (100, 2)  # the least left
@@ -73,7 +73,7 @@ def test_with_several_rates_the_binding_one_speaks():
     assert len(no.states) == 2
 
 
-def test_combined_plans_charge_every_item_once():
+def test_combined_plans_charge_every_item_once() -> None:
     planner = Planner("sliding_window")
     a, b = planner.plan("5/minute", 1, "a"), planner.plan("9/minute", 1, "b")
     both = combine([a, b])
@@ -84,7 +84,7 @@ def test_combined_plans_charge_every_item_once():
         combine([a, a])
 
 
-def test_merged_decisions_admit_only_when_every_key_did():
+def test_merged_decisions_admit_only_when_every_key_did() -> None:
     plan = Planner("sliding_window").plan("5/minute")
     ok = decision(plan, [1, 3, 1_000_000, -1])
     tight = decision(plan, [1, 1, 1_000_000, -1])
@@ -98,7 +98,7 @@ def test_merged_decisions_admit_only_when_every_key_did():
     assert merge([admitted(plan, "down"), admitted(plan, "down")]).degraded
 
 
-def test_an_admission_without_redis_is_degraded_only_with_a_reason():
+def test_an_admission_without_redis_is_degraded_only_with_a_reason() -> None:
     plan = Planner("gcra").plan("5/minute")
     assert not admitted(plan).degraded and admitted(plan).remaining == 5
     opened = admitted(plan, "fail-open")

@@ -252,6 +252,7 @@ async def test_refresh_at_most_every_n_seconds(redis_client: Redis) -> None:
     async def expires_at(value: str) -> str:
         tag, secret = unsigned(value).split(".")
         raw = await redis_client.get(f"app:session:{{{tag}}}:{secret}")
+        assert raw is not None
         return str(json.loads(raw)["expires_at"])
 
     async with asgi_client(starlette_app(store, refresh_every=3600)) as http:
