@@ -1,4 +1,8 @@
-"""RateLimiter: one Lua script call per decision, on Redis time."""
+"""RateLimiter: one Lua script call per decision, on Redis time.
+
+This is the I/O half: the script call, its deadline, the failure policy
+and the counters. Plans, script arguments and reading the answer are the
+pure ``_decision`` module's."""
 
 from __future__ import annotations
 

@@ -38,6 +38,8 @@ T = TypeVar("T")
 STATE_KEY = "redkit.session"
 _SIG_CHARS = 43
 _MAX_COOKIE_CHARS = 256
+# Spelled out rather than made by _asgi.error_body: compact JSON, the bytes
+# this 503 has always had.
 _UNAVAILABLE_BODY = (
     b'{"error":{"code":"SESSION_STORE_UNAVAILABLE",'
     b'"message":"The session store is unavailable; try again shortly."}}'
