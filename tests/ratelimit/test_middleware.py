@@ -4,6 +4,7 @@ over ASGI with Starlette and FastAPI, and one real uvicorn server."""
 # No "from __future__ import annotations": FastAPI reads the routes' annotations.
 
 import asyncio
+import contextlib
 import json
 import re
 from typing import Annotated
@@ -511,24 +512,18 @@ def test_bad_rules_fail_at_construction(args, kwargs, fragment):
         RateLimitRule(*args, **kwargs)
 
 
-async def test_real_uvicorn_server_on_loopback(client):
+@contextlib.asynccontextmanager
+async def uvicorn_on_loopback(app):
+    """``app`` served by uvicorn on 127.0.0.1; yields the port."""
     import uvicorn
 
-    limiter = RateLimiter(client)
-    app = starlette_app(limiter, [RateLimitRule("/*", "2/minute")])
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            # uvicorn would otherwise rewrite the peer from X-Forwarded-For
-            # itself (it trusts 127.0.0.1 by default)
-            proxy_headers=False,
-        )
+    # proxy_headers=False: uvicorn would otherwise rewrite the peer from
+    # X-Forwarded-For itself (it trusts 127.0.0.1 by default)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False
     )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):
@@ -536,6 +531,16 @@ async def test_real_uvicorn_server_on_loopback(client):
                 break
             await asyncio.sleep(0.01)
         assert server.started, "uvicorn did not start within 5 s"
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def test_real_uvicorn_server_on_loopback(client):
+    limiter = RateLimiter(client)
+    app = starlette_app(limiter, [RateLimitRule("/*", "2/minute")])
+    async with uvicorn_on_loopback(app) as port:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as web:
             r1 = await web.get("/api/items", headers={"x-forwarded-for": "9.9.9.9"})
             r2 = await web.get("/api/items")
@@ -548,9 +553,6 @@ async def test_real_uvicorn_server_on_loopback(client):
         # the peer was 127.0.0.1 and the spoofed header counted for nothing
         assert (await limiter.peek("ip:127.0.0.1", "2/minute", name="/*")).remaining == 0
         assert (await limiter.peek("ip:9.9.9.9", "2/minute", name="/*")).remaining == 2
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 HOSTILE_VALUES = [
@@ -570,8 +572,6 @@ HOSTILE_VALUES = [
 
 @pytest.mark.parametrize("proxy_header", ["x-forwarded-for", "forwarded"])
 async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, proxy_header):
-    import uvicorn
-
     limiter = RateLimiter(client)
     app = starlette_app(
         limiter,
@@ -579,17 +579,7 @@ async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, pr
         trusted_proxies=["127.0.0.1"],
         proxy_header=proxy_header,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start within 5 s"
+    async with uvicorn_on_loopback(app) as port:
         statuses = []
         for value in HOSTILE_VALUES:
             for name in (b"X-Forwarded-For", b"Forwarded"):
@@ -610,9 +600,6 @@ async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, pr
                 await writer.wait_closed()
                 statuses.append(status_line.split(b" ")[1])
         assert set(statuses) == {b"200"}, statuses
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 def by_api_key(request: RequestInfo) -> str | None:
