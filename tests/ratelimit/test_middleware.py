@@ -4,6 +4,7 @@ over ASGI with Starlette and FastAPI, and one real uvicorn server."""
 # No "from __future__ import annotations": FastAPI reads the routes' annotations.
 
 import asyncio
+import contextlib
 import json
 import re
 from typing import Annotated
@@ -303,25 +304,28 @@ async def test_depends_reads_only_the_named_proxy_header(client):
         limiter.depends("1/minute", proxy_header="x-real-ip")  # type: ignore[arg-type]
 
 
-class SetJsonUser:
-    """Test middleware: the X-User-Json header, a JSON string, becomes
-    request.state.user_id (JSON can carry a lone surrogate: "\\ud800")."""
+class SetUser:
+    """Test middleware: the ``header`` of a request, read by ``parse``,
+    becomes request.state.user_id (X-User, as text, by default)."""
 
-    def __init__(self, app):
+    def __init__(self, app, header=b"x-user", parse=bytes.decode):
         self.app = app
+        self.header = header
+        self.parse = parse
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             for name, value in scope["headers"]:
-                if name == b"x-user-json":
-                    scope.setdefault("state", {})["user_id"] = json.loads(value)
+                if name == self.header:
+                    scope.setdefault("state", {})["user_id"] = self.parse(value)
         await self.app(scope, receive, send)
 
 
 async def test_a_user_id_with_a_lone_surrogate_gets_its_own_allowance(client):
     limiter = RateLimiter(client)
     inner = starlette_app(limiter, [RateLimitRule("/*", "2/minute", key=by_user_or_ip)])
-    async with http(SetJsonUser(inner)) as web:
+    # JSON can carry a lone surrogate: "\ud800"
+    async with http(SetUser(inner, b"x-user-json", json.loads)) as web:
         lone = {"x-user-json": '"\\ud800"'}
         other = {"x-user-json": '"\\udfff"'}
         statuses = [(await web.get("/api/items", headers=lone)).status_code for _ in range(3)]
@@ -343,20 +347,6 @@ async def test_presets_have_the_go_service_numbers(client):
     async with http(starlette_app(limiter, rules)) as web:
         assert (await web.post("/auth/login")).headers["x-ratelimit-limit"] == "5"
         assert (await web.get("/api/items")).headers["x-ratelimit-limit"] == "100"
-
-
-class SetUser:
-    """Test middleware: the X-User header becomes request.state.user_id."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"x-user":
-                    scope.setdefault("state", {})["user_id"] = value.decode()
-        await self.app(scope, receive, send)
 
 
 async def test_user_preset_keys_by_user_then_ip(client):
@@ -522,24 +512,18 @@ def test_bad_rules_fail_at_construction(args, kwargs, fragment):
         RateLimitRule(*args, **kwargs)
 
 
-async def test_real_uvicorn_server_on_loopback(client):
+@contextlib.asynccontextmanager
+async def uvicorn_on_loopback(app):
+    """``app`` served by uvicorn on 127.0.0.1; yields the port."""
     import uvicorn
 
-    limiter = RateLimiter(client)
-    app = starlette_app(limiter, [RateLimitRule("/*", "2/minute")])
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            # uvicorn would otherwise rewrite the peer from X-Forwarded-For
-            # itself (it trusts 127.0.0.1 by default)
-            proxy_headers=False,
-        )
+    # proxy_headers=False: uvicorn would otherwise rewrite the peer from
+    # X-Forwarded-For itself (it trusts 127.0.0.1 by default)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False
     )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):
@@ -547,6 +531,16 @@ async def test_real_uvicorn_server_on_loopback(client):
                 break
             await asyncio.sleep(0.01)
         assert server.started, "uvicorn did not start within 5 s"
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def test_real_uvicorn_server_on_loopback(client):
+    limiter = RateLimiter(client)
+    app = starlette_app(limiter, [RateLimitRule("/*", "2/minute")])
+    async with uvicorn_on_loopback(app) as port:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as web:
             r1 = await web.get("/api/items", headers={"x-forwarded-for": "9.9.9.9"})
             r2 = await web.get("/api/items")
@@ -559,9 +553,6 @@ async def test_real_uvicorn_server_on_loopback(client):
         # the peer was 127.0.0.1 and the spoofed header counted for nothing
         assert (await limiter.peek("ip:127.0.0.1", "2/minute", name="/*")).remaining == 0
         assert (await limiter.peek("ip:9.9.9.9", "2/minute", name="/*")).remaining == 2
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 HOSTILE_VALUES = [
@@ -581,8 +572,6 @@ HOSTILE_VALUES = [
 
 @pytest.mark.parametrize("proxy_header", ["x-forwarded-for", "forwarded"])
 async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, proxy_header):
-    import uvicorn
-
     limiter = RateLimiter(client)
     app = starlette_app(
         limiter,
@@ -590,17 +579,7 @@ async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, pr
         trusted_proxies=["127.0.0.1"],
         proxy_header=proxy_header,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start within 5 s"
+    async with uvicorn_on_loopback(app) as port:
         statuses = []
         for value in HOSTILE_VALUES:
             for name in (b"X-Forwarded-For", b"Forwarded"):
@@ -621,17 +600,15 @@ async def test_hostile_proxy_headers_on_a_real_server_never_get_a_500(client, pr
                 await writer.wait_closed()
                 statuses.append(status_line.split(b" ")[1])
         assert set(statuses) == {b"200"}, statuses
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+
+
+def by_api_key(request: RequestInfo) -> str | None:
+    value = request.header("x-api-key")
+    return None if value is None else f"key:{value}"
 
 
 async def test_a_rule_whose_key_is_none_gives_way_to_the_next(client):
     limiter = RateLimiter(client)
-
-    def by_api_key(request: RequestInfo) -> str | None:
-        value = request.header("x-api-key")
-        return None if value is None else f"key:{value}"
 
     rules = [
         RateLimitRule("/*", "1/minute", key=by_api_key),
@@ -648,10 +625,6 @@ async def test_a_rule_whose_key_is_none_gives_way_to_the_next(client):
 
 async def test_match_all_stops_charging_at_the_first_refusal(client):
     limiter = RateLimiter(client)
-
-    def by_api_key(request: RequestInfo) -> str | None:
-        value = request.header("x-api-key")
-        return None if value is None else f"key:{value}"
 
     rules = [
         RateLimitRule("/*", "1/day", name="ip"),

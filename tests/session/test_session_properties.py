@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redkit import SerializationError, connect
+from redkit.connection import Client
 from redkit.server import EmbeddedRedis
 from redkit.session import Session, SessionStore
 from redkit.session.asgi import _cookie_value, _Signer
@@ -277,6 +278,17 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
+@pytest.fixture
+def flushed(redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop) -> Iterator[Client]:
+    """A client on ``loop`` to an emptied server."""
+    client = loop.run_until_complete(connect(settings_for(redis_server)))
+    try:
+        loop.run_until_complete(flush(client))
+        yield client
+    finally:
+        loop.run_until_complete(client.aclose())
+
+
 async def _status(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/show") -> int:
     route, _, query = path.partition("?")
     scope = {
@@ -308,30 +320,25 @@ async def _status(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/sh
 
 
 def test_middleware_never_answers_500_for_hostile_cookies(
-    redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop
+    flushed: Client, loop: asyncio.AbstractEventLoop
 ) -> None:
-    client = loop.run_until_complete(connect(settings_for(redis_server)))
-    try:
-        loop.run_until_complete(flush(client))
-        store = SessionStore(client, secret=SECRET)
-        app = starlette_app(store)
-        session = loop.run_until_complete(store.create("", {"a": 1}))
-        # Signed by the right key, so these reach the store.
-        signed_ids = st.one_of(any_text, st.just(session.id), st.just("A" * 22 + "." + "B" * 43))
-        cookies = st.one_of(
-            header_values,
-            signed_ids.filter(str.isascii).map(lambda v: b"session=" + sign(v).encode()),
-        )
+    store = SessionStore(flushed, secret=SECRET)
+    app = starlette_app(store)
+    session = loop.run_until_complete(store.create("", {"a": 1}))
+    # Signed by the right key, so these reach the store.
+    signed_ids = st.one_of(any_text, st.just(session.id), st.just("A" * 22 + "." + "B" * 43))
+    cookies = st.one_of(
+        header_values,
+        signed_ids.filter(str.isascii).map(lambda v: b"session=" + sign(v).encode()),
+    )
 
-        @BUDGET
-        @given(st.lists(cookies, min_size=1, max_size=3))
-        def check(values: list[bytes]) -> None:
-            status = loop.run_until_complete(_status(app, [(b"cookie", v) for v in values]))
-            assert status == 200
+    @BUDGET
+    @given(st.lists(cookies, min_size=1, max_size=3))
+    def check(values: list[bytes]) -> None:
+        status = loop.run_until_complete(_status(app, [(b"cookie", v) for v in values]))
+        assert status == 200
 
-        check()
-    finally:
-        loop.run_until_complete(client.aclose())
+    check()
 
 
 # Reads, writes, login and logout: each reaches the stored record its own way.
@@ -348,31 +355,26 @@ PATHS = [
 
 
 def test_middleware_never_answers_500_for_hostile_stored_records(
-    redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop
+    flushed: Client, loop: asyncio.AbstractEventLoop
 ) -> None:
-    client = loop.run_until_complete(connect(settings_for(redis_server)))
-    try:
-        loop.run_until_complete(flush(client))
-        store = SessionStore(client, secret=SECRET, max_data_bytes=1 << 20)
-        session = loop.run_until_complete(store.create("", {"a": 1}))
-        tag, secret = session.id.split(".")
-        key = f"app:session:{{{tag}}}:{secret}"
-        cookie = [(b"cookie", b"session=" + sign(session.id).encode())]
-        apps = [starlette_app(store), starlette_app(store, refresh_every=1e-6)]
+    store = SessionStore(flushed, secret=SECRET, max_data_bytes=1 << 20)
+    session = loop.run_until_complete(store.create("", {"a": 1}))
+    tag, secret = session.id.split(".")
+    key = f"app:session:{{{tag}}}:{secret}"
+    cookie = [(b"cookie", b"session=" + sign(session.id).encode())]
+    apps = [starlette_app(store), starlette_app(store, refresh_every=1e-6)]
 
-        @BUDGET
-        @given(
-            st.one_of(near_records(), records()),
-            st.sampled_from(apps),
-            st.integers(0, 3).map(bool),
-            st.sampled_from(PATHS),
-        )
-        def check(raw: bytes, app: Any, own_id: bool, path: str) -> None:
-            if own_id:  # the id check passes, so every other field is reached
-                raw = raw.replace(ID.encode(), session.id.encode())
-            loop.run_until_complete(client.set(key, raw, px=60_000))
-            assert loop.run_until_complete(_status(app, cookie, path)) == 200
+    @BUDGET
+    @given(
+        st.one_of(near_records(), records()),
+        st.sampled_from(apps),
+        st.integers(0, 3).map(bool),
+        st.sampled_from(PATHS),
+    )
+    def check(raw: bytes, app: Any, own_id: bool, path: str) -> None:
+        if own_id:  # the id check passes, so every other field is reached
+            raw = raw.replace(ID.encode(), session.id.encode())
+        loop.run_until_complete(flushed.set(key, raw, px=60_000))
+        assert loop.run_until_complete(_status(app, cookie, path)) == 200
 
-        check()
-    finally:
-        loop.run_until_complete(client.aclose())
+    check()

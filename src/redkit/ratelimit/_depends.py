@@ -13,16 +13,19 @@ code itself (429, 503) still comes first, as Starlette orders them.
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ConnectionUnavailable
+from ._decision import Decision, Plan, admitted
 from .headers import UNAVAILABLE_BODY, UNAVAILABLE_HEADERS, rate_limit_headers, refusal
-from .identity import KeyFunc, Network, ProxyHeader, RequestInfo, _resolve, safe_key
-from .limiter import Decision, RateLimiter, _Plan
+from .identity import KeyFunc, Network, ProxyHeader, RequestInfo, resolve_client, safe_key
+
+if TYPE_CHECKING:
+    from .limiter import RateLimiter
 
 # Where Starlette's ExceptionMiddleware puts the app's handler tables for the
 # request (exception classes, status codes); the router looks a raised
@@ -61,8 +64,8 @@ def _answer_like_the_middleware(request: Request) -> None:
 
 
 def make_dependency(
-    limiter: RateLimiter,
-    plan: _Plan,
+    limiter: "RateLimiter",
+    plan: Plan,
     key: KeyFunc,
     trusted: tuple[Network, ...],
     proxy_header: ProxyHeader,
@@ -72,13 +75,11 @@ def make_dependency(
 ) -> Callable[..., Awaitable[Decision]]:
     async def rate_limit(request: Request, response: Response) -> Decision:
         scope = request.scope
-        client_key = key(RequestInfo(scope, _resolve(scope, trusted, proxy_header)))
+        client_key = key(RequestInfo(scope, resolve_client(scope, trusted, proxy_header)))
         if client_key is None:
-            return Decision(
-                True, plan.rates[0].limit, plan.rates[0].limit, 0.0, None, plan.rates[0]
-            )
+            return admitted(plan)
         try:
-            decision = await limiter._decide(safe_key(client_key), plan, charge=True)
+            decision = await limiter.decide(safe_key(client_key), plan, charge=True)
         except ConnectionUnavailable:
             _answer_like_the_middleware(request)
             raise RateLimitRefused(503, UNAVAILABLE_BODY, UNAVAILABLE_HEADERS) from None

@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
+from .._asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from ..errors import ConfigError, ConnectionUnavailable
-from .headers import RATE_LIMITED_BODY_CODE, rate_limit_headers, rejection_body, seconds_up
+from ._decision import Plan, Planner, combine, merge
+from .headers import UNAVAILABLE_BODY, UNAVAILABLE_HEADERS, rate_limit_headers, refusal
 from .identity import (
     KeyFunc,
     ProxyHeader,
     RequestInfo,
-    _resolve,
     by_client_ip,
     by_user_or_ip,
     check_proxy_header,
     parse_networks,
+    resolve_client,
     safe_key,
 )
-from .limiter import Decision, RateLimiter, RateState, _Plan
+from .limiter import RateLimiter
 from .rate import API_RATE, AUTH_RATE, USER_RATE, Rate, RateSpec, parse_rates
 
 __all__ = ["RateLimitMiddleware", "RateLimitRule"]
 
 log = logging.getLogger("redkit.ratelimit")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _compile(pattern: str, what: str) -> re.Pattern[str]:
@@ -187,7 +182,8 @@ class RateLimitMiddleware:
         )
         self.headers = headers
         self.classic_headers = classic_headers
-        self._plans = {id(r): limiter._plan(r.rates, r.cost, namespace=r.name) for r in rules}
+        planner = Planner(limiter.algorithm)
+        self._plans = {id(r): planner.plan(r.rates, r.cost, r.name) for r in rules}
         for plan in self._plans.values():
             if plan.too_costly:
                 raise ConfigError(plan.too_costly)
@@ -208,8 +204,8 @@ class RateLimitMiddleware:
         if not rules:
             await self.app(scope, receive, send)
             return
-        info = RequestInfo(scope, _resolve(scope, self.trusted, self.proxy_header))
-        groups: dict[str, list[_Plan]] = {}
+        info = RequestInfo(scope, resolve_client(scope, self.trusted, self.proxy_header))
+        groups: dict[str, list[Plan]] = {}
         for rule in rules:
             key = rule.key(info)
             if key is None:  # the rule does not apply to this request
@@ -221,38 +217,25 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         decisions = []
+        limiter = self.limiter
         try:
             for key, plans in groups.items():
-                decision = await self.limiter._decide(
-                    key, self.limiter._combine(plans), charge=True
-                )
+                decision = await limiter.decide(key, combine(plans), charge=True)
                 decisions.append(decision)
                 if not decision.allowed:
                     break  # later keys are not charged for a refused request
         except ConnectionUnavailable as exc:
-            await _respond(
-                send,
-                503,
-                rejection_body(
-                    "RATE_LIMIT_UNAVAILABLE", "Rate limiting is unavailable; try again shortly."
-                ),
-                [(b"retry-after", b"1")],
-            )
+            await send_json(send, 503, UNAVAILABLE_BODY, UNAVAILABLE_HEADERS)
             log.debug("rate limiter failed closed for %s: %s", path, exc)
             return
-        decision = _merge(decisions)
-        extra = rate_limit_headers(decision, classic=self.classic_headers) if self.headers else []
+        decision = merge(decisions)
         if not decision.allowed:
-            wait = decision.retry_after
-            message = (
-                f"Too many requests; retry in {max(1, seconds_up(wait))} seconds."
-                if wait is not None
-                else "Too many requests."
+            body, refused_headers = refusal(
+                decision, headers=self.headers, classic=self.classic_headers
             )
-            if not self.headers and wait is not None:
-                extra = [(b"retry-after", str(max(1, seconds_up(wait))).encode())]
-            await _respond(send, 429, rejection_body(RATE_LIMITED_BODY_CODE, message), extra)
+            await send_json(send, 429, body, refused_headers)
             return
+        extra = rate_limit_headers(decision, classic=self.classic_headers) if self.headers else []
         if not extra:
             await self.app(scope, receive, send)
             return
@@ -263,38 +246,3 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def _merge(decisions: list[Decision]) -> Decision:
-    if len(decisions) == 1:
-        return decisions[0]
-    states: tuple[RateState, ...] = tuple(s for d in decisions for s in d.states)
-    allowed = all(d.allowed for d in decisions)
-    if allowed:
-        binding = min(decisions, key=lambda d: (d.remaining, -d.reset_after))
-    else:
-        blocked = [d for d in decisions if not d.allowed]
-        binding = max(blocked, key=lambda d: (d.retry_after is None, d.retry_after or 0.0))
-    return dataclasses.replace(
-        binding,
-        allowed=allowed,
-        states=states,
-        degraded=all(d.degraded for d in decisions),
-    )
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

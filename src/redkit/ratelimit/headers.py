@@ -5,10 +5,11 @@ the classic ``X-RateLimit-*`` and ``Retry-After``."""
 from __future__ import annotations
 
 import functools
-import json
 import math
 
-from .limiter import Decision, RateState
+from .._asgi import Headers
+from .._asgi import error_body as rejection_body
+from ._decision import Decision, RateState
 
 __all__ = [
     "RATE_LIMITED_BODY_CODE",
@@ -48,13 +49,11 @@ def _policy(names: tuple[str, ...], states: tuple[RateState, ...]) -> bytes:
     return policy
 
 
-def rate_limit_headers(
-    decision: Decision, *, draft: bool = True, classic: bool = True
-) -> list[tuple[bytes, bytes]]:
+def rate_limit_headers(decision: Decision, *, draft: bool = True, classic: bool = True) -> Headers:
     """Headers describing ``decision`` (nothing for a degraded, fail-open
     decision: the numbers are unknown). ``Retry-After`` is added for a
     rejection that waiting can cure, in whole seconds rounded up."""
-    out: list[tuple[bytes, bytes]] = []
+    out: Headers = []
     if decision.degraded:
         return out
     if draft and decision.states:
@@ -75,21 +74,16 @@ def rate_limit_headers(
     return out
 
 
-def rejection_body(code: str, message: str) -> bytes:
-    """``{"error": {"code": ..., "message": ...}}`` as JSON bytes."""
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
 # A fail-closed limiter with Redis down: the 503 the middleware sends.
 UNAVAILABLE_BODY = rejection_body(
     "RATE_LIMIT_UNAVAILABLE", "Rate limiting is unavailable; try again shortly."
 )
-UNAVAILABLE_HEADERS: list[tuple[bytes, bytes]] = [(b"retry-after", b"1")]
+UNAVAILABLE_HEADERS: Headers = [(b"retry-after", b"1")]
 
 
 def refusal(
     decision: Decision, *, headers: bool = True, classic: bool = True
-) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+) -> tuple[bytes, Headers]:
     """The body and headers of the 429 for a refused ``decision``: the
     rate-limit headers (``headers=False``: ``Retry-After`` alone) and
     ``{"error": {"code": "RATE_LIMITED", "message": ...}}`` saying when to

@@ -24,6 +24,7 @@ __all__ = [
     "check_proxy_header",
     "client_ip",
     "parse_networks",
+    "resolve_client",
     "safe_key",
 ]
 
@@ -205,12 +206,14 @@ def client_ip(
     """
     if proxy_header not in PROXY_HEADERS:
         proxy_header = check_proxy_header(proxy_header)
-    return _resolve(scope, trusted_proxies, proxy_header)
+    return resolve_client(scope, trusted_proxies, proxy_header)
 
 
-def _resolve(
+def resolve_client(
     scope: Mapping[str, Any], trusted: tuple[Network, ...], header: ProxyHeader
 ) -> str | None:
+    """:func:`client_ip` with networks parsed and ``header`` checked
+    already: the per-request step of the middleware and ``depends()``."""
     peer = _peer(scope.get("client"))
     if peer is None or not trusted or not _trusted(peer, trusted):
         return peer

@@ -1,4 +1,8 @@
-"""RateLimiter: one Lua script call per decision, on Redis time."""
+"""RateLimiter: one Lua script call per decision, on Redis time.
+
+This is the I/O half: the script call, its deadline, the failure policy
+and the counters. Plans, script arguments and reading the answer are the
+pure ``_decision`` module's."""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError
 
-from .._failures import describe_error
+from .._counters import counts_for, snapshot
+from .._failures import ANY, TIMED_OUT, describe_error
 from .._telemetry import operation
 from .._timing import Sweeper, bounded
 from .._validate import seconds
@@ -19,7 +24,18 @@ from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable
 from ..keys import KeySpace, validate_key_part
 from ..scripts import Script
-from .rate import Rate, RateSpec, parse_rates
+from ._decision import (
+    ALGORITHMS,
+    Algorithm,
+    Decision,
+    Plan,
+    Planner,
+    RateState,
+    admitted,
+    decision,
+    refused,
+)
+from .rate import RateSpec
 
 if TYPE_CHECKING:
     from .identity import KeyFunc, ProxyHeader
@@ -27,57 +43,9 @@ if TYPE_CHECKING:
 __all__ = ["ALGORITHMS", "Algorithm", "Decision", "RateLimitStats", "RateLimiter", "RateState"]
 
 log = logging.getLogger("redkit.ratelimit")
-T = TypeVar("T")
 
-Algorithm = Literal["fixed_window", "sliding_window", "sliding_log", "gcra"]
-ALGORITHMS: tuple[str, ...] = ("fixed_window", "sliding_window", "sliding_log", "gcra")
-_TAGS = {"fixed_window": "fw", "sliding_window": "sw", "sliding_log": "sl", "gcra": "gcra"}
 _SCRIPTS = {name: Script.from_package("redkit.ratelimit", f"lua/{name}.lua") for name in ALGORITHMS}
 _POOL_WAIT = 5.0
-_FAILURES = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RateState:
-    """Where one rate of a decision stands.
-
-    ``remaining`` is what is left after this hit (or now, for a peek or a
-    rejected hit); ``reset_after`` is the seconds until the rate is back to
-    its full allowance; ``retry_after`` the seconds until a hit of the same
-    cost would be admitted (``None`` when it was, or when the cost exceeds
-    what the rate ever allows). ``name`` identifies the policy in headers.
-    """
-
-    rate: Rate
-    allowed: bool
-    remaining: int
-    reset_after: float
-    retry_after: float | None
-    name: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to :meth:`RateLimiter.hit` or :meth:`RateLimiter.peek`.
-
-    With several rates, ``limit``, ``remaining``, ``reset_after`` and
-    ``retry_after`` are those of the binding rate: the one that rejected the
-    hit with the longest wait, or, when admitted, the one with the least
-    left. ``states`` has every rate. ``reason`` explains a rejection that
-    waiting cannot cure (cost above the limit) or an admission made without
-    Redis (``degraded`` is then true: the limiter failed open). Times are
-    seconds.
-    """
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_after: float
-    retry_after: float | None
-    rate: Rate
-    states: tuple[RateState, ...] = ()
-    reason: str | None = None
-    degraded: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,24 +62,6 @@ class RateLimitStats:
     errors: int = 0
     failed_open: int = 0
     failed_closed: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """Everything about a set of (namespace, rate, cost) items that does not
-    depend on the client key: script arguments are built once."""
-
-    rates: tuple[Rate, ...]
-    names: tuple[str, ...]
-    fields: tuple[str, ...]
-    args: tuple[str, ...]
-    too_costly: str | None
-    hit_args: tuple[str, ...] = ()
-    peek_args: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hit_args", ("1", *self.args))
-        object.__setattr__(self, "peek_args", ("0", *self.args))
 
 
 class RateLimiter:
@@ -139,10 +89,7 @@ class RateLimiter:
         fail_open: bool = True,
         timeout: float | None = 0.5,
     ) -> None:
-        if not isinstance(algorithm, str) or algorithm not in _TAGS:
-            raise ConfigError(
-                f"unknown rate-limit algorithm {algorithm!r}; use one of {ALGORITHMS}"
-            )
+        planner = Planner(algorithm)
         if timeout is not None:
             timeout = seconds(timeout, "rate limiter timeout")
         self.client = client
@@ -152,13 +99,10 @@ class RateLimiter:
         self._deadlines = None if timeout is None else Sweeper(timeout)
         self.keys = KeySpace(prefix)
         self._head = f"{self.keys.prefix}:ratelimit:{{"
-        self._tag = _TAGS[algorithm]
         self._script = _SCRIPTS[algorithm]
-        self._log = algorithm == "sliding_log"
-        self._plans: dict[Any, _Plan] = {}
-        self._counts = dict.fromkeys(
-            ("hits", "allowed", "rejected", "peeks", "errors", "failed_open", "failed_closed"), 0
-        )
+        # validates and prepares the rates of hit() and peek(), cached
+        self._plan = planner.plan
+        self._counts = counts_for(RateLimitStats)
         self._last_warning = 0.0
         self._quiet_failures = 0
 
@@ -185,7 +129,7 @@ class RateLimiter:
         ``name`` keeps separate counters for the same key and rate (the
         middleware passes the rule's name, :meth:`depends` its ``name``).
         """
-        return await self._decide(key, self._plan(rates, cost, namespace=name), charge=True)
+        return await self.decide(key, self._plan(rates, cost, name), charge=True)
 
     async def peek(
         self, key: str, rates: RateSpec | Iterable[RateSpec], cost: int = 1, *, name: str = ""
@@ -193,7 +137,7 @@ class RateLimiter:
         """Where ``key`` stands now, consuming nothing: ``allowed`` says
         whether a hit of ``cost`` would be admitted, ``remaining`` what is
         left. Fails like :meth:`hit`."""
-        return await self._decide(key, self._plan(rates, cost, namespace=name), charge=False)
+        return await self.decide(key, self._plan(rates, cost, name), charge=False)
 
     async def reset(self, key: str) -> None:
         """Forget every rate's state for ``key`` (all algorithms, rates and
@@ -205,14 +149,14 @@ class RateLimiter:
             names = [f.decode() if isinstance(f, bytes) else f for f in fields]
             logs = [f"{head}:{f}" for f in names if f.split("|")[-1].startswith("sl:")]
             await self.client.delete(head, *logs)
-        except _FAILURES as exc:
+        except ANY as exc:
             raise ConnectionUnavailable(
                 f"cannot reset rate-limit state of {key!r}: {describe_error(exc)}"
             ) from exc
 
     def stats(self) -> RateLimitStats:
         """A snapshot of the counters."""
-        return RateLimitStats(**self._counts)
+        return snapshot(RateLimitStats, self._counts)
 
     def depends(
         self,
@@ -242,7 +186,7 @@ class RateLimiter:
         from ._depends import make_dependency
         from .identity import by_client_ip, check_proxy_header, parse_networks
 
-        plan = self._plan(rates, cost, namespace=name)
+        plan = self._plan(rates, cost, name)
         if plan.too_costly:
             raise ConfigError(plan.too_costly)
         if key is not None and not callable(key):
@@ -257,85 +201,19 @@ class RateLimiter:
             classic_headers=classic_headers,
         )
 
-    # -- internals shared with the middleware --------------------------------
-
-    def _plan(
-        self, rates: RateSpec | Iterable[RateSpec], cost: int = 1, *, namespace: str = ""
-    ) -> _Plan:
-        """Validate ``rates`` and ``cost`` and prepare the script arguments
-        (cached: the same rates cost nothing to prepare again)."""
-        if type(cost) is not int or cost < 1:
-            raise ConfigError(f"cost must be an int of at least 1, got {cost!r}")
-        if not isinstance(rates, (str, Rate)):
-            try:
-                rates = tuple(rates)
-            except TypeError:
-                raise ConfigError(
-                    f"rates must be a rate or a list of rates, got {rates!r}"
-                ) from None
-        cache_key: Any = (rates, cost, namespace)
-        try:
-            plan = self._plans.get(cache_key)
-        except TypeError:  # unhashable: a list of rates, say
-            plan, cache_key = None, None
-        if plan is not None:
-            return plan
-        plan = self._make_plan(parse_rates(rates), cost, namespace)
-        if cache_key is not None and len(self._plans) < 4096:
-            self._plans[cache_key] = plan
-        return plan
-
-    def _combine(self, plans: Sequence[_Plan]) -> _Plan:
-        """One plan charging every item of ``plans`` in one call."""
-        if len(plans) == 1:
-            return plans[0]
-        fields = [f for p in plans for f in p.fields]
-        if len(set(fields)) != len(fields):
-            raise ConfigError("two rate-limit rules use the same name and rate")
-        return _Plan(
-            rates=tuple(r for p in plans for r in p.rates),
-            names=tuple(n for p in plans for n in p.names),
-            fields=tuple(fields),
-            args=tuple(a for p in plans for a in p.args),
-            too_costly=next((p.too_costly for p in plans if p.too_costly), None),
-        )
-
-    def _make_plan(self, rates: tuple[Rate, ...], cost: int, namespace: str) -> _Plan:
-        if namespace:
-            validate_key_part(namespace, "rate-limit name")
-            if "|" in namespace:
-                raise ConfigError(f"rate-limit name must not contain '|': {namespace!r}")
-        args: list[str] = []
-        fields: list[str] = []
-        names: list[str] = []
-        too_costly = None
-        for rate in rates:
-            burst = rate.capacity if self.algorithm == "gcra" else rate.limit
-            field = f"{self._tag}:{rate.limit}:{rate.period_ms}"
-            if self.algorithm == "gcra" and rate.burst is not None:
-                field += f":{rate.burst}"
-            if namespace:
-                field = f"{namespace}|{field}"
-            fields.append(field)
-            names.append(f"{namespace}-{_rate_name(rate)}" if namespace else _rate_name(rate))
-            args += (field, str(rate.limit), str(rate.period_ms * 1000), str(cost), str(burst))
-            if cost > burst and too_costly is None:
-                too_costly = (
-                    f"cost {cost} exceeds the {'burst' if burst != rate.limit else 'limit'} "
-                    f"of rate {rate} ({burst}); such a hit is never admitted"
-                )
-        return _Plan(tuple(rates), tuple(names), tuple(fields), tuple(args), too_costly)
-
     def _check_key(self, key: str) -> None:
         validate_key_part(key, "rate-limit key", allow_braces=False)
 
     @operation("ratelimit.decide")  # hit(), peek(), the middleware and depends()
-    async def _decide(self, key: str, plan: _Plan, *, charge: bool) -> Decision:
+    async def decide(self, key: str, plan: Plan, *, charge: bool) -> Decision:
+        """One decision for ``key`` on a prepared ``plan``: charged (a hit)
+        or not (a peek). :meth:`hit`, :meth:`peek`, the middleware and
+        :meth:`depends` all come here; it fails as :meth:`hit` does."""
         self._check_key(key)
         head = self._head + key + "}"
         keys = [head]
-        if self._log:
-            keys += [f"{head}:{field}" for field in plan.fields]
+        if plan.logs:
+            keys += [f"{head}:{field}" for field in plan.logs]
         args = plan.hit_args if charge else plan.peek_args
         deadlines = self._deadlines
         task = None if deadlines is None else deadlines.enter()
@@ -349,7 +227,7 @@ class RateLimiter:
                     return self._failed(key, plan, charge, TimeoutError())
             else:
                 raw = await self._run(keys, args)
-        except _FAILURES as exc:
+        except ANY as exc:
             return self._failed(key, plan, charge, exc)
         except asyncio.CancelledError:
             if task is None or deadlines is None or not deadlines.timed_out(task):
@@ -358,14 +236,14 @@ class RateLimiter:
         finally:
             if task is not None and deadlines is not None:
                 deadlines.leave(task)
-        decision = _decision(plan, raw)
+        answer = decision(plan, raw)
         counts = self._counts
         if charge:
             counts["hits"] += 1
-            counts["allowed" if decision.allowed else "rejected"] += 1
+            counts["allowed" if answer.allowed else "rejected"] += 1
         else:
             counts["peeks"] += 1
-        return decision
+        return answer
 
     async def _run(self, keys: list[str], args: Sequence[str]) -> Any:
         try:
@@ -390,23 +268,22 @@ class RateLimiter:
                     raise
                 delay = min(delay * 2, 0.02)
 
-    def _failed(self, key: str, plan: _Plan, charge: bool, exc: BaseException) -> Decision:
+    def _failed(self, key: str, plan: Plan, charge: bool, exc: BaseException) -> Decision:
         counts = self._counts
         counts["errors"] += 1
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
+        if isinstance(exc, TIMED_OUT) and not str(exc):
             what = f"no answer within {self.timeout}s"
         elif isinstance(exc, MaxConnectionsError):
             what = "no free connection in the client's pool"
         else:
             what = describe_error(exc)
         self._warn(key, what)
-        rate = plan.rates[0]
         if plan.too_costly:
             # never admitted, whatever Redis says or does not say
             if charge:
                 counts["hits"] += 1
                 counts["rejected"] += 1
-            return Decision(False, rate.limit, 0, 0.0, None, rate, (), plan.too_costly)
+            return refused(plan)
         if not self.fail_open:
             counts["failed_closed"] += 1
             raise ConnectionUnavailable(f"rate limiter cannot decide for {key!r}: {what}") from exc
@@ -414,17 +291,7 @@ class RateLimiter:
         if charge:
             counts["hits"] += 1
             counts["allowed"] += 1
-        return Decision(
-            True,
-            rate.limit,
-            rate.limit,
-            0.0,
-            None,
-            rate,
-            (),
-            f"admitted without Redis (fail-open): {what}",
-            degraded=True,
-        )
+        return admitted(plan, f"admitted without Redis (fail-open): {what}")
 
     def _warn(self, key: str, what: str) -> None:
         # One line per 10 s at most: a Redis outage under load must not turn
@@ -444,91 +311,3 @@ class RateLimiter:
             )
         else:
             self._quiet_failures += 1
-
-
-def _rate_name(rate: Rate) -> str:
-    return f"{rate.limit}-per-{rate.period_ms / 1000:g}s"
-
-
-def _fast_constructor(cls: type[T]) -> Callable[..., T]:
-    """A positional constructor for a frozen slots dataclass that stores each
-    field through its slot directly. The generated ``__init__`` goes through
-    ``object.__setattr__`` once per field, which for the two objects of
-    every decision cost as much as the rest of the Python work of a hit."""
-    setters = tuple(cls.__dict__[f.name].__set__ for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-    new = object.__new__
-
-    def make(*values: Any) -> T:
-        obj = new(cls)
-        for store, value in zip(setters, values, strict=True):
-            store(obj, value)
-        return obj
-
-    return make
-
-
-_new_state = _fast_constructor(RateState)
-_new_decision = _fast_constructor(Decision)
-
-
-def _decision(plan: _Plan, raw: Sequence[int]) -> Decision:
-    too_costly = plan.too_costly
-    if len(raw) == 4:
-        ok, remaining, reset, retry = raw
-        rate = plan.rates[0]
-        state = _new_state(
-            rate,
-            ok == 1,
-            remaining if remaining > 0 else 0,
-            reset / 1e6 if reset > 0 else 0.0,
-            None if ok == 1 or retry < 0 else retry / 1e6,
-            plan.names[0],
-        )
-        allowed = ok == 1 and too_costly is None
-        return _new_decision(
-            allowed,
-            rate.limit,
-            state.remaining,
-            state.reset_after,
-            None if allowed or too_costly else state.retry_after,
-            rate,
-            (state,),
-            None if allowed else too_costly,
-            False,
-        )
-    states = []
-    admitted = too_costly is None
-    for i, rate in enumerate(plan.rates):
-        ok, remaining, reset, retry = raw[4 * i : 4 * i + 4]
-        admitted = admitted and ok == 1
-        states.append(
-            _new_state(
-                rate,
-                ok == 1,
-                max(0, remaining),
-                max(0, reset) / 1e6,
-                None if ok == 1 or retry < 0 else retry / 1e6,
-                plan.names[i],
-            )
-        )
-    binding = _binding(states, admitted)
-    return _new_decision(
-        admitted,
-        binding.rate.limit,
-        binding.remaining,
-        binding.reset_after,
-        None if admitted or too_costly else binding.retry_after,
-        binding.rate,
-        tuple(states),
-        None if admitted else too_costly,
-        False,
-    )
-
-
-def _binding(states: list[RateState], admitted: bool) -> RateState:
-    if len(states) == 1:
-        return states[0]
-    if admitted:
-        return min(states, key=lambda s: (s.remaining, -s.reset_after))
-    blocked = [s for s in states if not s.allowed] or states
-    return max(blocked, key=lambda s: (s.retry_after is None, s.retry_after or 0.0))

@@ -12,12 +12,13 @@ import base64
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
+from .._asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from .._timing import bounded
 from .._validate import seconds
 from ..codec import guarded_decoder, strict_json_encoder
@@ -32,21 +33,18 @@ __all__ = ["SessionMiddleware", "load_session", "login", "logout", "session_user
 
 log = logging.getLogger("redkit.session")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 T = TypeVar("T")
 
 STATE_KEY = "redkit.session"
 _SIG_CHARS = 43
 _MAX_COOKIE_CHARS = 256
+# Spelled out rather than made by _asgi.error_body: compact JSON, the bytes
+# this 503 has always had.
 _UNAVAILABLE_BODY = (
     b'{"error":{"code":"SESSION_STORE_UNAVAILABLE",'
     b'"message":"The session store is unavailable; try again shortly."}}'
 )
+_UNAVAILABLE_HEADERS = [(b"cache-control", b"no-store")]
 
 _encode = strict_json_encoder(None, "session data")
 _decode_dict = guarded_decoder(msgspec.json.Decoder(dict[str, Any]).decode, "session data")
@@ -459,18 +457,7 @@ class SessionMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1011})
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+        await send_json(send, 503, _UNAVAILABLE_BODY, _UNAVAILABLE_HEADERS)
 
 
 def _state_of(request: HTTPConnection | Scope) -> _State:
