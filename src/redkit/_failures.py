@@ -52,6 +52,7 @@ __all__ = [
     "ERROR_REPLY",
     "NETWORK",
     "NO_SCRIPT",
+    "POOL_EXHAUSTED",
     "REFUSED",
     "TIMED_OUT",
     "UNAVAILABLE",
@@ -102,6 +103,8 @@ ERROR_REPLY = redis_errors.ResponseError
 """An error answer to a well-formed request."""
 NO_SCRIPT = redis_errors.NoScriptError
 """EVALSHA of a script the server does not hold (yet)."""
+POOL_EXHAUSTED: tuple[type[Exception], ...] = (redis_errors.MaxConnectionsError,)
+"""Every pooled connection busy (a burst beyond the pool): no request sent."""
 
 
 def timed_out(message: str) -> Exception:

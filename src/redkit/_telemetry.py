@@ -64,7 +64,7 @@ class Details:
 
     ``name``: the operation's public name (``"lock.acquire"``), or a
     function of the call's arguments for a function that serves several
-    (``RateLimiter._decide`` is a hit or a peek). ``attributes``: span
+    (``RateLimiter.decide`` is a hit or a peek). ``attributes``: span
     attributes from the arguments, computed only for a span that records.
     ``kind``: ``"client"`` (a request to Redis) or ``"producer"`` (sends an
     event). ``result``: span attributes from the return value.

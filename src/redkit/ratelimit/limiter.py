@@ -13,10 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import MaxConnectionsError
-
 from .._counters import counts_for, snapshot
-from .._failures import ANY, TIMED_OUT, describe_error
+from .._failures import ANY, POOL_EXHAUSTED, TIMED_OUT, describe_error
 from .._telemetry import operation
 from .._timing import Sweeper, bounded
 from .._validate import seconds
@@ -248,7 +246,7 @@ class RateLimiter:
     async def _run(self, keys: list[str], args: Sequence[str]) -> Any:
         try:
             return await self._script(self.client, keys, args)
-        except MaxConnectionsError:
+        except POOL_EXHAUSTED:
             return await self._wait_for_connection(keys, args)
 
     async def _wait_for_connection(self, keys: list[str], args: Sequence[str]) -> Any:
@@ -263,7 +261,7 @@ class RateLimiter:
             await asyncio.sleep(delay)
             try:
                 return await self._script(self.client, keys, args)
-            except MaxConnectionsError:
+            except POOL_EXHAUSTED:
                 if loop.time() >= deadline:
                     raise
                 delay = min(delay * 2, 0.02)
@@ -273,7 +271,7 @@ class RateLimiter:
         counts["errors"] += 1
         if isinstance(exc, TIMED_OUT) and not str(exc):
             what = f"no answer within {self.timeout}s"
-        elif isinstance(exc, MaxConnectionsError):
+        elif isinstance(exc, POOL_EXHAUSTED):
             what = "no free connection in the client's pool"
         else:
             what = describe_error(exc)
