@@ -9,14 +9,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from redis import exceptions as redis_errors
-
 from .. import _failures
 from .._failures import describe_error, is_cluster
 from .._telemetry import operation
 from .._timing import bounded, raise_if_cancelled
 from ..connection import Client
-from ..errors import ConfigError, RedkitError
+from ..errors import ConfigError
 from ._envelope import _check_type, _encode, check_text, format_timestamp
 from ._handlers import check_seconds
 
@@ -24,18 +22,10 @@ __all__ = [
     "Publisher",
     "PublisherStats",
     "check_channel",
-    "publish_failure",
     "sharded_unsupported",
 ]
 
 log = logging.getLogger("redkit.events")
-
-# "Redis cannot serve this now": unreachable, not answering in time, or in a
-# state it leaves by itself (a cluster reconfiguring, a replica promoted, out
-# of memory). The session store draws the same line. Any other error answer
-# (WRONGTYPE, NOPERM ...) says the request itself cannot succeed.
-UNAVAILABLE = _failures.UNAVAILABLE
-FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE, redis_errors.RedisError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +49,6 @@ def sharded_unsupported(exc: BaseException) -> bool:
     text = str(exc).lower()
     unknown = "unknown command" in text or "doesn't exist" in text
     return unknown and ("spublish" in text or "ssubscribe" in text)
-
-
-def publish_failure(what: str, exc: BaseException) -> RedkitError:
-    """The error a publisher raises when Redis failed ``what``:
-    :class:`~redkit.ConnectionUnavailable` when Redis cannot serve it now,
-    :class:`~redkit.RedisReplyError` carrying the server's answer otherwise."""
-    return _failures.failure(what, exc)
 
 
 class Publisher:
@@ -143,7 +126,7 @@ class Publisher:
                 receivers = await self._send(channel, data)
             else:
                 receivers = await _within(self._send(channel, data), self.timeout)
-        except FAILURES as exc:
+        except _failures.ANY as exc:
             self._errors += 1
             if self.sharded and sharded_unsupported(exc):
                 raise ConfigError(
@@ -153,7 +136,7 @@ class Publisher:
             log.warning(
                 "publish of %r on channel %r failed: %s", type, channel, describe_error(exc)
             )
-            raise publish_failure(
+            raise _failures.failure(
                 f"cannot publish event {type!r} on channel {channel!r}", exc
             ) from exc
         self._published += 1

@@ -36,7 +36,6 @@ from ._envelope import (
 )
 from ._envelope import format_timestamp as _format_timestamp
 from ._handlers import check_count, check_seconds
-from .publisher import publish_failure
 
 __all__ = [
     "StreamConsumer",
@@ -146,7 +145,7 @@ class StreamPublisher:
         except _failures.ANY as exc:
             self._errors += 1
             log.warning("append of %r to stream %r failed: %s", type, stream, describe_error(exc))
-            raise publish_failure(
+            raise _failures.failure(
                 f"cannot append event {type!r} to stream {stream!r}", exc
             ) from exc
         self._published += 1
@@ -175,7 +174,7 @@ class StreamPublisher:
                 stream,
                 describe_error(exc),
             )
-            raise publish_failure(
+            raise _failures.failure(
                 f"cannot append {len(entries)} events to stream {stream!r}", exc
             ) from exc
         self._published += len(entries)
