@@ -9,9 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
 
 from redis.asyncio import RedisCluster
@@ -19,23 +17,15 @@ from redis.client import NEVER_DECODE
 
 from .. import _counters, _failures
 from .._failures import describe_error, read_timeout
-from .._telemetry import operation
 from .._timing import backoff_delay, raise_if_cancelled
 from ..connection import Client
 from ..errors import ConfigError, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
 from ._dispatch import Dispatcher, HandlerHost, Job, check_client, in_background
-from ._envelope import (
-    _check_type,
-    _decode_wire,
-    _encode,
-    _to_event,
-    check_text,
-    decode_plain_payload,
-)
-from ._envelope import format_timestamp as _format_timestamp
+from ._envelope import _decode_wire, _to_event, decode_plain_payload
 from ._handlers import check_count, check_seconds
+from .publisher import EVENT_FIELD, StreamPublisher, StreamPublisherStats, check_stream
 
 __all__ = [
     "StreamConsumer",
@@ -47,7 +37,6 @@ __all__ = [
 
 log = logging.getLogger("redkit.events")
 
-EVENT_FIELD = "event"
 _DEAD_LETTER = Script.from_package("redkit.events", "lua/dead_letter.lua")
 # Entries are read as bytes whatever the client's decode_responses: redis-py
 # would otherwise decode them while parsing the reply, and one entry that is
@@ -60,134 +49,12 @@ def dead_letter_stream_for(stream: str) -> str:
     """The default dead-letter stream of ``stream``: ``<stream>:dead-letter``
     with the stream's hash tag (``{orders}:dead-letter`` for ``orders``), so
     that moving an entry there is one atomic script on a cluster too."""
-    _check_stream(stream)
+    check_stream(stream)
     start = stream.find("{")
     end = stream.find("}", start + 1) if start != -1 else -1
     if start != -1 and end > start + 1:
         return f"{stream}:dead-letter"
     return f"{{{stream}}}:dead-letter"
-
-
-def _check_stream(stream: object) -> str:
-    # Braces only as one {tag}: the dead-letter stream must land in the
-    # stream's hash slot, which a stray brace would make ambiguous.
-    return validate_key_part(stream, "stream name", allow_braces="tag")
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamPublisherStats:
-    """Counters of a :class:`StreamPublisher`."""
-
-    published: int
-    errors: int
-
-
-class StreamPublisher:
-    """Appends events to streams with XADD, trimmed to about ``maxlen`` entries.
-
-    Each entry has one field, ``event``, holding the JSON envelope (the Go
-    format plus ``id``). ``publish`` returns the event id that consumers see
-    as ``event.id``. Trimming is approximate (``MAXLEN ~``), which costs
-    nothing per call; entries trimmed before a group read them are lost, so
-    ``maxlen`` must exceed the largest backlog you expect. ``maxlen=None``
-    never trims.
-    """
-
-    def __init__(self, client: Client, maxlen: int | None = 100_000, *, source: str = "") -> None:
-        self.client = client
-        self.maxlen = None if maxlen is None else check_count("maxlen", maxlen)
-        self.source = check_text(source, "source", allow_empty=True)
-        self._published = 0
-        self._errors = 0
-
-    def __repr__(self) -> str:
-        return f"<StreamPublisher maxlen={self.maxlen} source={self.source!r}>"
-
-    def _entry(
-        self, type: str, payload: Any, event_id: str | None, timestamp: datetime | None
-    ) -> tuple[str, bytes]:
-        _check_type(type)
-        if event_id is None:
-            event_id = str(uuid.uuid4())
-        else:
-            check_text(event_id, "id")
-        stamp = _format_timestamp(timestamp or datetime.now(timezone.utc))
-        return event_id, _encode(type, payload, stamp, self.source, event_id)
-
-    @operation("streams.publish")
-    async def publish(
-        self,
-        stream: str,
-        type: str,
-        payload: Any = None,
-        *,
-        id: str | None = None,
-        timestamp: datetime | None = None,
-    ) -> str:
-        """Append one event (one round trip) and return its id.
-
-        Raises :class:`~redkit.SerializationError` before sending when the
-        payload has no faithful JSON form, :class:`~redkit.ConnectionUnavailable`
-        when Redis cannot serve the write now (unreachable, no answer in time,
-        out of memory, cluster reconfiguring) and :class:`~redkit.RedkitError`
-        for any other error answer (``WRONGTYPE``: the key is not a stream),
-        like :meth:`Publisher.publish`.
-        """
-        _check_stream(stream)
-        event_id, data = self._entry(type, payload, id, timestamp)
-        try:
-            await self.client.xadd(
-                stream,
-                {EVENT_FIELD: data},
-                maxlen=self.maxlen,
-                approximate=True,
-            )
-        except _failures.ANY as exc:
-            self._errors += 1
-            log.warning("append of %r to stream %r failed: %s", type, stream, describe_error(exc))
-            raise _failures.failure(
-                f"cannot append event {type!r} to stream {stream!r}", exc
-            ) from exc
-        self._published += 1
-        raise_if_cancelled()
-        return event_id
-
-    @operation("streams.publish_many")
-    async def publish_many(self, stream: str, events: Iterable[tuple[str, Any]]) -> list[str]:
-        """Append several ``(type, payload)`` events in one pipelined round
-        trip; returns their ids in order. Every payload is encoded before
-        anything is sent."""
-        _check_stream(stream)
-        entries = [self._entry(*_pair(item), None, None) for item in events]
-        if not entries:
-            return []
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for _, data in entries:
-                pipe.xadd(stream, {EVENT_FIELD: data}, maxlen=self.maxlen, approximate=True)
-            await pipe.execute()
-        except _failures.ANY as exc:
-            self._errors += 1
-            log.warning(
-                "append of %d events to stream %r failed: %s",
-                len(entries),
-                stream,
-                describe_error(exc),
-            )
-            raise _failures.failure(
-                f"cannot append {len(entries)} events to stream {stream!r}", exc
-            ) from exc
-        self._published += len(entries)
-        return [event_id for event_id, _ in entries]
-
-    def stats(self) -> StreamPublisherStats:
-        return StreamPublisherStats(self._published, self._errors)
-
-
-def _pair(item: object) -> tuple[str, Any]:
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        raise ConfigError(f"publish_many takes (type, payload) pairs, got {item!r:.80}")
-    return item[0], item[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +151,7 @@ class StreamConsumer(HandlerHost):
         backoff_max: float = 10.0,
     ) -> None:
         self.client = check_client(client)
-        self.stream = _check_stream(stream)
+        self.stream = check_stream(stream)
         self.group = validate_key_part(group, "group")
         self.consumer = validate_key_part(consumer, "consumer")
         self.max_deliveries = check_count("max_deliveries", max_deliveries)
@@ -325,7 +192,7 @@ class StreamConsumer(HandlerHost):
             )
         self.from_start = bool(from_start)
         self.dead_letter_stream = (
-            _check_stream(dead_letter_stream)
+            check_stream(dead_letter_stream)
             if dead_letter_stream is not None
             else dead_letter_stream_for(self.stream)
         )
