@@ -38,14 +38,42 @@ from ._handlers import (
     supervised,
 )
 
-__all__ = ["Dispatcher", "Failure", "HandlerHost", "Job", "check_client", "in_background"]
+__all__ = [
+    "Dispatcher",
+    "Failure",
+    "HandlerHost",
+    "HandlerStats",
+    "Job",
+    "check_client",
+    "in_background",
+]
 
 log = logging.getLogger("redkit.events")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-COUNTERS = ("received", "handled", "handler_errors", "handler_timeouts", "unhandled", "malformed")
-"""The counters a :class:`Dispatcher` keeps in the counts it is given."""
+
+@dataclasses.dataclass(frozen=True)
+class HandlerStats:
+    """The counters every consumer keeps (its ``*Stats`` adds its own)."""
+
+    received: int
+    """Messages read from Redis, any content; for a stream consumer, entries
+    delivered to it (new, claimed, or its own pending)."""
+    handled: int
+    """Handler calls that returned normally; for a stream consumer, entries
+    whose handlers all succeeded (then acknowledged)."""
+    handler_errors: int
+    """Handler calls that raised (a stream entry stays pending and is retried)."""
+    handler_timeouts: int
+    """Handler calls cut off after ``handler_timeout`` (retried likewise)."""
+    unhandled: int
+    """Well-formed events of a type with no handler here (a stream entry is
+    acknowledged)."""
+    malformed: int
+    """Messages that are not an event envelope, or whose payload does not
+    decode as the handler's ``payload_type``: skipped (a stream entry is moved
+    to the dead-letter stream)."""
 
 
 def check_client(client: object) -> Client:
@@ -98,9 +126,9 @@ class _Batch:
 class Dispatcher:
     """Runs handlers for one consumer.
 
-    Its counters (:data:`COUNTERS`) are kept in ``counts``, the consumer's
-    own dict (made with :func:`redkit._counters.counts_for`), which may hold
-    the consumer's other counters too. ``max_concurrency`` workers run
+    It counts the fields of :class:`HandlerStats` in ``counts``, the
+    consumer's own dict (made with :func:`redkit._counters.counts_for` from
+    its ``*Stats``), which holds the consumer's other counters too. ``max_concurrency`` workers run
     handler calls; :meth:`start` makes them for one run, :meth:`drain` or
     :meth:`stop` ends them.
     """

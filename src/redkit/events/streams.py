@@ -22,7 +22,7 @@ from ..connection import Client
 from ..errors import ConfigError, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
-from ._dispatch import Dispatcher, HandlerHost, Job, check_client, in_background
+from ._dispatch import Dispatcher, HandlerHost, HandlerStats, Job, check_client, in_background
 from ._envelope import _decode_wire, _to_event, decode_plain_payload
 from ._handlers import check_count, check_seconds
 from .publisher import EVENT_FIELD, StreamPublisher, StreamPublisherStats, check_stream
@@ -58,21 +58,9 @@ def dead_letter_stream_for(stream: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class StreamConsumerStats:
+class StreamConsumerStats(HandlerStats):
     """Counters of a :class:`StreamConsumer` (since it was made)."""
 
-    received: int
-    """Entries delivered to this consumer (new, claimed or its own pending)."""
-    handled: int
-    """Entries whose handlers all succeeded (then acknowledged)."""
-    handler_errors: int
-    """Handler calls that raised (the entry stays pending and is retried)."""
-    handler_timeouts: int
-    """Handler calls cut off after ``handler_timeout`` (retried likewise)."""
-    unhandled: int
-    """Entries of a type with no handler here (acknowledged, skipped)."""
-    malformed: int
-    """Entries that are not an event envelope (moved to the dead-letter stream)."""
     claimed: int
     """Entries taken over from idle consumers with XAUTOCLAIM."""
     dead_lettered: int

@@ -32,7 +32,7 @@ from .._failures import describe_error
 from .._timing import backoff_delay, bounded, cancel_and_wait, raise_if_cancelled
 from ..connection import Client
 from ..errors import ConfigError, SerializationError
-from ._dispatch import Dispatcher, HandlerHost, check_client, in_background
+from ._dispatch import Dispatcher, HandlerHost, HandlerStats, check_client, in_background
 from ._envelope import Event, _decode_wire, _to_event, decode_plain_payload
 from ._handlers import Registration, check_seconds
 from .publisher import check_channel, sharded_unsupported
@@ -75,22 +75,9 @@ class Gap:
 
 
 @dataclasses.dataclass(frozen=True)
-class SubscriberStats:
+class SubscriberStats(HandlerStats):
     """Counters of a :class:`Subscriber` (since it was made)."""
 
-    received: int
-    """Messages read from Redis (any content)."""
-    handled: int
-    """Handler calls that returned normally."""
-    handler_errors: int
-    """Handler calls that raised."""
-    handler_timeouts: int
-    """Handler calls cut off after ``handler_timeout``."""
-    unhandled: int
-    """Well-formed events of a type with no handler."""
-    malformed: int
-    """Messages that are not an event envelope (or whose payload does not
-    decode as the handler's ``payload_type``), skipped."""
     disconnects: int
     """Connections lost or given up as half-open."""
     reconnects: int
