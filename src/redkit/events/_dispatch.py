@@ -128,9 +128,9 @@ class Dispatcher:
 
     It counts the fields of :class:`HandlerStats` in ``counts``, the
     consumer's own dict (made with :func:`redkit._counters.counts_for` from
-    its ``*Stats``), which holds the consumer's other counters too. ``max_concurrency`` workers run
-    handler calls; :meth:`start` makes them for one run, :meth:`drain` or
-    :meth:`stop` ends them.
+    its ``*Stats``), which holds the consumer's other counters too.
+    ``max_concurrency`` workers run handler calls; :meth:`start` makes them
+    for one run, :meth:`drain` or :meth:`stop` ends them.
     """
 
     def __init__(
@@ -155,7 +155,9 @@ class Dispatcher:
         """Other background work of the run (cancelled by :meth:`drain`)."""
         self._sweeper: Sweeper | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._reader_wait: asyncio.Future[None] | None = None
+        # Readers waiting for a free worker: one per connection (a sharded
+        # subscriber on a cluster reads several).
+        self._readers: list[asyncio.Future[None]] = []
 
     def start(self, *, batches: bool) -> None:
         """Start the workers of one run: workers of single calls, or of
@@ -169,12 +171,20 @@ class Dispatcher:
 
     async def worker_free(self) -> None:
         """Return once some worker is idle (every one was busy)."""
+        readers = self._readers
         while not self.idle:
-            waiter = self._reader_wait = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            readers.append(waiter)
             try:
                 await waiter
             finally:
-                self._reader_wait = None
+                with contextlib.suppress(ValueError):
+                    readers.remove(waiter)
+
+    def _wake_readers(self) -> None:
+        for waiter in self._readers:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _call_worker(self) -> None:
         """Runs handler calls one after another; ``max_concurrency`` of these
@@ -186,12 +196,12 @@ class Dispatcher:
         assert sweeper is not None
         idle = self.idle
         counts = self.counts
+        readers = self._readers
         while True:
             waiter: asyncio.Future[tuple[Registration, Event[Any], bytes]] = loop.create_future()
             idle.append(waiter)
-            reader = self._reader_wait
-            if reader is not None and not reader.done():
-                reader.set_result(None)
+            if readers:
+                self._wake_readers()
             reg, event, payload = await waiter
             sweeper.enter()
             self.in_flight += 1

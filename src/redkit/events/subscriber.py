@@ -175,6 +175,7 @@ class Subscriber(HandlerHost):
             raise ConfigError(f"on_reconnect must be callable, got {on_reconnect!r}")
         self.on_reconnect = on_reconnect
         self.sharded = bool(sharded)
+        self._registry = self._dispatch.registry
         self._idle = self._dispatch.idle  # the reader hands calls to these workers
         self._channel_names: dict[bytes, str] = {}
         self._links: list[_Link] = []
@@ -189,7 +190,7 @@ class Subscriber(HandlerHost):
 
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
-        return f"<Subscriber {state} types={sorted(self._dispatch.registry.types)}>"
+        return f"<Subscriber {state} types={sorted(self._registry.types)}>"
 
     # -- running ------------------------------------------------------------
 
@@ -542,7 +543,7 @@ class Subscriber(HandlerHost):
         skipped (malformed, or no handler for its type)."""
         counts = self._counts
         counts["received"] += 1
-        registry = self._dispatch.registry
+        registry = self._registry
         try:
             wire, payload = _decode_wire(data)
             regs = registry.get(wire.type)
