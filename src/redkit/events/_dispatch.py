@@ -26,7 +26,7 @@ from .. import _telemetry
 from .._timing import Sweeper, TaskSet, cancel_and_wait
 from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable
-from ._envelope import Event
+from ._envelope import Event, type_name
 from ._handlers import (
     HandlerRegistry,
     PayloadError,
@@ -313,7 +313,7 @@ class Dispatcher:
         where = f"event {event.id} of type {event.type!r} on {event.channel!r}{detail}"
         if isinstance(exc, PayloadError):
             self.counts["malformed"] += 1
-            reason = f"payload is not a {_type_name(reg.payload_type)}: {exc}"
+            reason = f"payload is not a {type_name(reg.payload_type)}: {exc}"
             log.warning("%s: %s", where, reason)
             return Failure(reason, final=True)
         self.counts["handler_errors"] += 1
@@ -350,10 +350,6 @@ class Dispatcher:
             task.cancel()
         if workers or others:
             await asyncio.wait([*workers, *others], timeout=1.0)
-
-
-def _type_name(tp: Any) -> str:
-    return str(getattr(tp, "__qualname__", None) or tp)
 
 
 class HandlerHost:
