@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import _failures
+from .. import _counters, _failures
 from .._failures import describe_error, is_cluster
 from .._telemetry import operation
 from .._timing import bounded, raise_if_cancelled
@@ -99,9 +99,7 @@ class Publisher:
         self.sharded = bool(sharded)
         self.timeout = None if timeout is None else check_seconds("timeout", timeout)
         self._command = "SPUBLISH" if sharded else "PUBLISH"
-        self._published = 0
-        self._errors = 0
-        self._serialization_errors = 0
+        self._counts = _counters.counts_for(PublisherStats)
 
     def __repr__(self) -> str:
         return f"<Publisher source={self.source!r} sharded={self.sharded}>"
@@ -129,7 +127,7 @@ class Publisher:
         try:
             data = _encode(type, payload, stamp, self.source, id or str(uuid.uuid4()))
         except Exception:
-            self._serialization_errors += 1
+            self._counts["serialization_errors"] += 1
             raise
         try:
             if self.timeout is None:
@@ -137,7 +135,7 @@ class Publisher:
             else:
                 receivers = await _within(self._send(channel, data), self.timeout)
         except _failures.ANY as exc:
-            self._errors += 1
+            self._counts["errors"] += 1
             if self.sharded and sharded_unsupported(exc):
                 raise ConfigError(
                     "sharded=True needs Redis 7.0 or newer (SPUBLISH); this server does not "
@@ -149,7 +147,7 @@ class Publisher:
             raise _failures.failure(
                 f"cannot publish event {type!r} on channel {channel!r}", exc
             ) from exc
-        self._published += 1
+        self._counts["published"] += 1
         raise_if_cancelled()
         return int(receivers)
 
@@ -159,7 +157,7 @@ class Publisher:
         return await self.client.execute_command(self._command, channel, data)
 
     def stats(self) -> PublisherStats:
-        return PublisherStats(self._published, self._errors, self._serialization_errors)
+        return _counters.snapshot(PublisherStats, self._counts)
 
 
 async def _within(awaitable: Any, timeout: float) -> Any:
@@ -198,8 +196,7 @@ class StreamPublisher:
         self.client = client
         self.maxlen = None if maxlen is None else check_count("maxlen", maxlen)
         self.source = check_text(source, "source", allow_empty=True)
-        self._published = 0
-        self._errors = 0
+        self._counts = _counters.counts_for(StreamPublisherStats)
 
     def __repr__(self) -> str:
         return f"<StreamPublisher maxlen={self.maxlen} source={self.source!r}>"
@@ -244,12 +241,12 @@ class StreamPublisher:
                 approximate=True,
             )
         except _failures.ANY as exc:
-            self._errors += 1
+            self._counts["errors"] += 1
             log.warning("append of %r to stream %r failed: %s", type, stream, describe_error(exc))
             raise _failures.failure(
                 f"cannot append event {type!r} to stream {stream!r}", exc
             ) from exc
-        self._published += 1
+        self._counts["published"] += 1
         raise_if_cancelled()
         return event_id
 
@@ -268,7 +265,7 @@ class StreamPublisher:
                 pipe.xadd(stream, {EVENT_FIELD: data}, maxlen=self.maxlen, approximate=True)
             await pipe.execute()
         except _failures.ANY as exc:
-            self._errors += 1
+            self._counts["errors"] += 1
             log.warning(
                 "append of %d events to stream %r failed: %s",
                 len(entries),
@@ -278,11 +275,11 @@ class StreamPublisher:
             raise _failures.failure(
                 f"cannot append {len(entries)} events to stream {stream!r}", exc
             ) from exc
-        self._published += len(entries)
+        self._counts["published"] += len(entries)
         return [event_id for event_id, _ in entries]
 
     def stats(self) -> StreamPublisherStats:
-        return StreamPublisherStats(self._published, self._errors)
+        return _counters.snapshot(StreamPublisherStats, self._counts)
 
 
 def _pair(item: object) -> tuple[str, Any]:
