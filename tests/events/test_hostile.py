@@ -6,10 +6,12 @@ which kind of failure Redis had."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -154,24 +156,30 @@ class BuggySubscriber(Subscriber):
 
 async def test_when_run_fails_the_running_block_is_cancelled_and_told(redis_client: Redis) -> None:
     sub = BuggySubscriber(redis_client)
+    await assert_block_interrupted(
+        sub.running("users"), lambda: redis_client.publish("users", "trigger the bug")
+    )
+
+
+async def assert_block_interrupted(
+    running: contextlib.AbstractAsyncContextManager[Any], trigger: Callable[[], Awaitable[Any]]
+) -> None:
+    """``trigger()`` inside ``running`` makes run() fail: the block is
+    cancelled where it waits, and run()'s exception comes out of it."""
 
     async def block() -> None:
-        async with sub.running("users"):
-            await redis_client.publish("users", "trigger the bug")
-            await wait_to_be_interrupted()
+        async with running:
+            await trigger()
+            try:
+                await asyncio.wait_for(asyncio.Event().wait(), 10)
+            except asyncio.TimeoutError:
+                raise AssertionError("the block carried on after run() had ended") from None
 
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="a bug in the loop"):
         await block()
     assert time.monotonic() - started < 5
     assert_not_left_cancelled()
-
-
-async def wait_to_be_interrupted() -> None:
-    try:
-        await asyncio.wait_for(asyncio.Event().wait(), 10)
-    except asyncio.TimeoutError:
-        raise AssertionError("the block carried on after run() had ended") from None
 
 
 def assert_not_left_cancelled() -> None:
@@ -315,17 +323,9 @@ async def test_when_the_consumer_fails_the_running_block_is_cancelled_and_told(
     redis_client: Redis,
 ) -> None:
     consumer = BuggyConsumer(redis_client, "orders", group="g", consumer="c", claim_idle=2.0)
-
-    async def block() -> None:
-        async with consumer.running():
-            await redis_client.xadd("orders", {"event": "trigger the bug"})
-            await wait_to_be_interrupted()
-
-    started = time.monotonic()
-    with pytest.raises(RuntimeError, match="a bug in the loop"):
-        await block()
-    assert time.monotonic() - started < 5
-    assert_not_left_cancelled()
+    await assert_block_interrupted(
+        consumer.running(), lambda: redis_client.xadd("orders", {"event": "trigger the bug"})
+    )
 
 
 # -- a batch of hostile messages --------------------------------------------

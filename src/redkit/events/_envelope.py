@@ -292,7 +292,7 @@ def payload_decoder(payload_type: Any) -> Callable[[bytes], Any]:
     :class:`~redkit.ConfigError` when msgspec cannot build that type at all."""
     decode = _PAYLOAD_DECODERS.get(payload_type)
     if decode is None:
-        name = _type_name(payload_type)
+        name = type_name(payload_type)
         try:
             decoder = msgspec.json.Decoder(payload_type, dec_hook=_dec_hook)
         except TypeError as exc:
@@ -303,7 +303,8 @@ def payload_decoder(payload_type: Any) -> Callable[[bytes], Any]:
     return decode
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """How an error names a payload type."""
     return str(getattr(tp, "__qualname__", None) or tp)
 
 

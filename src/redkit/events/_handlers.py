@@ -16,7 +16,7 @@ import msgspec
 from .. import _telemetry, _validate
 from .._timing import withdraw_cancellation
 from ..errors import ConfigError, SerializationError
-from ._envelope import Event, _check_type, payload_decoder
+from ._envelope import Event, _check_type, payload_decoder, type_name
 
 __all__ = [
     "Handler",
@@ -113,14 +113,9 @@ def event_for(reg: Registration, event: Event[Any], payload: bytes) -> Event[Any
         raise PayloadError(str(exc)) from exc
     except Exception as exc:
         raise PayloadError(
-            f"payload as {_type_name(reg.payload_type)} does not decode: "
-            f"{type(exc).__name__}: {exc}"
+            f"payload as {type_name(reg.payload_type)} does not decode: {type(exc).__name__}: {exc}"
         ) from exc
     return msgspec.structs.replace(event, payload=typed)
-
-
-def _type_name(tp: Any) -> str:
-    return str(getattr(tp, "__qualname__", None) or tp)
 
 
 async def call_unbounded(reg: Registration, event: Event[Any]) -> None:

@@ -5,49 +5,27 @@ dead-letter stream for events that keep failing."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import datetime, timezone
-from typing import Any, TypeVar, overload
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, NamedTuple
 
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 from redis.client import NEVER_DECODE
 
-from .. import _counters
+from .. import _counters, _failures
 from .._failures import describe_error, read_timeout
-from .._telemetry import operation
-from .._timing import Sweeper, backoff_delay, cancel_and_wait, raise_if_cancelled
+from .._timing import backoff_delay, raise_if_cancelled
 from ..connection import Client
-from ..errors import ConfigError, ConnectionUnavailable, SerializationError
+from ..errors import ConfigError, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
-from ._envelope import (
-    Event,
-    _check_type,
-    _decode_wire,
-    _encode,
-    _to_event,
-    check_text,
-    decode_plain_payload,
-)
-from ._envelope import format_timestamp as _format_timestamp
-from ._handlers import (
-    HandlerRegistry,
-    PayloadError,
-    Registration,
-    call_unbounded,
-    check_count,
-    check_seconds,
-    event_for,
-    supervised,
-)
-from .publisher import FAILURES, publish_failure
+from ._dispatch import Dispatcher, HandlerHost, HandlerStats, Job, check_client, in_background
+from ._envelope import _decode_wire, _to_event, decode_plain_payload
+from ._handlers import check_count, check_seconds
+from .publisher import EVENT_FIELD, StreamPublisher, StreamPublisherStats, check_stream
 
 __all__ = [
     "StreamConsumer",
@@ -59,15 +37,6 @@ __all__ = [
 
 log = logging.getLogger("redkit.events")
 
-H = TypeVar("H", bound=Callable[..., Any])
-EVENT_FIELD = "event"
-_NETWORK_ERRORS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    OSError,
-    asyncio.TimeoutError,
-    TimeoutError,
-)
 _DEAD_LETTER = Script.from_package("redkit.events", "lua/dead_letter.lua")
 # Entries are read as bytes whatever the client's decode_responses: redis-py
 # would otherwise decode them while parsing the reply, and one entry that is
@@ -80,7 +49,7 @@ def dead_letter_stream_for(stream: str) -> str:
     """The default dead-letter stream of ``stream``: ``<stream>:dead-letter``
     with the stream's hash tag (``{orders}:dead-letter`` for ``orders``), so
     that moving an entry there is one atomic script on a cluster too."""
-    _check_stream(stream)
+    check_stream(stream)
     start = stream.find("{")
     end = stream.find("}", start + 1) if start != -1 else -1
     if start != -1 and end > start + 1:
@@ -88,144 +57,10 @@ def dead_letter_stream_for(stream: str) -> str:
     return f"{{{stream}}}:dead-letter"
 
 
-def _check_stream(stream: object) -> str:
-    # Braces only as one {tag}: the dead-letter stream must land in the
-    # stream's hash slot, which a stray brace would make ambiguous.
-    return validate_key_part(stream, "stream name", allow_braces="tag")
-
-
 @dataclasses.dataclass(frozen=True)
-class StreamPublisherStats:
-    """Counters of a :class:`StreamPublisher`."""
-
-    published: int
-    errors: int
-
-
-class StreamPublisher:
-    """Appends events to streams with XADD, trimmed to about ``maxlen`` entries.
-
-    Each entry has one field, ``event``, holding the JSON envelope (the Go
-    format plus ``id``). ``publish`` returns the event id that consumers see
-    as ``event.id``. Trimming is approximate (``MAXLEN ~``), which costs
-    nothing per call; entries trimmed before a group read them are lost, so
-    ``maxlen`` must exceed the largest backlog you expect. ``maxlen=None``
-    never trims.
-    """
-
-    def __init__(self, client: Client, maxlen: int | None = 100_000, *, source: str = "") -> None:
-        self.client = client
-        self.maxlen = None if maxlen is None else check_count("maxlen", maxlen)
-        self.source = check_text(source, "source", allow_empty=True)
-        self._published = 0
-        self._errors = 0
-
-    def __repr__(self) -> str:
-        return f"<StreamPublisher maxlen={self.maxlen} source={self.source!r}>"
-
-    def _entry(
-        self, type: str, payload: Any, event_id: str | None, timestamp: datetime | None
-    ) -> tuple[str, bytes]:
-        _check_type(type)
-        if event_id is None:
-            event_id = str(uuid.uuid4())
-        else:
-            check_text(event_id, "id")
-        stamp = _format_timestamp(timestamp or datetime.now(timezone.utc))
-        return event_id, _encode(type, payload, stamp, self.source, event_id)
-
-    @operation("streams.publish")
-    async def publish(
-        self,
-        stream: str,
-        type: str,
-        payload: Any = None,
-        *,
-        id: str | None = None,
-        timestamp: datetime | None = None,
-    ) -> str:
-        """Append one event (one round trip) and return its id.
-
-        Raises :class:`~redkit.SerializationError` before sending when the
-        payload has no faithful JSON form, :class:`~redkit.ConnectionUnavailable`
-        when Redis cannot serve the write now (unreachable, no answer in time,
-        out of memory, cluster reconfiguring) and :class:`~redkit.RedkitError`
-        for any other error answer (``WRONGTYPE``: the key is not a stream),
-        like :meth:`Publisher.publish`.
-        """
-        _check_stream(stream)
-        event_id, data = self._entry(type, payload, id, timestamp)
-        try:
-            await self.client.xadd(
-                stream,
-                {EVENT_FIELD: data},
-                maxlen=self.maxlen,
-                approximate=True,
-            )
-        except FAILURES as exc:
-            self._errors += 1
-            log.warning("append of %r to stream %r failed: %s", type, stream, describe_error(exc))
-            raise publish_failure(
-                f"cannot append event {type!r} to stream {stream!r}", exc
-            ) from exc
-        self._published += 1
-        raise_if_cancelled()
-        return event_id
-
-    @operation("streams.publish_many")
-    async def publish_many(self, stream: str, events: Iterable[tuple[str, Any]]) -> list[str]:
-        """Append several ``(type, payload)`` events in one pipelined round
-        trip; returns their ids in order. Every payload is encoded before
-        anything is sent."""
-        _check_stream(stream)
-        entries = [self._entry(*_pair(item), None, None) for item in events]
-        if not entries:
-            return []
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for _, data in entries:
-                pipe.xadd(stream, {EVENT_FIELD: data}, maxlen=self.maxlen, approximate=True)
-            await pipe.execute()
-        except FAILURES as exc:
-            self._errors += 1
-            log.warning(
-                "append of %d events to stream %r failed: %s",
-                len(entries),
-                stream,
-                describe_error(exc),
-            )
-            raise publish_failure(
-                f"cannot append {len(entries)} events to stream {stream!r}", exc
-            ) from exc
-        self._published += len(entries)
-        return [event_id for event_id, _ in entries]
-
-    def stats(self) -> StreamPublisherStats:
-        return StreamPublisherStats(self._published, self._errors)
-
-
-def _pair(item: object) -> tuple[str, Any]:
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        raise ConfigError(f"publish_many takes (type, payload) pairs, got {item!r:.80}")
-    return item[0], item[1]
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamConsumerStats:
+class StreamConsumerStats(HandlerStats):
     """Counters of a :class:`StreamConsumer` (since it was made)."""
 
-    received: int
-    """Entries delivered to this consumer (new, claimed or its own pending)."""
-    handled: int
-    """Entries whose handlers all succeeded (then acknowledged)."""
-    handler_errors: int
-    """Handler calls that raised (the entry stays pending and is retried)."""
-    handler_timeouts: int
-    """Handler calls cut off after ``handler_timeout`` (retried likewise)."""
-    unhandled: int
-    """Entries of a type with no handler here (acknowledged, skipped)."""
-    malformed: int
-    """Entries that are not an event envelope (moved to the dead-letter stream)."""
     claimed: int
     """Entries taken over from idle consumers with XAUTOCLAIM."""
     dead_lettered: int
@@ -236,35 +71,28 @@ class StreamConsumerStats:
     """Handler calls running now."""
 
 
-@dataclasses.dataclass(slots=True)
-class _Outcome:
+@dataclasses.dataclass(slots=True, kw_only=True)
+class _Entry(Job):
+    """A stream entry to run through its handlers."""
+
     entry_id: Any
-    event: Event[Any] | None
     data: bytes
     deliveries: int
-    error: str | None = None
-    completed: bool = False
+
+    def detail(self) -> str:
+        return f", delivery {self.deliveries}"
 
 
-@dataclasses.dataclass
-class _Batch:
-    """Entries of one read, taken one by one by the workers."""
+class _Dead(NamedTuple):
+    """An entry to move to the dead-letter stream."""
 
-    done: asyncio.Future[None]
-    queue: collections.deque[_Job] = dataclasses.field(default_factory=collections.deque)
-    remaining: int = 0
-    finished: list[_Outcome] = dataclasses.field(default_factory=list)
-
-    def one_less(self, count: int = 1) -> None:
-        self.remaining -= count
-        if self.remaining <= 0 and not self.done.done():
-            self.done.set_result(None)
+    entry_id: Any
+    data: bytes
+    deliveries: int
+    error: str
 
 
-_Job = tuple[tuple[Registration, ...], _Outcome, bytes]
-
-
-class StreamConsumer:
+class StreamConsumer(HandlerHost):
     """Reads one stream as ``consumer`` in consumer group ``group`` and runs
     handlers per event type, acknowledging an entry only after all its
     handlers succeeded.
@@ -310,17 +138,10 @@ class StreamConsumer:
         backoff_base: float = 0.1,
         backoff_max: float = 10.0,
     ) -> None:
-        if not isinstance(client, (Redis, RedisCluster)):
-            raise ConfigError(
-                f"client must be a redis.asyncio Redis or RedisCluster, got {type(client).__name__}"
-            )
-        self.client = client
-        self.stream = _check_stream(stream)
-        try:
-            self.group = validate_key_part(group, "group")
-            self.consumer = validate_key_part(consumer, "consumer")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.client = check_client(client)
+        self.stream = check_stream(stream)
+        self.group = validate_key_part(group, "group")
+        self.consumer = validate_key_part(consumer, "consumer")
         self.max_deliveries = check_count("max_deliveries", max_deliveries)
         self.claim_idle = check_seconds("claim_idle", claim_idle)
         self.claim_interval = check_seconds(
@@ -337,7 +158,15 @@ class StreamConsumer:
                 f"({self.claim_idle:g}s), or other consumers would claim entries still being "
                 "handled"
             )
-        self.max_concurrency = check_count("max_concurrency", max_concurrency)
+        self._counts = _counters.counts_for(StreamConsumerStats)
+        self._dispatch = Dispatcher(
+            self._counts,
+            max_concurrency=max_concurrency,
+            handler_timeout=self.handler_timeout,
+            drain_timeout=drain_timeout,
+        )
+        self.max_concurrency = self._dispatch.max_concurrency
+        self.drain_timeout = self._dispatch.drain_timeout
         self.batch_size = check_count(
             "batch_size", batch_size if batch_size is not None else self.max_concurrency
         )
@@ -351,7 +180,7 @@ class StreamConsumer:
             )
         self.from_start = bool(from_start)
         self.dead_letter_stream = (
-            _check_stream(dead_letter_stream)
+            check_stream(dead_letter_stream)
             if dead_letter_stream is not None
             else dead_letter_stream_for(self.stream)
         )
@@ -363,53 +192,18 @@ class StreamConsumer:
                 f"{self.stream!r} on a cluster (give both the same hash tag)"
             )
         self.dead_letter_maxlen = check_count("dead_letter_maxlen", dead_letter_maxlen)
-        self.drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_zero=True)
         self.backoff_base = check_seconds("backoff_base", backoff_base)
         self.backoff_max = check_seconds("backoff_max", backoff_max)
-        self._registry = HandlerRegistry()
-        self._sweeper: Sweeper | None = None
-        self._idle: collections.deque[asyncio.Future[_Batch]] = collections.deque()
         self._acks: list[Any] = []
-        self._in_flight = 0
         self._running = False
         self._ready: asyncio.Event | None = None
-        self._received = 0
-        self._handled = 0
-        self._handler_errors = 0
-        self._handler_timeouts = 0
-        self._unhandled = 0
-        self._malformed = 0
-        self._claimed = 0
-        self._dead_lettered = 0
-        self._redis_errors = 0
 
     def __repr__(self) -> str:
         return f"<StreamConsumer {self.stream!r} group={self.group!r} consumer={self.consumer!r}>"
 
-    @overload
-    def on(
-        self, event_type: str, handler: None = None, *, payload_type: Any = None
-    ) -> Callable[[H], H]: ...
-    @overload
-    def on(self, event_type: str, handler: H, *, payload_type: Any = None) -> H: ...
-    def on(self, event_type: str, handler: Any = None, *, payload_type: Any = None) -> Any:
-        """Register ``handler`` for events of ``event_type`` (or return a
-        decorator); ``payload_type`` as in :meth:`Subscriber.on`. An entry is
-        acknowledged when every handler of its type succeeded."""
-        return self._registry.decorator(event_type, handler, payload_type)
-
     def stats(self) -> StreamConsumerStats:
-        return StreamConsumerStats(
-            received=self._received,
-            handled=self._handled,
-            handler_errors=self._handler_errors,
-            handler_timeouts=self._handler_timeouts,
-            unhandled=self._unhandled,
-            malformed=self._malformed,
-            claimed=self._claimed,
-            dead_lettered=self._dead_lettered,
-            redis_errors=self._redis_errors,
-            in_flight=self._in_flight,
+        return _counters.snapshot(
+            StreamConsumerStats, self._counts, in_flight=self._dispatch.in_flight
         )
 
     # -- running ------------------------------------------------------------
@@ -424,12 +218,8 @@ class StreamConsumer:
             raise RuntimeError("this StreamConsumer is already running")
         self._running = True
         self._ready = asyncio.Event()
-        self._sweeper = Sweeper(
-            self.handler_timeout, interval=min(1.0, max(0.01, self.handler_timeout / 10))
-        )
         self._acks.clear()
-        self._idle.clear()
-        workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
+        self._dispatch.start(batches=True)
         try:
             await self._loop()
         except Exception:
@@ -443,13 +233,10 @@ class StreamConsumer:
             raise
         finally:
             self._running = False
-            for worker in workers:
-                worker.cancel()
-            await asyncio.wait(workers, timeout=1.0)
-            self._idle.clear()
+            await self._dispatch.stop()
             if self._acks:
                 # Stopped between a batch and the next read.
-                with contextlib.suppress(redis_errors.RedisError, *_NETWORK_ERRORS):
+                with contextlib.suppress(*_failures.ANY):
                     await self._flush_acks()
 
     @contextlib.asynccontextmanager
@@ -464,30 +251,16 @@ class StreamConsumer:
         block is cancelled where it waits and that exception is raised from
         the ``async with``, as :class:`asyncio.TaskGroup` does."""
         ready_timeout = check_seconds("ready_timeout", ready_timeout)
-        task: asyncio.Future[Any] = asyncio.ensure_future(self.run())
-        try:
-            await asyncio.sleep(0)
-            assert self._ready is not None or task.done()
-            if task.done():
-                task.result()
-            assert self._ready is not None
-            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._ready.wait())
-            done, _ = await asyncio.wait(
-                {task, waiter}, timeout=ready_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiter.cancel()
-            if task in done:
-                task.result()
-            if waiter not in done:
-                raise ConnectionUnavailable(
-                    f"stream consumer for {self.stream!r} not ready within {ready_timeout:g}s"
-                )
-            async with supervised(task):
-                yield self
-        finally:
-            await cancel_and_wait(task, self.drain_timeout + 10.0)
-            if task.done() and not task.cancelled():
-                task.result()
+        what = f"stream consumer for {self.stream!r}"
+        async with in_background(
+            self.run(),
+            lambda: self._ready,
+            timeout=ready_timeout,
+            drain_timeout=self.drain_timeout,
+            what=what,
+            not_ready=f"{what} not ready within {ready_timeout:g}s",
+        ):
+            yield self
 
     async def _loop(self) -> None:
         assert self._ready is not None
@@ -514,8 +287,8 @@ class StreamConsumer:
                 if entries:
                     await self._process(entries, None)
                 failures = 0
-            except redis_errors.ResponseError as exc:
-                if "NOGROUP" in str(exc):
+            except _failures.ANY as exc:
+                if _error_reply(exc, "NOGROUP"):
                     # The stream or group vanished (server restarted without
                     # persistence, key deleted): create them again.
                     log.warning(
@@ -524,10 +297,6 @@ class StreamConsumer:
                     recovered = False
                     self._acks.clear()
                     continue
-                failures = await self._back_off(exc, failures)
-            except redis_errors.RedisError as exc:
-                failures = await self._back_off(exc, failures)
-            except _NETWORK_ERRORS as exc:
                 failures = await self._back_off(exc, failures)
 
     async def _ack_and_read(self, wait: float) -> Any:
@@ -568,7 +337,7 @@ class StreamConsumer:
                 raise
 
     async def _back_off(self, exc: BaseException, failures: int) -> int:
-        self._redis_errors += 1
+        self._counts["redis_errors"] += 1
         delay = backoff_delay(failures, self.backoff_base, self.backoff_max)
         log.warning(
             "stream consumer %s/%s on %r: %s; retrying in %.0f ms",
@@ -589,8 +358,8 @@ class StreamConsumer:
             await self.client.xgroup_create(
                 self.stream, self.group, id="0" if self.from_start else "$", mkstream=True
             )
-        except redis_errors.ResponseError as exc:
-            if "BUSYGROUP" in str(exc):
+        except _failures.ANY as exc:
+            if _error_reply(exc, "BUSYGROUP"):
                 return False
             raise
         log.info(
@@ -638,7 +407,7 @@ class StreamConsumer:
                 # (7.0 drops them itself): acknowledge them by id.
                 await self._ack_vanished()
             if entries:
-                self._claimed += len(entries)
+                self._counts["claimed"] += len(entries)
                 log.info(
                     "%s claimed %d entries idle for more than %gs",
                     self.consumer,
@@ -689,124 +458,85 @@ class StreamConsumer:
     ) -> None:
         raise_if_cancelled()
         ack: list[Any] = []
-        dead: list[_Outcome] = []
-        batch = _Batch(asyncio.get_running_loop().create_future())
-        self._received += len(entries)
+        dead: list[_Dead] = []
+        jobs: list[_Entry] = []
+        counts = self._counts
+        registry = self._dispatch.registry
+        counts["received"] += len(entries)
+        for entry_id, fields in entries:
+            count = deliveries.get(_text(entry_id), 1) if deliveries is not None else 1
+            data = _event_field(fields)
+            if data is None:
+                if not fields:
+                    ack.append(entry_id)  # deleted or trimmed while pending
+                    continue
+                counts["malformed"] += 1
+                dead.append(_Dead(entry_id, _describe_fields(fields), count, "no 'event' field"))
+                continue
+            try:
+                wire, payload = _decode_wire(data)
+                regs = registry.get(wire.type)
+                if regs is None:
+                    counts["unhandled"] += 1
+                    ack.append(entry_id)
+                    continue
+                untyped = (
+                    decode_plain_payload(payload) if registry.needs_untyped(wire.type) else None
+                )
+                event = _to_event(wire, untyped, data, self.stream, _text(entry_id))
+            except SerializationError as exc:
+                counts["malformed"] += 1
+                log.warning("malformed entry %s on %r: %s", _text(entry_id), self.stream, exc)
+                dead.append(_Dead(entry_id, data, count, f"malformed: {exc}"))
+                continue
+            except Exception as exc:
+                # Decoding has no other failure; should one ever appear (a
+                # bug), the entry is dead-lettered, not the group stopped.
+                counts["malformed"] += 1
+                reason = f"malformed: failed to decode ({type(exc).__name__}: {exc})"
+                log.warning("entry %s on %r: %s", _text(entry_id), self.stream, reason)
+                dead.append(_Dead(entry_id, data, count, reason))
+                continue
+            if count > self.max_deliveries:
+                reason = f"delivered {count} times without finishing (consumer crashed or stalled)"
+                dead.append(_Dead(entry_id, data, count, reason))
+                continue
+            jobs.append(
+                _Entry(regs, event, payload, entry_id=entry_id, data=data, deliveries=count)
+            )
         try:
-            for entry_id, fields in entries:
-                count = deliveries.get(_text(entry_id), 1) if deliveries is not None else 1
-                data = _event_field(fields)
-                if data is None:
-                    if not fields:
-                        ack.append(entry_id)  # deleted or trimmed while pending
-                        continue
-                    self._malformed += 1
-                    dead.append(
-                        _Outcome(
-                            entry_id, None, _describe_fields(fields), count, "no 'event' field"
-                        )
-                    )
-                    continue
-                try:
-                    wire, payload = _decode_wire(data)
-                    regs = self._registry.get(wire.type)
-                    if regs is None:
-                        self._unhandled += 1
-                        ack.append(entry_id)
-                        continue
-                    untyped = (
-                        decode_plain_payload(payload)
-                        if self._registry.needs_untyped(wire.type)
-                        else None
-                    )
-                    event = _to_event(wire, untyped, data, self.stream, _text(entry_id))
-                except SerializationError as exc:
-                    self._malformed += 1
-                    log.warning("malformed entry %s on %r: %s", _text(entry_id), self.stream, exc)
-                    dead.append(_Outcome(entry_id, None, data, count, f"malformed: {exc}"))
-                    continue
-                except Exception as exc:
-                    # Decoding has no other failure; should one ever appear (a
-                    # bug), the entry is dead-lettered, not the group stopped.
-                    self._malformed += 1
-                    reason = f"malformed: failed to decode ({type(exc).__name__}: {exc})"
-                    log.warning("entry %s on %r: %s", _text(entry_id), self.stream, reason)
-                    dead.append(_Outcome(entry_id, None, data, count, reason))
-                    continue
-                outcome = _Outcome(entry_id, event, data, count)
-                if count > self.max_deliveries:
-                    outcome.error = (
-                        f"delivered {count} times without finishing (consumer crashed or stalled)"
-                    )
-                    dead.append(outcome)
-                    continue
-                batch.queue.append((regs, outcome, payload))
-            if batch.queue:
-                batch.remaining = len(batch.queue)
-                # Wake as many idle workers as there are entries; each takes
-                # entries from the batch until none is left.
-                woken = min(len(self._idle), len(batch.queue))
-                for _ in range(woken):
-                    self._idle.popleft().set_result(batch)
-                while not woken and batch.queue:  # no worker free: run here
-                    regs, outcome, payload = batch.queue.popleft()
-                    await self._attempt(regs, outcome, payload)
-                    batch.finished.append(outcome)
-                    batch.one_less()
-                # Shielded: a cancellation must not cancel the future the
-                # drain below still waits on.
-                await asyncio.shield(batch.done)
+            if jobs:
+                await self._dispatch.run_batch(jobs)
         except asyncio.CancelledError:
-            # Stopping: start nothing new, give running handlers their grace
-            # period, then record what finished so it is not redone.
-            batch.one_less(len(batch.queue))
-            batch.queue.clear()
-            if not batch.done.done():
-                await asyncio.wait({batch.done}, timeout=self.drain_timeout)
-            await self._settle(ack, dead, batch, final=True)
+            # Stopping: what finished in the grace period is recorded, so it
+            # is not redone.
+            await self._settle(ack, dead, jobs, final=True)
             raise
-        await self._settle(ack, dead, batch, final=False)
-
-    async def _worker(self) -> None:
-        """Runs entries of the current batch one after another;
-        ``max_concurrency`` of these run at once."""
-        loop = asyncio.get_running_loop()
-        idle = self._idle
-        while True:
-            waiter: asyncio.Future[_Batch] = loop.create_future()
-            idle.append(waiter)
-            batch = await waiter
-            queue = batch.queue
-            while queue:
-                regs, outcome, payload = queue.popleft()
-                try:
-                    await self._attempt(regs, outcome, payload)
-                finally:
-                    batch.finished.append(outcome)
-                    batch.one_less()
+        await self._settle(ack, dead, jobs, final=False)
 
     async def _settle(
-        self,
-        ack: list[Any],
-        dead: list[_Outcome],
-        batch: _Batch,
-        *,
-        final: bool,
+        self, ack: list[Any], dead: list[_Dead], jobs: list[_Entry], *, final: bool
     ) -> None:
-        for outcome in batch.finished:
-            if outcome.error is None and outcome.completed:
-                ack.append(outcome.entry_id)
-            elif outcome.error is not None and outcome.deliveries >= self.max_deliveries:
-                dead.append(outcome)
+        """Acknowledge the entries whose handlers all succeeded and move to
+        the dead-letter stream those that failed for the last time; the
+        others stay pending, to be claimed and retried."""
+        for job in jobs:
+            failure = job.failure
+            if job.completed:
+                ack.append(job.entry_id)
+            elif failure is not None and (failure.final or job.deliveries >= self.max_deliveries):
+                # Retrying cannot help a final failure: recorded as the last delivery.
+                deliveries = max(job.deliveries, self.max_deliveries if failure.final else 0)
+                dead.append(_Dead(job.entry_id, job.data, deliveries, failure.reason))
         # Acknowledged with the next read (one round trip for both), or now
         # when stopping.
         self._acks.extend(ack)
         try:
             if final:
                 await self._flush_acks()
-            for outcome in dead:
-                await self._dead_letter(outcome)
-        except (redis_errors.RedisError, *_NETWORK_ERRORS) as exc:
+            for entry in dead:
+                await self._dead_letter(entry)
+        except _failures.ANY as exc:
             if not final:
                 raise
             log.warning(
@@ -815,62 +545,8 @@ class StreamConsumer:
                 describe_error(exc),
             )
 
-    async def _attempt(
-        self, regs: tuple[Registration, ...], outcome: _Outcome, payload: bytes
-    ) -> _Outcome:
-        sweeper = self._sweeper
-        assert sweeper is not None
-        assert outcome.event is not None
-        event = outcome.event
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight += 1
-        try:
-            for reg in regs:
-                sweeper.enter()
-                try:
-                    await call_unbounded(reg, event_for(reg, event, payload))
-                except asyncio.CancelledError:
-                    if not sweeper.timed_out(task):
-                        raise
-                    # The worker lives on.
-                    self._handler_timeouts += 1
-                    outcome.error = f"handler {reg.name} timed out after {self.handler_timeout:g}s"
-                    log.error(
-                        "%s on %r (event %s, delivery %d)",
-                        outcome.error,
-                        self.stream,
-                        event.id,
-                        outcome.deliveries,
-                    )
-                    return outcome
-                except PayloadError as exc:
-                    self._malformed += 1
-                    outcome.error = f"payload is not a {_type_name(reg.payload_type)}: {exc}"
-                    outcome.deliveries = self.max_deliveries  # retrying cannot help
-                    return outcome
-                except Exception as exc:
-                    self._handler_errors += 1
-                    outcome.error = f"handler {reg.name} raised {type(exc).__name__}: {exc}"
-                    log.exception(
-                        "handler %s for %r raised on %r (event %s, delivery %d)",
-                        reg.name,
-                        event.type,
-                        self.stream,
-                        event.id,
-                        outcome.deliveries,
-                    )
-                    return outcome
-                finally:
-                    sweeper.leave(task)
-            self._handled += 1
-            outcome.completed = True
-            return outcome
-        finally:
-            self._in_flight -= 1
-
-    async def _dead_letter(self, outcome: _Outcome) -> None:
-        error = (outcome.error or "unknown error")[:2000]
+    async def _dead_letter(self, entry: _Dead) -> None:
+        error = entry.error[:2000]
         # The reason may quote a payload type's own exception text, which can
         # hold anything, lone surrogates included: written as bytes.
         reason = error.encode("utf-8", "backslashreplace")
@@ -879,32 +555,32 @@ class StreamConsumer:
             [self.stream, self.dead_letter_stream],
             [
                 self.group,
-                outcome.entry_id,
+                entry.entry_id,
                 self.dead_letter_maxlen,
                 EVENT_FIELD,
-                outcome.data,
+                entry.data,
                 "error",
                 reason,
                 "stream",
                 self.stream,
                 "entry_id",
-                outcome.entry_id,
+                entry.entry_id,
                 "group",
                 self.group,
                 "consumer",
                 self.consumer,
                 "deliveries",
-                outcome.deliveries,
+                entry.deliveries,
             ],
         )
         if moved:
-            self._dead_lettered += 1
+            self._counts["dead_lettered"] += 1
             log.error(
                 "entry %s of %r moved to %r after %d deliveries: %s",
-                _text(outcome.entry_id),
+                _text(entry.entry_id),
                 self.stream,
                 self.dead_letter_stream,
-                outcome.deliveries,
+                entry.deliveries,
                 error,
             )
 
@@ -940,5 +616,6 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _type_name(tp: Any) -> str:
-    return str(getattr(tp, "__qualname__", None) or tp)
+def _error_reply(exc: BaseException, code: str) -> bool:
+    """True when ``exc`` is an error answer of Redis starting with ``code``."""
+    return not isinstance(exc, _failures.UNAVAILABLE) and str(exc).startswith(code)

@@ -16,34 +16,25 @@ outages back off to ``backoff_max``.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 
-from .. import _counters, _telemetry
+from .. import _counters
 from .._failures import describe_error
-from .._link import Link, LinkStats, Outage, Timing, client_connect_timeout, endpoint
-from .._timing import Sweeper, cancel_and_wait
+from .._link import Link, Outage, Timing, client_connect_timeout, endpoint
+from .._timing import bounded
 from ..connection import Client
-from ..errors import ConfigError, ConnectionUnavailable, SerializationError
+from ..errors import ConfigError, SerializationError
+from ._dispatch import Dispatcher, HandlerHost, HandlerStats, check_client, in_background
 from ._envelope import Event, _decode_wire, _to_event, decode_plain_payload
-from ._handlers import (
-    HandlerRegistry,
-    PayloadError,
-    Registration,
-    call_unbounded,
-    check_count,
-    check_seconds,
-    event_for,
-    supervised,
-)
+from ._handlers import Registration, check_seconds
 from .publisher import check_channel, sharded_unsupported
 
 __all__ = ["Gap", "Subscriber", "SubscriberStats"]
@@ -77,22 +68,9 @@ class Gap:
 
 
 @dataclasses.dataclass(frozen=True)
-class SubscriberStats:
+class SubscriberStats(HandlerStats):
     """Counters of a :class:`Subscriber` (since it was made)."""
 
-    received: int
-    """Messages read from Redis (any content)."""
-    handled: int
-    """Handler calls that returned normally."""
-    handler_errors: int
-    """Handler calls that raised."""
-    handler_timeouts: int
-    """Handler calls cut off after ``handler_timeout``."""
-    unhandled: int
-    """Well-formed events of a type with no handler."""
-    malformed: int
-    """Messages that are not an event envelope (or whose payload does not
-    decode as the handler's ``payload_type``), skipped."""
     disconnects: int
     """Connections lost or given up as half-open."""
     reconnects: int
@@ -105,7 +83,7 @@ class SubscriberStats:
     """Handler calls running now."""
 
 
-class Subscriber:
+class Subscriber(HandlerHost):
     """Runs handlers for events arriving on pub/sub channels.
 
     Register handlers with :meth:`on`, then ``await run("users",
@@ -148,13 +126,17 @@ class Subscriber:
         drain_timeout: float = 10.0,
         sharded: bool = False,
     ) -> None:
-        if not isinstance(client, (Redis, RedisCluster)):
-            raise ConfigError(
-                f"client must be a redis.asyncio Redis or RedisCluster, got {type(client).__name__}"
-            )
-        self.client = client
-        self.max_concurrency = check_count("max_concurrency", max_concurrency)
-        self.handler_timeout = check_seconds("handler_timeout", handler_timeout)
+        self.client = check_client(client)
+        self._counts = _counters.counts_for(SubscriberStats)  # the links count here too
+        self._dispatch = Dispatcher(
+            self._counts,
+            max_concurrency=max_concurrency,
+            handler_timeout=handler_timeout,
+            drain_timeout=drain_timeout,
+        )
+        self.max_concurrency = self._dispatch.max_concurrency
+        self.handler_timeout = self._dispatch.handler_timeout
+        self.drain_timeout = self._dispatch.drain_timeout
         self.ping_interval = check_seconds("ping_interval", ping_interval)
         self.ping_timeout = check_seconds("ping_timeout", ping_timeout)
         self.connect_timeout = check_seconds(
@@ -163,51 +145,22 @@ class Subscriber:
         )
         self.backoff_base = check_seconds("backoff_base", backoff_base)
         self.backoff_max = check_seconds("backoff_max", backoff_max)
-        self.drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_zero=True)
         if on_reconnect is not None and not callable(on_reconnect):
             raise ConfigError(f"on_reconnect must be callable, got {on_reconnect!r}")
         self.on_reconnect = on_reconnect
         self.sharded = bool(sharded)
-        self._registry = HandlerRegistry()
-        self._sweeper: Sweeper | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # gap callbacks
-        self._workers: list[asyncio.Task[None]] = []
-        self._idle: collections.deque[asyncio.Future[_Job]] = collections.deque()
-        self._reader_wait: asyncio.Future[None] | None = None
-        self._in_flight = 0
+        self._registry = self._dispatch.registry
+        self._idle = self._dispatch.idle  # the reader hands calls to these workers
         self._channel_names: dict[bytes, str] = {}
         self._links: list[Link] = []
         self._subscribed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._stop: asyncio.Event | None = None
-        self._received = 0
-        self._handled = 0
-        self._handler_errors = 0
-        self._handler_timeouts = 0
-        self._unhandled = 0
-        self._malformed = 0
-        self._link_counts = _counters.counts_for(LinkStats)  # shared by every link
 
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
         return f"<Subscriber {state} types={sorted(self._registry.types)}>"
-
-    # -- registration -------------------------------------------------------
-
-    @overload
-    def on(
-        self, event_type: str, handler: None = None, *, payload_type: Any = None
-    ) -> Callable[[H], H]: ...
-    @overload
-    def on(self, event_type: str, handler: H, *, payload_type: Any = None) -> H: ...
-    def on(self, event_type: str, handler: Any = None, *, payload_type: Any = None) -> Any:
-        """Register ``handler`` for events of ``event_type``; without a
-        handler, return a decorator. With ``payload_type`` the handler gets
-        ``event.payload`` built as that type (dataclass, msgspec Struct,
-        pydantic model, ``list[T]`` ...). Several handlers of one type all run.
-        """
-        return self._registry.decorator(event_type, handler, payload_type)
 
     # -- running ------------------------------------------------------------
 
@@ -239,11 +192,7 @@ class Subscriber:
         assert self._stop is not None
         self._stop.clear()
         self._subscribed.clear()
-        self._sweeper = Sweeper(
-            self.handler_timeout, interval=min(1.0, max(0.01, self.handler_timeout / 10))
-        )
-        self._idle.clear()
-        self._workers = [asyncio.ensure_future(self._worker()) for _ in range(self.max_concurrency)]
+        self._dispatch.start(batches=False)
         try:
             self._links = self._plan(chans, pats)
             if len(self._links) == 1:
@@ -261,7 +210,7 @@ class Subscriber:
         finally:
             self._running = False
             self._subscribed.clear()
-            await self._drain()
+            await self._dispatch.drain()
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to stop reading, drain and return."""
@@ -285,35 +234,16 @@ class Subscriber:
         from the ``async with``, as :class:`asyncio.TaskGroup` does.
         """
         timeout = 10.0 if ready_timeout is None else check_seconds("ready_timeout", ready_timeout)
-        task: asyncio.Future[Any] = asyncio.ensure_future(self.run(*channels, patterns=patterns))
-        try:
-            await self._wait_ready(task, timeout)
-            async with supervised(task):
-                yield self
-        finally:
-            await cancel_and_wait(task, self.drain_timeout + 10.0)
-            if task.done() and not task.cancelled():
-                task.result()
-
-    async def _wait_ready(self, task: asyncio.Future[Any], timeout: float) -> None:
-        await asyncio.sleep(0)  # let run() set up its state
-        if task.done():
-            task.result()
-        assert self._subscribed is not None
-        waiter: asyncio.Future[Any] = asyncio.ensure_future(self._subscribed.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waiter.cancel()
-        if task in done:
-            task.result()
-            raise ConnectionUnavailable("subscriber stopped before it was subscribed")
-        if waiter not in done:
-            raise ConnectionUnavailable(
-                f"subscriber not subscribed within {timeout:g}s: Redis unreachable or not answering"
-            )
+        async with in_background(
+            self.run(*channels, patterns=patterns),
+            lambda: self._subscribed,
+            timeout=timeout,
+            drain_timeout=self.drain_timeout,
+            what="subscriber",
+            not_ready=f"subscriber not subscribed within {timeout:g}s: Redis unreachable or "
+            "not answering",
+        ):
+            yield self
 
     async def wait_subscribed(self, timeout: float) -> bool:
         """Wait until every subscription is active; False after ``timeout``."""
@@ -323,7 +253,7 @@ class Subscriber:
                 return False
             await asyncio.sleep(0.01)
         try:
-            await asyncio.wait_for(self._subscribed.wait(), max(0.0, deadline - time.monotonic()))
+            await bounded(self._subscribed.wait(), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             return False
         return True
@@ -334,16 +264,7 @@ class Subscriber:
         return self._subscribed is not None and self._subscribed.is_set()
 
     def stats(self) -> SubscriberStats:
-        return SubscriberStats(
-            received=self._received,
-            handled=self._handled,
-            handler_errors=self._handler_errors,
-            handler_timeouts=self._handler_timeouts,
-            unhandled=self._unhandled,
-            malformed=self._malformed,
-            **self._link_counts,
-            in_flight=self._in_flight,
-        )
+        return _counters.snapshot(SubscriberStats, self._counts, in_flight=self._dispatch.in_flight)
 
     # -- connections --------------------------------------------------------
 
@@ -381,7 +302,7 @@ class Subscriber:
             on_up=on_up,
             on_down=self._on_lost,
             check_reply=self._check_reply,
-            counts=self._link_counts,
+            counts=self._counts,
         )
 
     def _check_reply(self, exc: BaseException) -> None:
@@ -410,7 +331,7 @@ class Subscriber:
         try:
             result = self.on_reconnect(gap)
             if isinstance(result, Awaitable):
-                await asyncio.wait_for(result, self.handler_timeout)
+                await bounded(result, self.handler_timeout)
         except Exception:
             log.exception("on_reconnect callback raised")
 
@@ -421,12 +342,13 @@ class Subscriber:
     ) -> tuple[tuple[Registration, ...], Event[Any], bytes] | None:
         """Decode one message into its event and handlers; None when it is
         skipped (malformed, or no handler for its type)."""
-        self._received += 1
+        counts = self._counts
+        counts["received"] += 1
         try:
             wire, payload = _decode_wire(data)
             regs = self._registry.get(wire.type)
             if regs is None:
-                self._unhandled += 1
+                counts["unhandled"] += 1
                 log.debug("no handler for event type %r on %r", wire.type, _text(channel))
                 return None
             untyped = (
@@ -439,13 +361,13 @@ class Subscriber:
                 name = self._channel_names[channel] = _text(channel)
             return regs, _to_event(wire, untyped, data, name, None), payload
         except SerializationError as exc:
-            self._malformed += 1
+            counts["malformed"] += 1
             log.warning("skipped a malformed message on channel %r: %s", _text(channel), exc)
             return None
         except Exception as exc:
             # Decoding has no other failure; should one ever appear (a bug),
             # it costs this message, not the subscription.
-            self._malformed += 1
+            counts["malformed"] += 1
             log.warning(
                 "skipped a message on channel %r that failed to decode (%s: %s); data starts %r",
                 _text(channel),
@@ -479,108 +401,10 @@ class Subscriber:
 
     async def _wait_for_worker(self) -> None:
         """Every worker is busy: stop reading until one is free."""
-        while not self._idle:
-            waiter = self._reader_wait = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._reader_wait = None
-
-    async def _worker(self) -> None:
-        """Runs handler calls one after another; ``max_concurrency`` of these
-        run at once (cheaper than a task per message)."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        sweeper = self._sweeper
-        assert task is not None
-        assert sweeper is not None
-        idle = self._idle
-        while True:
-            waiter: asyncio.Future[_Job] = loop.create_future()
-            idle.append(waiter)
-            reader = self._reader_wait
-            if reader is not None and not reader.done():
-                reader.set_result(None)
-            reg, event, payload = await waiter
-            sweeper.enter()
-            self._in_flight += 1
-            try:
-                if reg.payload_type is not None:
-                    event = event_for(reg, event, payload)
-                if reg.is_async and _telemetry.tracing is None:
-                    await reg.handler(event)
-                else:
-                    await call_unbounded(reg, event)
-                self._handled += 1
-            except asyncio.CancelledError:
-                if not sweeper.timed_out(task):
-                    raise
-                # The worker lives on.
-                self._handler_timeouts += 1
-                log.error(
-                    "handler %s for %r timed out after %gs (event %s)",
-                    reg.name,
-                    event.type,
-                    self.handler_timeout,
-                    event.id,
-                )
-            except Exception as exc:
-                self._handler_failed(reg, event, exc)
-            finally:
-                self._in_flight -= 1
-                sweeper.leave(task)
-
-    def _handler_failed(self, reg: Registration, event: Event[Any], exc: Exception) -> None:
-        if isinstance(exc, PayloadError):
-            self._malformed += 1
-            log.warning(
-                "event %s of type %r on %r: payload is not a %s: %s",
-                event.id,
-                event.type,
-                event.channel,
-                getattr(reg.payload_type, "__qualname__", reg.payload_type),
-                exc,
-            )
-            return
-        self._handler_errors += 1
-        log.error(
-            "handler %s for %r raised (event %s)",
-            reg.name,
-            event.type,
-            event.id,
-            exc_info=exc,
-        )
+        await self._dispatch.worker_free()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self) -> None:
-        """Let running handler calls finish (at most ``drain_timeout``), then
-        cancel them and the workers."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_timeout
-        # Polled: an Event would cost bookkeeping on every message.
-        while self._in_flight and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
-        if self._in_flight:
-            log.warning(
-                "cancelling %d handler call(s) still running after %gs",
-                self._in_flight,
-                self.drain_timeout,
-            )
-        workers, self._workers = self._workers, []
-        for task in [*workers, *self._tasks]:
-            task.cancel()
-        for waiter in self._idle:
-            waiter.cancel()
-        self._idle.clear()
-        if workers or self._tasks:
-            await asyncio.wait([*workers, *self._tasks], timeout=1.0)
-
-
-_Job = tuple[Registration, Event[Any], bytes]
+        self._dispatch.tasks.spawn(coro)
 
 
 def _text(value: bytes | str) -> str:
