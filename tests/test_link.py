@@ -18,7 +18,8 @@ from redis.asyncio import Redis, RedisCluster
 
 import redkit
 from redkit import Cache, LocalCache
-from redkit._link import RECOVERY_CAP, Link, Outage, Timing, connection_kwargs, endpoint
+from redkit._link import Link, Outage, Timing, connection_kwargs, endpoint
+from redkit._timing import RECOVERY_CAP
 from redkit.connection import Client
 from redkit.events import Gap, Publisher, Subscriber
 from redkit.server import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinelGroup

@@ -31,8 +31,8 @@ so that the three behave alike:
   * a link that has not subscribed yet waits ``U(0, min(backoff_max,
     backoff_base * 2**n))`` before attempt ``n + 1``;
   * a subscription that worked and was lost is tried again within
-    ``backoff_base``, and for the first :data:`RECOVERY_WINDOW` seconds of
-    the gap the waits stay below :data:`RECOVERY_CAP` (or ``backoff_max``
+    ``backoff_base``, and for the first :data:`redkit._timing.RECOVERY_WINDOW` seconds of
+    the gap the waits stay below :data:`redkit._timing.RECOVERY_CAP` (or ``backoff_max``
     if smaller): a failover promotes a replica within seconds, and delivery
     then resumes within about ``RECOVERY_CAP`` of the new primary serving,
     instead of after a backoff that grew through the outage. A gap longer
@@ -67,11 +67,16 @@ from redis.backoff import NoBackoff
 
 from . import _counters
 from ._failures import ANY, NETWORK, TIMED_OUT, describe_error
-from ._timing import TaskSet, backoff_delay, bounded, cancel_and_wait, raise_if_cancelled
+from ._timing import (
+    TaskSet,
+    backoff_delay,
+    bounded,
+    cancel_and_wait,
+    raise_if_cancelled,
+    recovery_delay,
+)
 
 __all__ = [
-    "RECOVERY_CAP",
-    "RECOVERY_WINDOW",
     "Endpoint",
     "Link",
     "LinkStats",
@@ -81,10 +86,6 @@ __all__ = [
     "endpoint",
 ]
 
-RECOVERY_CAP = 0.5
-"""Longest wait between attempts early in a gap (seconds)."""
-RECOVERY_WINDOW = 30.0
-"""How long into a gap the waits stay below :data:`RECOVERY_CAP`."""
 _FOLLOW_TICK = 0.1  # how often a Sentinel link looks whether the master moved
 
 _SUBSCRIBED = {b"subscribe": False, b"ssubscribe": False, b"psubscribe": True}
@@ -421,10 +422,14 @@ class Link:
             )
         self.counts["connect_failures"] += 1
         self._failures += 1
-        cap = self.timing.backoff_max
-        if self._lost_at is not None and now - self._lost_at < RECOVERY_WINDOW:
-            cap = min(cap, RECOVERY_CAP)
-        delay = 0.0 if moved else backoff_delay(self._attempts, self.timing.backoff_base, cap)
+        lost_for = None if self._lost_at is None else now - self._lost_at
+        delay = (
+            0.0
+            if moved
+            else recovery_delay(
+                self._attempts, self.timing.backoff_base, self.timing.backoff_max, lost_for=lost_for
+            )
+        )
         # The first failure of a stretch is worth a warning; the retries not.
         self.log.log(
             logging.WARNING if self._failures == 1 else logging.DEBUG,

@@ -3,7 +3,11 @@ shares.
 
 - :func:`bounded` awaits something for at most so many seconds.
 - :func:`backoff_delay` is the one retry schedule: exponential with full
-  jitter, so that clients that failed together do not retry together.
+  jitter, so that clients that failed together do not retry together;
+  :func:`recovery_delay` applies it to a connection that had worked, which
+  retries promptly early in the gap (a failover takes seconds, and a
+  subscriber or consumer waiting out a grown backoff after the new primary
+  serves would miss what it publishes).
 - :class:`Sweeper` cuts off many short calls at their deadline with one
   periodic task instead of a timer per call.
 - :func:`cancel_count`, :func:`check_cancelled`, :func:`raise_if_cancelled`
@@ -25,6 +29,8 @@ from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = [
+    "RECOVERY_CAP",
+    "RECOVERY_WINDOW",
     "Sweeper",
     "TaskSet",
     "backoff_delay",
@@ -33,6 +39,7 @@ __all__ = [
     "cancel_count",
     "check_cancelled",
     "raise_if_cancelled",
+    "recovery_delay",
     "withdraw_cancellation",
 ]
 
@@ -43,6 +50,23 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Seconds to wait before retry number ``attempt`` (0 for the first):
     uniform in ``[0, min(cap, base * 2**attempt)]``."""
     return random.uniform(0.0, min(cap, base * (2.0 ** min(attempt, 30))))
+
+
+RECOVERY_CAP = 0.5
+"""Longest wait between attempts early in a gap (seconds)."""
+RECOVERY_WINDOW = 30.0
+"""How long into a gap the waits stay below :data:`RECOVERY_CAP`."""
+
+
+def recovery_delay(attempt: int, base: float, cap: float, *, lost_for: float | None) -> float:
+    """:func:`backoff_delay` for reconnecting something that worked until
+    ``lost_for`` seconds ago (None: it never did, or too long ago to tell):
+    for the first :data:`RECOVERY_WINDOW` seconds of a gap the waits stay
+    under :data:`RECOVERY_CAP`; after that, and for what never worked,
+    they grow to ``cap``."""
+    if lost_for is not None and lost_for < RECOVERY_WINDOW:
+        cap = min(cap, RECOVERY_CAP)
+    return backoff_delay(attempt, base, cap)
 
 
 if sys.version_info >= (3, 11):

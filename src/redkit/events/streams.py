@@ -17,7 +17,7 @@ from redis.client import NEVER_DECODE
 
 from .. import _counters, _failures
 from .._failures import describe_error, read_timeout
-from .._timing import backoff_delay, raise_if_cancelled
+from .._timing import raise_if_cancelled, recovery_delay
 from ..connection import Client
 from ..errors import ConfigError, SerializationError
 from ..keys import validate_key_part
@@ -266,6 +266,8 @@ class StreamConsumer(HandlerHost):
         assert self._ready is not None
         failures = 0
         recovered = False
+        worked = False
+        lost_at: float | None = None  # when reading last failed after working
         next_claim = 0.0
         while True:
             raise_if_cancelled()
@@ -287,6 +289,8 @@ class StreamConsumer(HandlerHost):
                 if entries:
                     await self._process(entries, None)
                 failures = 0
+                worked = True
+                lost_at = None
             except _failures.ANY as exc:
                 if _error_reply(exc, "NOGROUP"):
                     # The stream or group vanished (server restarted without
@@ -297,7 +301,10 @@ class StreamConsumer(HandlerHost):
                     recovered = False
                     self._acks.clear()
                     continue
-                failures = await self._back_off(exc, failures)
+                if worked and lost_at is None:
+                    lost_at = time.monotonic()
+                lost_for = None if lost_at is None else time.monotonic() - lost_at
+                failures = await self._back_off(exc, failures, lost_for)
 
     async def _ack_and_read(self, wait: float) -> Any:
         """XACK what the last batch finished and XREADGROUP the next batch
@@ -336,9 +343,9 @@ class StreamConsumer(HandlerHost):
                 self._acks[:0] = acks
                 raise
 
-    async def _back_off(self, exc: BaseException, failures: int) -> int:
+    async def _back_off(self, exc: BaseException, failures: int, lost_for: float | None) -> int:
         self._counts["redis_errors"] += 1
-        delay = backoff_delay(failures, self.backoff_base, self.backoff_max)
+        delay = recovery_delay(failures, self.backoff_base, self.backoff_max, lost_for=lost_for)
         log.warning(
             "stream consumer %s/%s on %r: %s; retrying in %.0f ms",
             self.group,
