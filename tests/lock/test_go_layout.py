@@ -14,7 +14,7 @@ from redis.crc import key_slot
 
 from redkit import ConfigError, LockNotAcquired
 from redkit.lock import DistributedLock
-from redkit.lock._lease import uuid4_text
+from redkit.lock._acquire import uuid4_text
 
 from ._go import RECORD, RELEASE_SCRIPT, go_lock, go_release, set_nx_args
 from ._helpers import all_keys, eventually, subscribers, value_is
