@@ -277,6 +277,15 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
+@pytest.fixture
+def loop_client(redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    """A client of a flushed server, for tests that run ``loop`` themselves."""
+    client = loop.run_until_complete(connect(settings_for(redis_server)))
+    loop.run_until_complete(flush(client))
+    yield client
+    loop.run_until_complete(client.aclose())
+
+
 async def _status(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/show") -> int:
     route, _, query = path.partition("?")
     scope = {
@@ -308,30 +317,25 @@ async def _status(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/sh
 
 
 def test_middleware_never_answers_500_for_hostile_cookies(
-    redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop
+    loop_client: Any, loop: asyncio.AbstractEventLoop
 ) -> None:
-    client = loop.run_until_complete(connect(settings_for(redis_server)))
-    try:
-        loop.run_until_complete(flush(client))
-        store = SessionStore(client, secret=SECRET)
-        app = starlette_app(store)
-        session = loop.run_until_complete(store.create("", {"a": 1}))
-        # Signed by the right key, so these reach the store.
-        signed_ids = st.one_of(any_text, st.just(session.id), st.just("A" * 22 + "." + "B" * 43))
-        cookies = st.one_of(
-            header_values,
-            signed_ids.filter(str.isascii).map(lambda v: b"session=" + sign(v).encode()),
-        )
+    store = SessionStore(loop_client, secret=SECRET)
+    app = starlette_app(store)
+    session = loop.run_until_complete(store.create("", {"a": 1}))
+    # Signed by the right key, so these reach the store.
+    signed_ids = st.one_of(any_text, st.just(session.id), st.just("A" * 22 + "." + "B" * 43))
+    cookies = st.one_of(
+        header_values,
+        signed_ids.filter(str.isascii).map(lambda v: b"session=" + sign(v).encode()),
+    )
 
-        @BUDGET
-        @given(st.lists(cookies, min_size=1, max_size=3))
-        def check(values: list[bytes]) -> None:
-            status = loop.run_until_complete(_status(app, [(b"cookie", v) for v in values]))
-            assert status == 200
+    @BUDGET
+    @given(st.lists(cookies, min_size=1, max_size=3))
+    def check(values: list[bytes]) -> None:
+        status = loop.run_until_complete(_status(app, [(b"cookie", v) for v in values]))
+        assert status == 200
 
-        check()
-    finally:
-        loop.run_until_complete(client.aclose())
+    check()
 
 
 # Reads, writes, login and logout: each reaches the stored record its own way.
@@ -348,31 +352,27 @@ PATHS = [
 
 
 def test_middleware_never_answers_500_for_hostile_stored_records(
-    redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop
+    loop_client: Any, loop: asyncio.AbstractEventLoop
 ) -> None:
-    client = loop.run_until_complete(connect(settings_for(redis_server)))
-    try:
-        loop.run_until_complete(flush(client))
-        store = SessionStore(client, secret=SECRET, max_data_bytes=1 << 20)
-        session = loop.run_until_complete(store.create("", {"a": 1}))
-        tag, secret = session.id.split(".")
-        key = f"app:session:{{{tag}}}:{secret}"
-        cookie = [(b"cookie", b"session=" + sign(session.id).encode())]
-        apps = [starlette_app(store), starlette_app(store, refresh_every=1e-6)]
+    client = loop_client
+    store = SessionStore(client, secret=SECRET, max_data_bytes=1 << 20)
+    session = loop.run_until_complete(store.create("", {"a": 1}))
+    tag, secret = session.id.split(".")
+    key = f"app:session:{{{tag}}}:{secret}"
+    cookie = [(b"cookie", b"session=" + sign(session.id).encode())]
+    apps = [starlette_app(store), starlette_app(store, refresh_every=1e-6)]
 
-        @BUDGET
-        @given(
-            st.one_of(near_records(), records()),
-            st.sampled_from(apps),
-            st.integers(0, 3).map(bool),
-            st.sampled_from(PATHS),
-        )
-        def check(raw: bytes, app: Any, own_id: bool, path: str) -> None:
-            if own_id:  # the id check passes, so every other field is reached
-                raw = raw.replace(ID.encode(), session.id.encode())
-            loop.run_until_complete(client.set(key, raw, px=60_000))
-            assert loop.run_until_complete(_status(app, cookie, path)) == 200
+    @BUDGET
+    @given(
+        st.one_of(near_records(), records()),
+        st.sampled_from(apps),
+        st.integers(0, 3).map(bool),
+        st.sampled_from(PATHS),
+    )
+    def check(raw: bytes, app: Any, own_id: bool, path: str) -> None:
+        if own_id:  # the id check passes, so every other field is reached
+            raw = raw.replace(ID.encode(), session.id.encode())
+        loop.run_until_complete(client.set(key, raw, px=60_000))
+        assert loop.run_until_complete(_status(app, cookie, path)) == 200
 
-        check()
-    finally:
-        loop.run_until_complete(client.aclose())
+    check()
