@@ -81,3 +81,18 @@ async def hold_until_cancelled(
         await lose()
         await asyncio.sleep(30)
     raise AssertionError(f"the block holding {name!r} ran to its end")
+
+
+async def holding_block(locks: DistributedLock, name: str) -> asyncio.Task[None]:
+    """A task inside ``async with locks.acquire(name)``, sleeping there until
+    cancelled; returned once it holds the lock."""
+    entered = asyncio.Event()
+
+    async def body() -> None:
+        async with locks.acquire(name, ttl=30, timeout=1):
+            entered.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    return task

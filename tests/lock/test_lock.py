@@ -11,7 +11,15 @@ import pytest
 from redkit import LockLost, LockNotAcquired
 from redkit.lock import DistributedLock, Lease
 
-from ._helpers import all_keys, eventually, hold_until_cancelled, slot, subscribers, value_is
+from ._helpers import (
+    all_keys,
+    eventually,
+    hold_until_cancelled,
+    holding_block,
+    slot,
+    subscribers,
+    value_is,
+)
 
 
 @pytest.fixture
@@ -321,15 +329,7 @@ async def test_cancelled_waiter_leaves_nothing_behind(client: Any, locks: Distri
 
 
 async def test_cancelled_body_still_releases(client: Any, locks: DistributedLock) -> None:
-    entered = asyncio.Event()
-
-    async def body() -> None:
-        async with locks.acquire("work", ttl=30, timeout=1):
-            entered.set()
-            await asyncio.sleep(30)
-
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await holding_block(locks, "work")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
