@@ -17,8 +17,7 @@ import redkit.metrics
 from _telemetry_workload import EXPECTED_CALLS, exercise
 from redkit import Cache, Client, ConfigError, Publisher, Subscriber
 from redkit import _telemetry as telemetry
-from redkit.lock import DistributedLock
-from redkit.lock._lease import Acquisition, Lease
+from redkit.lock import Acquisition, DistributedLock, Lease
 from redkit.metrics import (
     DEFAULT_LATENCY_BUCKETS,
     disable_latency_histograms,

@@ -33,7 +33,7 @@ from redkit import (
     Subscriber,
 )
 from redkit import _telemetry as telemetry
-from redkit.lock._lease import Lease
+from redkit.lock import Lease
 from redkit.otel import instrument, instrumented, uninstrument
 from redkit.server import EmbeddedRedis
 

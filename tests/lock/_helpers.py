@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import RedisCluster
+from redis.crc import key_slot
+
+from redkit.lock import DistributedLock
 
 
 async def eventually(
@@ -58,3 +61,38 @@ def _numsub(reply: Any, channel: str) -> int:
         if (name.decode() if isinstance(name, bytes) else name) == channel:
             return int(count)
     return 0
+
+
+def slot(client: Any, key: str) -> int:
+    """The cluster slot of ``key`` (as a cluster client or a standalone
+    server's keys would have it)."""
+    if isinstance(client, RedisCluster):
+        return int(client.keyslot(key))
+    return int(key_slot(key.encode()))
+
+
+async def hold_until_cancelled(
+    locks: DistributedLock, name: str, lose: Callable[[], Awaitable[object]]
+) -> None:
+    """Hold ``name`` with ``on_lost="cancel"``, lose it by awaiting
+    ``lose()``, then sleep far past its ttl: the block must end with
+    :class:`~redkit.LockLost` and never reach its end."""
+    async with locks.acquire(name, ttl=0.6, timeout=1, on_lost="cancel"):
+        await lose()
+        await asyncio.sleep(30)
+    raise AssertionError(f"the block holding {name!r} ran to its end")
+
+
+async def holding_block(locks: DistributedLock, name: str) -> asyncio.Task[None]:
+    """A task inside ``async with locks.acquire(name)``, sleeping there until
+    cancelled; returned once it holds the lock."""
+    entered = asyncio.Event()
+
+    async def body() -> None:
+        async with locks.acquire(name, ttl=30, timeout=1):
+            entered.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    return task

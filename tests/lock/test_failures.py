@@ -18,7 +18,7 @@ from redkit.lock import DistributedLock, _waker
 from redkit.server import EmbeddedRedis
 from redkit.testing import settings_for
 
-from ._helpers import eventually, subscribers, value_is
+from ._helpers import eventually, hold_until_cancelled, holding_block, subscribers, value_is
 
 
 @pytest.fixture
@@ -115,21 +115,14 @@ async def test_lease_lost_only_after_its_validity_when_redis_is_paused(
 async def test_on_lost_cancel_while_redis_is_paused(
     fresh_server: EmbeddedRedis, locks: DistributedLock
 ) -> None:
-    reached_end = False
-
-    async def body() -> None:
-        nonlocal reached_end
-        async with locks.acquire("body", ttl=0.6, timeout=1, on_lost="cancel"):
-            fresh_server.pause()
-            await asyncio.sleep(30)
-            reached_end = True
+    async def pause() -> None:
+        fresh_server.pause()
 
     try:
         with pytest.raises(LockLost, match="'body' was lost and its block was cancelled"):
-            await body()
+            await hold_until_cancelled(locks, "body", pause)
     finally:
         fresh_server.resume()
-    assert not reached_end
 
 
 async def test_release_finishes_after_the_caller_is_cancelled(
@@ -150,15 +143,7 @@ async def test_release_finishes_after_the_caller_is_cancelled(
 async def test_cancelled_block_releases_even_if_cancelled_again_while_releasing(
     fresh_server: EmbeddedRedis, client: Any, locks: DistributedLock
 ) -> None:
-    entered = asyncio.Event()
-
-    async def body() -> None:
-        async with locks.acquire("twice", ttl=30, timeout=1):
-            entered.set()
-            await asyncio.sleep(30)
-
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await holding_block(locks, "twice")
     with fresh_server.paused():
         task.cancel()  # the block's exit starts a release that cannot finish
         await asyncio.sleep(0.2)

@@ -9,15 +9,14 @@ import uuid
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis, RedisCluster
-from redis.crc import key_slot
+from redis.asyncio import Redis
 
 from redkit import ConfigError, LockNotAcquired
 from redkit.lock import DistributedLock
-from redkit.lock._lease import uuid4_text
+from redkit.lock._acquire import uuid4_text
 
 from ._go import RECORD, RELEASE_SCRIPT, go_lock, go_release, set_nx_args
-from ._helpers import all_keys, eventually, subscribers, value_is
+from ._helpers import all_keys, eventually, slot, subscribers, value_is
 
 NAME = RECORD["name"]
 KEY = RECORD["key"]
@@ -30,12 +29,6 @@ async def locks(client: Any) -> Any:
     service = DistributedLock(client, layout="go")
     yield service
     await service.aclose()
-
-
-def _slot(client: Any, key: str) -> int:
-    if isinstance(client, RedisCluster):
-        return int(client.keyslot(key))
-    return int(key_slot(key.encode()))
 
 
 def test_the_record_is_what_the_go_code_writes() -> None:
@@ -72,7 +65,7 @@ async def test_keys_and_token_are_the_go_services(client: Any, locks: Distribute
     # Only the Go key and the fencing counter, which shares its slot.
     assert await all_keys(client) == {KEY, FENCE}
     assert int(await client.get(FENCE)) == lease.fencing_token
-    assert _slot(client, FENCE) == _slot(client, KEY)
+    assert slot(client, FENCE) == slot(client, KEY)
     assert await lease.release() is True
     assert await all_keys(client) == {FENCE}
 
@@ -196,7 +189,7 @@ async def test_a_prefix_in_the_go_layout(client: Any) -> None:
         assert locks.key("payment:order-123") == "app:lock:payment:order-123"
         lease = await locks.lock("payment:order-123", ttl=10)
         assert await client.get("app:lock:payment:order-123") == lease.token.encode()
-        assert _slot(client, "{app:lock:payment:order-123}:fence") == _slot(
+        assert slot(client, "{app:lock:payment:order-123}:fence") == slot(
             client, "app:lock:payment:order-123"
         )
         assert await lease.release()

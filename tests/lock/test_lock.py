@@ -7,13 +7,19 @@ import logging
 from typing import Any
 
 import pytest
-from redis.asyncio import RedisCluster
-from redis.crc import key_slot
 
 from redkit import LockLost, LockNotAcquired
 from redkit.lock import DistributedLock, Lease
 
-from ._helpers import all_keys, eventually, subscribers, value_is
+from ._helpers import (
+    all_keys,
+    eventually,
+    hold_until_cancelled,
+    holding_block,
+    slot,
+    subscribers,
+    value_is,
+)
 
 
 @pytest.fixture
@@ -23,16 +29,10 @@ async def locks(client: Any) -> Any:
     await service.aclose()
 
 
-def _slot(client: Any, key: str) -> int:
-    if isinstance(client, RedisCluster):
-        return int(client.keyslot(key))
-    return int(key_slot(key.encode()))
-
-
 # -- Go parity: lock() / release / try_lock_with_retry ----------------------
 
 
-async def test_lock_returns_a_release_callable_and_keys_share_a_slot(
+async def test_lock_returns_a_release_callable_and_keys_share_aslot(
     client: Any, locks: DistributedLock
 ) -> None:
     release = await locks.lock("payment:order-123", ttl=10)
@@ -41,7 +41,7 @@ async def test_lock_returns_a_release_callable_and_keys_share_a_slot(
     assert int(await client.get("t:lock:{payment:order-123}:fence")) == release.fencing_token
     ttl_ms = await client.pttl("t:lock:{payment:order-123}")
     assert 0 < ttl_ms <= 10_000
-    assert _slot(client, "t:lock:{payment:order-123}") == _slot(
+    assert slot(client, "t:lock:{payment:order-123}") == slot(
         client, "t:lock:{payment:order-123}:fence"
     )
     assert await locks.is_locked("payment:order-123")
@@ -290,18 +290,8 @@ async def test_renewal_notices_another_holder_took_the_key(
 async def test_on_lost_cancel_stops_the_block_with_lock_lost(
     client: Any, locks: DistributedLock
 ) -> None:
-    reached_end = False
-
-    async def body() -> None:
-        nonlocal reached_end
-        async with locks.acquire("cancelled", ttl=0.6, timeout=1, on_lost="cancel"):
-            await client.delete("t:lock:{cancelled}")
-            await asyncio.sleep(10)
-            reached_end = True
-
     with pytest.raises(LockLost, match="'cancelled' was lost"):
-        await body()
-    assert not reached_end
+        await hold_until_cancelled(locks, "cancelled", lambda: client.delete("t:lock:{cancelled}"))
     task = asyncio.current_task()
     assert task is not None
     # Our cancellation was taken back: the task is not left "being cancelled"
@@ -339,15 +329,7 @@ async def test_cancelled_waiter_leaves_nothing_behind(client: Any, locks: Distri
 
 
 async def test_cancelled_body_still_releases(client: Any, locks: DistributedLock) -> None:
-    entered = asyncio.Event()
-
-    async def body() -> None:
-        async with locks.acquire("work", ttl=30, timeout=1):
-            entered.set()
-            await asyncio.sleep(30)
-
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await holding_block(locks, "work")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

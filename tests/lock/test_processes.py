@@ -3,12 +3,14 @@ fencing order, semaphore bounds, and the lock of a killed holder."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,23 @@ def _job(server: EmbeddedRedis | EmbeddedCluster, **fields: Any) -> dict[str, An
     }
 
 
+def _workers(
+    server: EmbeddedRedis | EmbeddedCluster, workers: int, **fields: Any
+) -> list[dict[str, Any]]:
+    """Run ``workers`` processes of one job; their results."""
+    return _run_all([_job(server, workers=workers, **fields) for _ in range(workers)])
+
+
+@contextlib.asynccontextmanager
+async def _flushed_client(server: EmbeddedRedis | EmbeddedCluster) -> AsyncIterator[Any]:
+    client = await connect(settings_for(server))
+    try:
+        await flush(client)
+        yield client
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(params=["standalone", "cluster"])
 def server(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
     fixture = "redis_server" if request.param == "standalone" else "redis_cluster"
@@ -74,24 +93,18 @@ def server(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
 async def test_eight_processes_never_overlap_and_fencing_follows_order(
     server: EmbeddedRedis | EmbeddedCluster,
 ) -> None:
-    client = await connect(settings_for(server))
-    try:
-        await flush(client)
+    async with _flushed_client(server) as client:
         workers, rounds = 8, 200
-        jobs = [
-            _job(
-                server,
-                kind="lock",
-                name="shared-record",
-                workers=workers,
-                rounds=rounds,
-                barrier="mp:test:barrier",
-                holder="mp:test:holder",
-                log="mp:test:log",
-            )
-            for _ in range(workers)
-        ]
-        results = _run_all(jobs)
+        results = _workers(
+            server,
+            workers,
+            kind="lock",
+            name="shared-record",
+            rounds=rounds,
+            barrier="mp:test:barrier",
+            holder="mp:test:holder",
+            log="mp:test:log",
+        )
 
         assert [r["overlaps"] for r in results] == [0] * workers
         assert sum(r["acquired"] for r in results) == workers * rounds
@@ -108,64 +121,52 @@ async def test_eight_processes_never_overlap_and_fencing_follows_order(
         assert all(a < b for a, b in itertools.pairwise(log))
         assert await client.get("mp:test:holder") is None
         assert not await DistributedLock(client, prefix="mp").is_locked("shared-record")
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.slow
 async def test_semaphore_bound_holds_across_processes(redis_server: EmbeddedRedis) -> None:
-    client = await connect(settings_for(redis_server))
-    try:
-        await flush(client)
+    async with _flushed_client(redis_server) as client:
         workers, limit = 4, 2
-        jobs = [
-            _job(
-                redis_server,
-                kind="semaphore",
-                name="exports",
-                limit=limit,
-                workers=workers,
-                rounds=40,
-                barrier="mp:sem:barrier",
-                holder="mp:sem:inside",
-            )
-            for _ in range(workers)
-        ]
-        results = _run_all(jobs)
+        results = _workers(
+            redis_server,
+            workers,
+            kind="semaphore",
+            name="exports",
+            limit=limit,
+            rounds=40,
+            barrier="mp:sem:barrier",
+            holder="mp:sem:inside",
+        )
         worst = max(r["worst"] for r in results)
         assert worst <= limit
         assert worst == limit  # the processes really did overlap
         assert sum(r["acquired"] for r in results) == workers * 40
         assert sum(r["lost"] for r in results) == 0
         assert int(await client.get("mp:sem:inside")) == 0
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.slow
 async def test_lock_and_permit_of_a_killed_process_come_back_after_ttl(
     redis_server: EmbeddedRedis,
 ) -> None:
-    client = await connect(settings_for(redis_server))
-    await flush(client)
-    locks = DistributedLock(client, prefix="mp")
-    proc = _spawn(_job(redis_server, kind="hold", name="crashy", ttl=1.0))
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        held = json.loads(line)
-        assert await locks.is_locked("crashy")
-        proc.kill()
-        proc.wait(timeout=10)
-        # Nobody renews or releases now; both come free when the ttl runs out.
-        async with locks.acquire("crashy", ttl=5, timeout=10) as lease:
-            assert lease.fencing_token > held["fence"]
-        sem = locks.semaphore("crashy", 1, ttl=5)
-        async with sem.acquire(timeout=10) as permit:
-            assert permit.fencing_token > held["permit"]
-    finally:
-        if proc.poll() is None:
+    async with _flushed_client(redis_server) as client:
+        locks = DistributedLock(client, prefix="mp")
+        proc = _spawn(_job(redis_server, kind="hold", name="crashy", ttl=1.0))
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            held = json.loads(line)
+            assert await locks.is_locked("crashy")
             proc.kill()
-            proc.wait()
-        await locks.aclose()
-        await client.aclose()
+            proc.wait(timeout=10)
+            # Nobody renews or releases now; both come free when the ttl runs out.
+            async with locks.acquire("crashy", ttl=5, timeout=10) as lease:
+                assert lease.fencing_token > held["fence"]
+            sem = locks.semaphore("crashy", 1, ttl=5)
+            async with sem.acquire(timeout=10) as permit:
+                assert permit.fencing_token > held["permit"]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            await locks.aclose()

@@ -45,7 +45,7 @@ async def main(mode: str, host: str, port: int, cluster: bool, extra: list[str])
 
         await asyncio.gather(*(loop() for _ in range(8)))
     elif mode == "between":
-        target = key_slot(f"{{{store._tags.current('crash')}}}".encode())
+        target = key_slot(f"{{{store._layout.tags.current('crash')}}}".encode())
         anon = await store.create("", {"cart": [1, 2]})
         while key_slot(f"{{{anon.id.split('.')[0]}}}".encode()) == target:
             anon = await store.create("", {"cart": [1, 2]})  # need two slots

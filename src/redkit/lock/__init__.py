@@ -5,8 +5,9 @@ waiting with backoff plus early wake-up.
 See ``docs/lock.md`` for usage, fencing and the limits of Redis locks.
 """
 
+from ._acquire import Acquisition
 from ._common import LockStats
-from ._lease import Acquisition, Lease, OnLost, Permit
+from ._lease import Lease, OnLost, Permit
 from ._lock import DistributedLock
 from ._semaphore import Semaphore
 

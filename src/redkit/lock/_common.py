@@ -1,5 +1,5 @@
-"""Pieces shared by locks and semaphores: input checks, error mapping, time
-bounds, backoff and counters."""
+"""Pieces shared by locks and semaphores: input checks, clock allowances and
+the counters' fields."""
 
 from __future__ import annotations
 
@@ -7,18 +7,13 @@ import asyncio
 import dataclasses
 import logging
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from redis import exceptions as redis_errors
-
-from .. import _failures, _validate
-from .._failures import describe_error
-from ..errors import ConfigError, ConnectionUnavailable, RedkitError
+from .. import _validate
+from ..errors import ConfigError
 from ..keys import validate_key_part
 
 log = logging.getLogger("redkit.lock")
-
-T = TypeVar("T")
 
 Seconds = float | int | timedelta
 """A duration: seconds as a number, or a :class:`datetime.timedelta`."""
@@ -28,19 +23,6 @@ Seconds = float | int | timedelta
 # trusted for a little less than its TTL.
 CLOCK_DRIFT = 0.01
 CLOCK_MARGIN = 0.002
-
-# Errors that mean "Redis could not be asked" rather than "Redis said no".
-UNREACHABLE: tuple[type[BaseException], ...] = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterError,
-    redis_errors.RedisClusterException,
-    redis_errors.ReadOnlyError,
-    redis_errors.TryAgainError,
-    OSError,
-    asyncio.TimeoutError,
-    TimeoutError,
-)
 
 
 def check_name(name: object, what: str = "lock name") -> str:
@@ -64,29 +46,6 @@ def check_on_lost(value: object) -> None:
     if value in ("signal", "cancel") or callable(value):
         return
     raise ConfigError(f"on_lost must be 'signal', 'cancel' or a callable, got {value!r}")
-
-
-# Any failure of a request: unreachable, or an error answer.
-REQUEST_FAILED: tuple[type[BaseException], ...] = (*UNREACHABLE, redis_errors.RedisError)
-
-
-def detail(exc: BaseException) -> str:
-    """A short, password-free account of a failed request."""
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
-        return "no answer in time"
-    return describe_error(exc)
-
-
-def unavailable(what: str, exc: BaseException) -> ConnectionUnavailable:
-    """The error raised when Redis could not be asked ``what``."""
-    return ConnectionUnavailable(f"{what}: {detail(exc)}")
-
-
-def server_refused(what: str, exc: redis_errors.RedisError) -> RedkitError:
-    """The error raised when Redis answered ``what`` with an error:
-    :class:`ConnectionUnavailable` when it cannot serve now (out of memory,
-    a cluster reconfiguring), :class:`~redkit.RedisReplyError` otherwise."""
-    return _failures.failure(what, exc)
 
 
 Task = asyncio.Task[Any] | None
@@ -116,43 +75,3 @@ class LockStats:
     extended: int = 0
     lost: int = 0
     errors: int = 0
-
-
-class Counters:
-    """The mutable side of :class:`LockStats`."""
-
-    __slots__ = (
-        "acquired",
-        "busy",
-        "errors",
-        "extended",
-        "lost",
-        "release_not_held",
-        "released",
-        "timeouts",
-        "wakeups",
-    )
-
-    def __init__(self) -> None:
-        self.acquired = 0
-        self.busy = 0
-        self.timeouts = 0
-        self.wakeups = 0
-        self.released = 0
-        self.release_not_held = 0
-        self.extended = 0
-        self.lost = 0
-        self.errors = 0
-
-    def snapshot(self) -> LockStats:
-        return LockStats(
-            acquired=self.acquired,
-            busy=self.busy,
-            timeouts=self.timeouts,
-            wakeups=self.wakeups,
-            released=self.released,
-            release_not_held=self.release_not_held,
-            extended=self.extended,
-            lost=self.lost,
-            errors=self.errors,
-        )

@@ -1,166 +1,28 @@
-"""Leases: a held lock or semaphore permit, how it is taken, renewed, lost
-and released."""
+"""Leases: a held lock or semaphore permit, how it is renewed, lost and
+released."""
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import contextlib
-import math
-import os
-import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from collections.abc import Callable
+from typing import Any, Literal
 
-from redis.exceptions import RedisError
-
-from .._failures import request_bound
+from .._failures import ANY, UNAVAILABLE, describe_error, failure
 from .._telemetry import operation
-from .._timing import (
-    backoff_delay,
-    bounded,
-    cancel_count,
-    check_cancelled,
-    withdraw_cancellation,
-)
-from ..connection import Client
-from ..errors import LockLost, LockNotAcquired
-from ._common import (
-    CLOCK_DRIFT,
-    CLOCK_MARGIN,
-    REQUEST_FAILED,
-    UNREACHABLE,
-    Counters,
-    Seconds,
-    Task,
-    detail,
-    log,
-    server_refused,
-    to_ttl_ms,
-    unavailable,
-)
-from ._deadlines import Deadlines, Entry
-from ._waker import Waker, Watch
+from .._timing import backoff_delay, cancel_count, check_cancelled, withdraw_cancellation
+from ..errors import LockLost
+from ._common import CLOCK_DRIFT, CLOCK_MARGIN, Seconds, log, to_ttl_ms
+from ._deadlines import Entry
+from ._host import REQUEST_FLOOR, Resource
 
 OnLost = Literal["signal", "cancel"] | Callable[["Lease"], object]
 """What happens when a lease is lost, besides setting ``lease.lost`` and
 logging a warning: ``"signal"`` nothing more, ``"cancel"`` cancel the task
 that entered ``async with``, or a callable called with the lease."""
 
-# A request made while waiting is bounded by the time left to wait, but
-# always gets at least this long, so that a zero timeout still means "one
-# real attempt".
-REQUEST_FLOOR = 0.5
 # A renewal is bounded by the lease's remaining validity, but never less.
 RENEW_FLOOR = 0.1
-
-L = TypeVar("L", bound="Lease")
-T = TypeVar("T")
-
-
-class Host:
-    """What the leases of one :class:`~redkit.lock.DistributedLock` share:
-    the client, the wake-up subscriptions, timing knobs and the background
-    tasks (releases finishing after a cancellation, renewals)."""
-
-    __slots__ = (
-        "client",
-        "client_timeout",
-        "deadlines",
-        "request_timeout",
-        "retry_base",
-        "retry_cap",
-        "tasks",
-        "waker",
-    )
-
-    def __init__(
-        self,
-        client: Client,
-        *,
-        early_wakeup: bool,
-        request_timeout: float,
-        retry_base: float,
-        retry_cap: float,
-    ) -> None:
-        self.client = client
-        self.waker = Waker(client) if early_wakeup else None
-        self.request_timeout = request_timeout
-        self.retry_base = retry_base
-        self.retry_cap = retry_cap
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.deadlines = Deadlines()
-        self.client_timeout = request_bound(client)
-
-    def request(self, awaitable: Awaitable[T], budget: float) -> Awaitable[T]:
-        """``awaitable``, bounded to at most ``budget`` seconds. When the
-        client bounds a request itself no longer than that
-        (:func:`~redkit.connection.request_bound`), neither a timer nor
-        another coroutine is added (the uncontended path)."""
-        if self.client_timeout is not None and self.client_timeout <= budget:
-            return awaitable
-        return bounded(awaitable, budget)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def aclose(self) -> None:
-        pending = [t for t in self.tasks if t is not asyncio.current_task()]
-        if pending:
-            await asyncio.wait(pending, timeout=self.request_timeout)
-        if self.waker is not None:
-            await self.waker.aclose()
-
-
-class Resource(abc.ABC):
-    """One thing leases are taken on: a lock name or a semaphore."""
-
-    kind = "lock"
-    # Whether holders are identified by UUID strings (the Go service's lock
-    # values) rather than 32 hex digits, which are cheaper to make.
-    uuid_tokens = False
-    __slots__ = ("channel", "counters", "host", "name")
-
-    def __init__(self, host: Host, name: str, channel: str, counters: Counters) -> None:
-        self.host = host
-        self.name = name
-        self.channel = channel
-        self.counters = counters
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.name!r}"
-
-    # Log calls pass the resource itself, so that its description is only
-    # built when the record is emitted.
-    __str__ = describe
-
-    def busy(self) -> str:
-        """How "not acquired" reads for this resource."""
-        return f"{self.describe()} is held by another holder"
-
-    # The requests below return the script's reply unconverted (each is
-    # awaited on the hot path, where a wrapping coroutine costs time).
-
-    @abc.abstractmethod
-    def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        """One attempt. Replies the fencing token (>= 1) when taken, else
-        minus the ms until the current holder's lease ends (0 when
-        unknown)."""
-
-    @abc.abstractmethod
-    def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        """Set the lease of ``token`` to ``ttl_ms``. Replies 1, or 0 when
-        not held."""
-
-    @abc.abstractmethod
-    def release(self, token: str) -> Awaitable[Any]:
-        """Give the lease of ``token`` back. Replies 1, or 0 when it was
-        not held."""
 
 
 def _valid_until(sent_at: float, ttl_ms: int) -> float:
@@ -283,18 +145,15 @@ class Lease:
         baseline = cancel_count(me)
         try:
             held = bool(await resource.host.request(resource.extend(self.token, ttl_ms), budget))
-        except UNREACHABLE as exc:
-            resource.counters.errors += 1
-            if time.monotonic() >= self._valid_until:
+        except ANY as exc:
+            resource.counts["errors"] += 1
+            if isinstance(exc, UNAVAILABLE) and time.monotonic() >= self._valid_until:
                 reason = "Redis could not be reached before the lease ran out"
                 self._mark_lost(reason)
                 raise LockLost(f"{resource.describe()} was lost: {reason}") from exc
-            raise unavailable(f"cannot extend {resource.describe()}", exc) from exc
-        except RedisError as exc:
-            resource.counters.errors += 1
-            raise server_refused(f"cannot extend {resource.describe()}", exc) from exc
+            raise failure(f"cannot extend {resource.describe()}", exc) from exc
         if held:
-            resource.counters.extended += 1
+            resource.counts["extended"] += 1
             self._ttl_ms = ttl_ms
             self._valid_until = _valid_until(sent_at, ttl_ms)
             if self._release_future is None and not self.lost.is_set():
@@ -334,7 +193,7 @@ class Lease:
         except asyncio.CancelledError:
             host.spawn(self._finish_release(future))
             raise
-        except REQUEST_FAILED as exc:
+        except ANY as exc:
             self._release_future = None
             future.set_result(False)
             raise self._release_failed(exc) from exc
@@ -351,42 +210,77 @@ class Lease:
     # release costs no extra coroutine.
     __call__ = release
 
+    async def end_block(self, exc: BaseException | None) -> None:
+        """Leave the ``async with acquire()`` block that held this lease and
+        ended with ``exc`` (None when it did not raise): what
+        :class:`~redkit.lock.Acquisition` does on exit.
+
+        A held lease is released; a failed release is logged and the
+        block's own outcome stands (the lease ends with its ttl). A lost
+        lease is not waited on: a background release still clears it if
+        Redis kept it through an outage, and when ``on_lost="cancel"``
+        cancelled the block, that cancellation is taken back and the block
+        raises :class:`~redkit.LockLost` instead.
+        """
+        self._exiting = True
+        if self.lost.is_set():
+            self._release_soon()
+            if self._cancel_sent:
+                # If something in the block swallowed our cancellation, the
+                # block still ends with LockLost.
+                me = asyncio.current_task()
+                others = withdraw_cancellation(me) if me is not None else 0
+                if isinstance(exc, asyncio.CancelledError) and others > 0:
+                    return  # cancelled from elsewhere too: let that propagate
+                if exc is None or isinstance(exc, asyncio.CancelledError):
+                    raise LockLost(
+                        f"{self._resource.describe()} was lost and its block was cancelled: "
+                        f"{self._lost_reason}"
+                    ) from exc
+            return
+        # try/except rather than contextlib.suppress: no object built on the
+        # hot path.
+        try:  # noqa: SIM105
+            await self.release()
+        except Exception:
+            pass
+
     # -- internals ---------------------------------------------------------
 
     async def _send_release(self, *, quiet: bool) -> bool:
         host = self._resource.host
         try:
             reply = await host.request(self._resource.release(self.token), host.request_timeout)
-        except REQUEST_FAILED as exc:
+        except ANY as exc:
             raise self._release_failed(exc) from exc
         return self._released(bool(reply), quiet=quiet)
 
     def _release_failed(self, exc: BaseException) -> Exception:
         """What a release request that failed with ``exc`` (one of
-        REQUEST_FAILED) raises; logged here."""
+        :data:`~redkit._failures.ANY`) raises; logged here."""
         resource = self._resource
-        resource.counters.errors += 1
+        resource.counts["errors"] += 1
         what = f"cannot release {resource.describe()}"
-        if isinstance(exc, RedisError) and not isinstance(exc, UNREACHABLE):
+        if isinstance(exc, UNAVAILABLE):
+            log.warning("%s (its ttl ends it on its own): %s", what, describe_error(exc))
+        else:
             log.warning("%s: %s", what, exc)
-            return server_refused(what, exc)
-        log.warning("%s (its ttl ends it on its own): %s", what, detail(exc))
-        return unavailable(what, exc)
+        return failure(what, exc)
 
     def _released(self, released: bool, *, quiet: bool) -> bool:
         """Count and log the outcome of a release request."""
         resource = self._resource
         if released:
-            resource.counters.released += 1
+            resource.counts["released"] += 1
             log.debug("released %s (fencing token %d)", resource, self.fencing_token)
         elif quiet:
             log.debug("%s was already released or had expired", resource)
         else:
-            resource.counters.release_not_held += 1
+            resource.counts["release_not_held"] += 1
             if not self.lost.is_set():
                 self._lost_reason = "it had expired or another holder took it before release"
                 self.lost.set()
-                resource.counters.lost += 1
+                resource.counts["lost"] += 1
             log.warning(
                 "%s was no longer held when released (fencing token %d): it had "
                 "expired or another holder took it; nothing was deleted",
@@ -449,12 +343,13 @@ class Lease:
                 )
             except asyncio.CancelledError:
                 raise
-            except REQUEST_FAILED as exc:
-                resource.counters.errors += 1
+            except ANY as exc:
+                resource.counts["errors"] += 1
                 left = self._valid_until - time.monotonic()
                 if left <= 0:
+                    reason = describe_error(exc)
                     self._mark_lost(
-                        f"Redis could not be reached before the lease ran out ({detail(exc)})"
+                        f"Redis could not be reached before the lease ran out ({reason})"
                     )
                     return
                 failures += 1
@@ -462,13 +357,13 @@ class Lease:
                     "renewing %s failed, retrying for another %.2fs: %s",
                     resource.describe(),
                     left,
-                    detail(exc),
+                    describe_error(exc),
                 )
                 pause = backoff_delay(failures, 0.02, max(0.02, self._ttl_ms / 6000))
                 await asyncio.sleep(min(pause, left))
                 continue
             if held:
-                resource.counters.extended += 1
+                resource.counts["extended"] += 1
                 self._valid_until = _valid_until(sent_at, self._ttl_ms)
                 self._renewal = None
                 self._schedule(sent_at)
@@ -482,7 +377,7 @@ class Lease:
         resource = self._resource
         self._lost_reason = reason
         self.lost.set()
-        resource.counters.lost += 1
+        resource.counts["lost"] += 1
         self._stop_timers()
         log.warning(
             "%s lost (fencing token %d): %s", resource.describe(), self.fencing_token, reason
@@ -508,318 +403,3 @@ class Permit(Lease):
     :class:`Lease` (token, fencing token, extend, lost, release)."""
 
     __slots__ = ()
-
-
-# -- taking a lease --------------------------------------------------------
-
-
-async def _attempt(
-    resource: Resource,
-    token: str,
-    ttl_ms: int,
-    deadline: float | None,
-    me: Task,
-    baseline: int,
-) -> tuple[bool, int, float]:
-    """One attempt: ``(taken, fencing token or ms the holder has left,
-    when it was sent)``."""
-    host = resource.host
-    sent_at = time.monotonic()
-    budget = host.request_timeout if deadline is None else max(deadline - sent_at, REQUEST_FLOOR)
-    try:
-        reply = await host.request(resource.try_acquire(token, ttl_ms), budget)
-    except asyncio.CancelledError:
-        host.spawn(_discard(resource, token))
-        raise
-    except REQUEST_FAILED as exc:
-        raise _attempt_failed(resource, token, exc) from exc
-    taken, value = _attempt_outcome(resource, token, reply, me, baseline)
-    return taken, value, sent_at
-
-
-def _attempt_failed(resource: Resource, token: str, exc: BaseException) -> Exception:
-    """What an attempt whose request failed with ``exc`` (one of
-    REQUEST_FAILED) raises."""
-    resource.counters.errors += 1
-    if isinstance(exc, RedisError) and not isinstance(exc, UNREACHABLE):
-        return server_refused(f"cannot acquire {resource.describe()}", exc)
-    # The request may have reached Redis: give back whatever it took.
-    resource.host.spawn(_discard(resource, token))
-    return unavailable(f"cannot acquire {resource.describe()}", exc)
-
-
-def _attempt_outcome(
-    resource: Resource, token: str, reply: Any, me: Task, baseline: int
-) -> tuple[bool, int]:
-    value = int(reply)
-    taken = value > 0
-    if not taken:
-        value = -value
-    if cancel_count(me) > baseline:
-        # Cancelled, but the CancelledError was lost on the way (see
-        # check_cancelled): honour it, and give back what was taken.
-        if taken:
-            resource.host.spawn(_discard(resource, token))
-        raise asyncio.CancelledError()
-    if not taken:
-        resource.counters.busy += 1
-    return taken, value
-
-
-async def _discard(resource: Resource, token: str) -> None:
-    try:
-        host = resource.host
-        if await host.request(resource.release(token), host.request_timeout):
-            log.debug("gave back %s taken by an abandoned request", resource.describe())
-    except Exception as exc:
-        log.debug("could not check %s after an abandoned request: %r", resource.describe(), exc)
-
-
-async def _sleep_or_wake(event: asyncio.Event, delay: float) -> bool:
-    if event.is_set():
-        return True
-    if delay <= 0:
-        return False
-    try:
-        await bounded(event.wait(), delay)
-    except (asyncio.TimeoutError, TimeoutError):
-        return False
-    return True
-
-
-# The UUID variant bits (10xx) over the random nibble that holds them.
-_UUID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-
-def uuid4_text() -> str:
-    """A random (version 4) UUID as text, the form the Go service's
-    ``uuid.New().String()`` stores; a third of ``str(uuid.uuid4())``'s cost."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-Delay = Callable[[int, int], float]
-"""``delay(attempt, hint_ms)``: seconds to wait before the next attempt."""
-
-
-async def take(
-    resource: Resource,
-    lease_type: type[L],
-    ttl_ms: int,
-    *,
-    timeout: float | None,
-    max_attempts: int | None,
-    delay: Delay,
-    auto_renew: bool,
-    on_lost: OnLost,
-    task: asyncio.Task[Any] | None,
-    into: Acquisition[L] | None = None,
-) -> L:
-    """Take a lease, waiting at most ``timeout`` seconds (None: bounded by
-    ``max_attempts``) and at most ``max_attempts`` attempts (None: bounded
-    by the timeout). The lease is also stored in ``into``, when given."""
-    # secrets.token_hex without the extra calls
-    token = uuid4_text() if resource.uuid_tokens else os.urandom(16).hex()
-    started = time.monotonic()
-    deadline = None if timeout is None else started + timeout
-    me = asyncio.current_task()
-    baseline = cancel_count(me)
-    taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline, me, baseline)
-    if not taken:
-        value, sent_at = await _wait(
-            resource, token, ttl_ms, deadline, max_attempts, delay, value, me, baseline
-        )
-    resource.counters.acquired += 1
-    log.debug("acquired %s (fencing token %d)", resource, value)
-    lease = lease_type(
-        resource,
-        token,
-        value,
-        ttl_ms,
-        sent_at,
-        auto_renew=auto_renew,
-        on_lost=on_lost,
-        task=task,
-    )
-    if into is not None:
-        into._lease = lease
-    return lease
-
-
-async def _wait(
-    resource: Resource,
-    token: str,
-    ttl_ms: int,
-    deadline: float | None,
-    max_attempts: int | None,
-    delay: Delay,
-    hint: int,
-    me: Task,
-    baseline: int,
-) -> tuple[int, float]:
-    host = resource.host
-    attempts = 1
-
-    def give_up() -> LockNotAcquired:
-        resource.counters.timeouts += 1
-        if deadline is None:
-            if attempts == 1:
-                return LockNotAcquired(resource.busy())
-            return LockNotAcquired(f"{resource.busy()} after {attempts} attempts")
-        return LockNotAcquired(f"{resource.busy()}; gave up waiting")
-
-    if max_attempts is not None and attempts >= max_attempts:
-        raise give_up()
-    if deadline is not None and time.monotonic() >= deadline:
-        raise give_up()
-    watching = (
-        host.waker.watch(resource.channel)
-        if host.waker is not None
-        else contextlib.nullcontext(Watch(None, resource.channel))
-    )
-    async with watching as watch:
-        woken = watch.event
-        waits = 0
-        while True:
-            left = math.inf if deadline is None else deadline - time.monotonic()
-            # (Re)subscribe to release notifications. A fresh subscription
-            # may have missed a release: look again straight away (unless
-            # attempts are counted: the caller's retry count is the promise).
-            fresh = await watch.subscribe(min(1.0, left))
-            if not (fresh and max_attempts is None):
-                pause = delay(waits, hint)
-                waits += 1
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise give_up()
-                    pause = min(pause, left)
-                if await _sleep_or_wake(woken, pause):
-                    resource.counters.wakeups += 1
-            woken.clear()
-            taken, value, sent_at = await _attempt(resource, token, ttl_ms, deadline, me, baseline)
-            attempts += 1
-            if taken:
-                return value, sent_at
-            hint = value
-            if max_attempts is not None and attempts >= max_attempts:
-                raise give_up()
-
-
-def backoff(base: float, cap: float) -> Delay:
-    """Exponential backoff with full jitter, never past the holder's
-    expiry (a holder that died does not publish its release)."""
-
-    def delay(attempt: int, hint_ms: int) -> float:
-        pause = backoff_delay(attempt, base, cap)
-        if hint_ms > 0:
-            pause = min(pause, hint_ms / 1000 + 0.001)
-        return pause
-
-    return delay
-
-
-def jittered(mean: float) -> Delay:
-    """About ``mean`` seconds (0.5x to 1.5x), so that retrying processes
-    drift apart instead of retrying in step."""
-
-    def delay(attempt: int, hint_ms: int) -> float:
-        return mean * random.uniform(0.5, 1.5)
-
-    return delay
-
-
-class Acquisition(Generic[L]):
-    """What ``acquire()`` returns: use it with ``async with`` (released on
-    exit, also on error or cancellation) or ``await`` it for a lease you
-    release yourself."""
-
-    __slots__ = (
-        "_auto_renew",
-        "_delay",
-        "_lease",
-        "_lease_type",
-        "_on_lost",
-        "_resource",
-        "_timeout",
-        "_ttl_ms",
-    )
-
-    def __init__(
-        self,
-        resource: Resource,
-        lease_type: type[L],
-        ttl_ms: int,
-        *,
-        timeout: float,
-        delay: Delay,
-        auto_renew: bool,
-        on_lost: OnLost,
-    ) -> None:
-        self._resource = resource
-        self._lease_type = lease_type
-        self._ttl_ms = ttl_ms
-        self._timeout = timeout
-        self._delay = delay
-        self._auto_renew = auto_renew
-        self._on_lost = on_lost
-        self._lease: L | None = None
-
-    @operation("lock.take")  # acquire() of locks and semaphores, awaited or entered
-    def _take(self, into: Acquisition[L] | None) -> Coroutine[Any, Any, L]:
-        return take(
-            self._resource,
-            self._lease_type,
-            self._ttl_ms,
-            timeout=self._timeout,
-            max_attempts=None,
-            delay=self._delay,
-            auto_renew=self._auto_renew,
-            on_lost=self._on_lost,
-            task=asyncio.current_task(),
-            into=into,
-        )
-
-    def __await__(self) -> Generator[Any, None, L]:
-        return self._take(None).__await__()
-
-    def __aenter__(self) -> Coroutine[Any, Any, L]:
-        # A plain method handing back take()'s coroutine (which stores the
-        # lease here for __aexit__): one coroutine less per acquisition.
-        if self._lease is not None:
-            raise RuntimeError("this acquire() was already entered; call acquire() again")
-        return self._take(self)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        lease = self._lease
-        assert lease is not None
-        lease._exiting = True
-        if lease.lost.is_set():
-            # Nothing to wait for: the lease is gone. A background release
-            # still clears it if Redis kept it through an outage.
-            lease._release_soon()
-            if lease._cancel_sent:
-                # Take back our cancellation. If something in the block
-                # swallowed it, the block still ends with LockLost.
-                me = asyncio.current_task()
-                others = withdraw_cancellation(me) if me is not None else 0
-                if isinstance(exc, asyncio.CancelledError) and others > 0:
-                    return  # cancelled from elsewhere too: let that propagate
-                if exc is None or isinstance(exc, asyncio.CancelledError):
-                    raise LockLost(
-                        f"{lease._resource.describe()} was lost and its block was cancelled: "
-                        f"{lease.lost_reason}"
-                    ) from exc
-            return
-        # A failed release is logged; the lease ends with its ttl, and the
-        # block's own outcome is what the caller should see. (try/except
-        # rather than contextlib.suppress: no object built on the hot path.)
-        try:  # noqa: SIM105
-            await lease.release()
-        except Exception:
-            pass

@@ -7,26 +7,17 @@ from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any, Literal
 
-from redis.exceptions import RedisError
-
+from .._counters import counts_for, snapshot
+from .._failures import mapped
 from .._telemetry import operation
 from ..connection import Client
 from ..errors import ConfigError
 from ..keys import validate_key_part
 from ..scripts import Script
-from ._common import (
-    UNREACHABLE,
-    Counters,
-    LockStats,
-    Seconds,
-    check_name,
-    check_on_lost,
-    server_refused,
-    to_seconds,
-    to_ttl_ms,
-    unavailable,
-)
-from ._lease import Acquisition, Host, Lease, OnLost, Resource, backoff, jittered, take
+from ._acquire import Acquisition, backoff, jittered, take
+from ._common import LockStats, Seconds, check_name, check_on_lost, to_seconds, to_ttl_ms
+from ._host import Host, Resource
+from ._lease import Lease, OnLost
 from ._semaphore import Semaphore
 
 _ACQUIRE = Script.from_package("redkit.lock", "lua/acquire.lua")
@@ -46,8 +37,10 @@ class _Mutex(Resource):
     kind = "lock"
     __slots__ = ("fence_key", "key")
 
-    def __init__(self, host: Host, name: str, key: str, fence_key: str, counters: Counters) -> None:
-        super().__init__(host, name, key + ":released", counters)
+    def __init__(
+        self, host: Host, name: str, key: str, fence_key: str, counts: dict[str, int]
+    ) -> None:
+        super().__init__(host, name, key + ":released", counts)
         self.key = key
         self.fence_key = fence_key
 
@@ -127,7 +120,7 @@ class DistributedLock:
             retry_base=to_seconds(retry_base, "retry_base"),
             retry_cap=to_seconds(retry_cap, "retry_cap"),
         )
-        self._counters = Counters()
+        self._counts = counts_for(LockStats)
         self._backoff = backoff(self._host.retry_base, self._host.retry_cap)
         self._mutexes: dict[str, _Mutex] = {}
 
@@ -167,7 +160,7 @@ class DistributedLock:
 
     def stats(self) -> LockStats:
         """Counters of this object's locks (semaphores count their own)."""
-        return self._counters.snapshot()
+        return snapshot(LockStats, self._counts)
 
     def _mutex(self, name: str) -> _Mutex:
         # Most services lock a handful of names over and over: their checked
@@ -187,9 +180,9 @@ class DistributedLock:
             key = f"{self._head}lock:{name}"
             # Redis hashes a tag-less key whole; the same text as a tag puts
             # the counter in the lock key's slot, so one script takes both.
-            return _GoMutex(self._host, name, key, f"{{{key}}}:fence", self._counters)
+            return _GoMutex(self._host, name, key, f"{{{key}}}:fence", self._counts)
         key = f"{self._head}lock:{{{name}}}"
-        return _Mutex(self._host, name, key, key + ":fence", self._counters)
+        return _Mutex(self._host, name, key, key + ":fence", self._counts)
 
     @operation("lock.lock")
     def lock(
@@ -302,12 +295,8 @@ class DistributedLock:
     async def is_locked(self, name: str) -> bool:
         """Whether someone holds ``name`` right now (one EXISTS)."""
         resource = self._mutex(name)
-        try:
+        with mapped(f"cannot check lock {name!r}"):
             return bool(await self._host.client.exists(resource.key))
-        except UNREACHABLE as exc:
-            raise unavailable(f"cannot check lock {name!r}", exc) from exc
-        except RedisError as exc:
-            raise server_refused(f"cannot check lock {name!r}", exc) from exc
 
     def semaphore(self, name: str, limit: int, ttl: Seconds) -> Semaphore:
         """A semaphore of ``limit`` permits, each a lease of ``ttl`` seconds

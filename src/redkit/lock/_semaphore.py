@@ -5,22 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from .._counters import counts_for, snapshot
+from .._failures import mapped
 from ..errors import ConfigError
 from ..scripts import Script
-from ._common import (
-    UNREACHABLE,
-    Counters,
-    LockStats,
-    Seconds,
-    check_on_lost,
-    server_refused,
-    to_seconds,
-    to_ttl_ms,
-    unavailable,
-)
-from ._lease import Acquisition, Host, OnLost, Permit, Resource, backoff
+from ._acquire import Acquisition, backoff
+from ._common import LockStats, Seconds, check_on_lost, to_seconds, to_ttl_ms
+from ._host import Host, Resource
+from ._lease import OnLost, Permit
 
 _ACQUIRE = Script.from_package("redkit.lock", "lua/sem_acquire.lua")
 _EXTEND = Script.from_package("redkit.lock", "lua/sem_extend.lua")
@@ -32,8 +24,8 @@ class _Permits(Resource):
     kind = "semaphore"
     __slots__ = ("fence_key", "key", "limit")
 
-    def __init__(self, host: Host, key: str, name: str, limit: int, counters: Counters) -> None:
-        super().__init__(host, name, key + ":released", counters)
+    def __init__(self, host: Host, key: str, name: str, limit: int, counts: dict[str, int]) -> None:
+        super().__init__(host, name, key + ":released", counts)
         self.key = key
         self.fence_key = key + ":fence"
         self.limit = limit
@@ -71,8 +63,8 @@ class Semaphore:
             raise ConfigError(f"semaphore limit must be an int >= 1, got {limit!r}")
         self._ttl_ms = to_ttl_ms(ttl)
         self._host = host
-        self._counters = Counters()
-        self._permits = _Permits(host, key, name, limit, self._counters)
+        self._counts = counts_for(LockStats)
+        self._permits = _Permits(host, key, name, limit, self._counts)
 
     def __repr__(self) -> str:
         return f"Semaphore({self.name!r}, limit={self.limit}, ttl={self.ttl:g})"
@@ -91,7 +83,7 @@ class Semaphore:
         return self._ttl_ms / 1000
 
     def stats(self) -> LockStats:
-        return self._counters.snapshot()
+        return snapshot(LockStats, self._counts)
 
     def acquire(
         self,
@@ -118,9 +110,5 @@ class Semaphore:
 
     async def count(self) -> int:
         """How many permits are held right now (expired ones not counted)."""
-        try:
+        with mapped(f"cannot count permits of {self.name!r}"):
             return int(await _COUNT(self._host.client, (self._permits.key,)))
-        except UNREACHABLE as exc:
-            raise unavailable(f"cannot count permits of {self.name!r}", exc) from exc
-        except RedisError as exc:
-            raise server_refused(f"cannot count permits of {self.name!r}", exc) from exc

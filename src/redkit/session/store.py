@@ -10,25 +10,19 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
-from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
-from .. import _failures
-from .._failures import describe_error, is_cluster
+from .._counters import counts_for, snapshot
+from .._failures import ANY, UNAVAILABLE, describe_error, failure, is_cluster
 from .._telemetry import operation
 from .._validate import seconds
 from ..codec import get_codec, guarded_decoder, strict_json_encoder
 from ..connection import Client
-from ..errors import (
-    ConfigError,
-    ConnectionUnavailable,
-    RedisReplyError,
-    RedkitError,
-    SerializationError,
-)
+from ..errors import ConfigError, RedkitError, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
 from . import _ids
+from ._layout import Layout
 
 __all__ = ["Session", "SessionDataTooLarge", "SessionStats", "SessionStore"]
 
@@ -40,10 +34,6 @@ DEFAULT_MAX_DATA_BYTES = 64 * 1024
 # Lua double (2**53 us after the epoch is the year 2255) and a 4-digit-year
 # RFC 3339 timestamp that Go and Python parse: a century of ttl keeps both.
 MAX_TTL_SECONDS = 100 * 365.25 * 86400
-
-# Failures meaning "Redis cannot serve this now": the store fails closed with
-# ConnectionUnavailable and the middleware answers 503.
-_UNAVAILABLE = _failures.UNAVAILABLE
 
 
 class SessionDataTooLarge(RedkitError, ValueError):
@@ -235,7 +225,7 @@ class SessionStore:
                 "at least 16 random bytes shared by every instance (for example "
                 "secrets.token_urlsafe(32)), or a list of them, current first"
             )
-        self._tags = _ids.UserTags(_ids.secret_list(secret, "secret") if secret is not None else [])
+        tags = _ids.UserTags(_ids.secret_list(secret, "secret") if secret is not None else [])
         self._ttl_us = _micros(ttl, "ttl")
         self._abs_us = _micros(absolute_ttl, "absolute_ttl")
         if self._abs_us < self._ttl_us:
@@ -263,8 +253,12 @@ class SessionStore:
         self.absolute_ttl = timedelta(microseconds=self._abs_us)
         self.max_data_bytes = max_data_bytes
         head = f"{prefix}:session:" if prefix else "session:"
-        self._head = head
         self._tagged = layout == "redkit"
+        self._counts = counts_for(SessionStats)
+        self._layout = Layout(head, tagged=self._tagged, tags=tags, counts=self._counts)
+        # The layout's own method (it counts malformed ids): no call of ours
+        # between an operation and its keys.
+        self._keys = self._layout.keys
         # Sent with every script call: encoded once.
         self._argv_head: tuple[bytes, ...] = tuple(
             str(part).encode()
@@ -278,55 +272,12 @@ class SessionStore:
         )
         self._abs_arg = [str(self._abs_us).encode()]
         self._codec = get_codec("json")
-        self._created = self._hits = self._misses = self._malformed = 0
-        self._updated = self._refreshed = self._rotated = self._destroyed = self._errors = 0
 
     def __repr__(self) -> str:
         return (
             f"SessionStore(prefix={self.prefix!r}, layout={self.layout!r}, "
             f"ttl={self.ttl}, absolute_ttl={self.absolute_ttl})"
         )
-
-    # -- keys ---------------------------------------------------------------
-
-    def _keys(self, session_id: object) -> list[str] | None:
-        """Record key (and, tagged layout, index key) for a well-formed id;
-        None for anything else, which is then never sent to Redis."""
-        if not isinstance(session_id, str) or len(session_id) > _ids.MAX_ID_LENGTH:
-            self._malformed += 1
-            return None
-        if self._tagged:
-            tag = _ids.tag_of(session_id)
-            if tag is None:
-                self._malformed += 1
-                return None
-            return [
-                f"{self._head}{{{tag}}}:{session_id[_ids.TAG_CHARS + 1 :]}",
-                f"{self._head}{{{tag}}}:user",
-            ]
-        if not _ids.is_go_id(session_id):
-            self._malformed += 1
-            return None
-        return [self._head + session_id]
-
-    def _index_keys(self, user_id: str) -> list[tuple[str, str]]:
-        """(index key, tag or "") of every place a user's sessions may be
-        indexed: one per store secret in the tagged layout, current first."""
-        if self._tagged:
-            return [(f"{self._head}{{{tag}}}:user", tag) for tag in self._tags.every(user_id)]
-        return [(f"{self._head}user:{user_id}", "")]
-
-    def _new_id(self, user_id: str) -> tuple[str, list[str], str]:
-        """(id, keys, tag) for a new session of ``user_id``."""
-        secret = _ids.new_secret()
-        if self._tagged:
-            tag = self._tags.current(user_id)
-            return (
-                f"{tag}.{secret}",
-                [f"{self._head}{{{tag}}}:{secret}", f"{self._head}{{{tag}}}:user"],
-                tag,
-            )
-        return secret, [self._head + secret], ""
 
     # -- plumbing -----------------------------------------------------------
 
@@ -335,19 +286,16 @@ class SessionStore:
     ) -> Any:
         try:
             return await script(self._client, keys, [*self._argv_head, *args] if head else args)
-        except redis_errors.RedisError as exc:
-            raise self._failure(what, exc) from exc
-        except (OSError, TimeoutError) as exc:
+        except ANY as exc:
             raise self._failure(what, exc) from exc
 
     def _failure(self, what: str, exc: BaseException) -> RedkitError:
-        self._errors += 1
-        if isinstance(exc, _UNAVAILABLE):
-            return ConnectionUnavailable(
-                f"session store could not {what} (Redis at {self._address()}): "
-                f"{describe_error(exc)}"
-            )
-        if isinstance(exc, redis_errors.ResponseError) and "WRONGTYPE" in str(exc)[:200]:
+        """The error for a request that failed with ``exc`` (one of
+        :data:`~redkit._failures.ANY`), counted."""
+        self._counts["errors"] += 1
+        if isinstance(exc, UNAVAILABLE):
+            return failure(f"session store could not {what} (Redis at {self._address()})", exc)
+        if "WRONGTYPE" in str(exc)[:200]:
             # A session key that holds a list, hash, ... was not written by
             # a session store: the same case as a string that is not a
             # record, so the middleware starts a fresh session over it.
@@ -355,7 +303,7 @@ class SessionStore:
                 f"session store could not {what}: a session key holds another kind of "
                 f"Redis value: {describe_error(exc)}"
             )
-        return RedisReplyError(f"session store could not {what}: {describe_error(exc)}")
+        return failure(f"session store could not {what}", exc)
 
     def _address(self) -> str:
         client: Any = self._client
@@ -373,15 +321,15 @@ class SessionStore:
         try:
             return decode_record(raw)
         except SerializationError as exc:
-            self._errors += 1
+            self._counts["errors"] += 1
             raise SerializationError(f"session record at {where}: {exc}") from exc
 
     def _note_unreadable(self) -> None:
         """Count a record the middleware could not use (stats().errors)."""
-        self._errors += 1
+        self._counts["errors"] += 1
 
     def _malformed_record(self, key: str, reason: object) -> SerializationError:
-        self._errors += 1
+        self._counts["errors"] += 1
         text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
         return SerializationError(f"session record at {key} is not a session record: {text}")
 
@@ -417,7 +365,7 @@ class SessionStore:
         user_id = _check_user_id(user_id)
         encoded = self._encode_data(data)
         for _ in range(3):
-            session_id, keys, tag = self._new_id(user_id)
+            session_id, keys, tag = self._layout.new_id(user_id)
             session = await self._create(session_id, keys, tag, user_id, encoded)
             if session is not None:
                 return session
@@ -441,7 +389,7 @@ class SessionStore:
         )
         if not reply:
             return None
-        self._created += 1
+        self._counts["created"] += 1
         return self._decode(reply, keys[0])
 
     @operation("session.get")
@@ -462,16 +410,14 @@ class SessionStore:
             # timeouts, and a plain GET is the cheapest read.
             try:
                 reply: Any = await self._client.get(keys[0])
-            except redis_errors.RedisError as exc:
-                raise self._failure("read a session", exc) from exc
-            except (OSError, TimeoutError) as exc:
+            except ANY as exc:
                 raise self._failure("read a session", exc) from exc
         else:
             # The Go service refreshes without a cap: check created_at on
             # the server's clock.
             reply = await self._run("read a session", _GET, keys[:1], self._abs_arg, head=False)
         if reply is None:
-            self._misses += 1
+            self._counts["misses"] += 1
             return None
         if isinstance(reply, list):  # not the canonical shape: full check
             return await self._read(session_id, "get", 0)
@@ -499,22 +445,22 @@ class SessionStore:
             return None
         reply = await self._run("read a session", _READ, keys, [mode, min_move_us, session_id])
         if reply is None:
-            self._misses += 1
+            self._counts["misses"] += 1
             return None
         if isinstance(reply, list):
             raise self._malformed_record(keys[0], reply[1])
         if mode == "touch" and min_move_us == 0:
-            self._refreshed += 1
+            self._counts["refreshed"] += 1
         return self._accept(reply, keys[0], session_id)
 
     def _accept(self, raw: bytes, key: str, session_id: str) -> Session:
         session = self._decode(raw, key)
         if session.id != session_id:
-            self._errors += 1
+            self._counts["errors"] += 1
             raise SerializationError(
                 f"session record at {key} carries another id: {session.id[:80]!r}"
             )
-        self._hits += 1
+        self._counts["hits"] += 1
         return session
 
     @operation("session.update")
@@ -555,7 +501,7 @@ class SessionStore:
             return None
         reply = await self._run("update a session", _UPDATE, keys, args)
         if reply is None:
-            self._misses += 1
+            self._counts["misses"] += 1
             return None
         code = reply[0]
         if code == 2:
@@ -565,7 +511,7 @@ class SessionStore:
                 f"session data would be {reply[1]} bytes as JSON after this update; the "
                 f"limit is {self.max_data_bytes} (max_data_bytes); nothing was written"
             )
-        self._updated += 1
+        self._counts["updated"] += 1
         return self._decode(reply[1], keys[0])
 
     @operation("session.rotate")
@@ -591,13 +537,7 @@ class SessionStore:
         if keys is None:
             return None
         new_user = user_id is not None
-        if self._tagged and not new_user:
-            tag = _ids.tag_of(session_id) or ""
-            secret = _ids.new_secret()
-            new_id = f"{tag}.{secret}"
-            new_keys = [f"{self._head}{{{tag}}}:{secret}", keys[1]]
-        else:
-            new_id, new_keys, tag = self._new_id(user_id or "")
+        new_id, new_keys, tag = self._layout.next_id(session_id, user_id)
         if self._cluster and key_slot(keys[0].encode()) != key_slot(new_keys[0].encode()):
             return await self._rotate_across_slots(session_id, keys, user_id or "")
         if self._tagged:
@@ -619,13 +559,13 @@ class SessionStore:
             ],
         )
         if reply is None:
-            self._misses += 1
+            self._counts["misses"] += 1
             return None
         if isinstance(reply, list):
             if reply[0] == 2:
                 raise self._malformed_record(keys[0], reply[1])
             raise RedkitError("a fresh session id was taken; is the RNG broken?")
-        self._rotated += 1
+        self._counts["rotated"] += 1
         return self._decode(reply, new_keys[0])
 
     async def _rotate_across_slots(
@@ -633,18 +573,18 @@ class SessionStore:
     ) -> Session | None:
         reply = await self._run("rotate a session", _READ, keys, ["take", 0, session_id])
         if reply is None:
-            self._misses += 1
+            self._counts["misses"] += 1
             return None
         if isinstance(reply, list):
             raise self._malformed_record(keys[0], reply[1])
         old = self._decode(reply, keys[0])
         encoded = _encode_json(old.data)
         for _ in range(3):
-            new_id, new_keys, tag = self._new_id(user_id)
+            new_id, new_keys, tag = self._layout.new_id(user_id)
             session = await self._create(new_id, new_keys, tag, user_id, encoded)
             if session is not None:
-                self._created -= 1
-                self._rotated += 1
+                self._counts["created"] -= 1
+                self._counts["rotated"] += 1
                 return session
         raise RedkitError("three fresh session ids in a row were taken; is the RNG broken?")
 
@@ -656,7 +596,7 @@ class SessionStore:
             return False
         found = await self._run("destroy a session", _DESTROY, keys, [session_id])
         if found:
-            self._destroyed += 1
+            self._counts["destroyed"] += 1
         return bool(found)
 
     async def destroy_all_for_user(self, user_id: str) -> int:
@@ -668,11 +608,11 @@ class SessionStore:
         if not user_id:
             raise ConfigError("user_id must not be empty: anonymous sessions are not indexed")
         count = 0
-        for index, tag in self._index_keys(user_id):
+        for index, tag in self._layout.index_keys(user_id):
             count += int(
                 await self._run("destroy a user's sessions", _DESTROY_ALL, [index], [user_id, tag])
             )
-        self._destroyed += count
+        self._counts["destroyed"] += count
         return count
 
     async def list_for_user(self, user_id: str) -> list[Session]:
@@ -684,7 +624,7 @@ class SessionStore:
         if not user_id:
             raise ConfigError("user_id must not be empty: anonymous sessions are not indexed")
         sessions = []
-        for index, tag in self._index_keys(user_id):
+        for index, tag in self._layout.index_keys(user_id):
             replies = await self._run("list a user's sessions", _LIST, [index], [user_id, tag])
             for raw in replies:
                 try:
@@ -699,14 +639,4 @@ class SessionStore:
 
     def stats(self) -> SessionStats:
         """Counters since the store was made."""
-        return SessionStats(
-            created=self._created,
-            hits=self._hits,
-            misses=self._misses,
-            malformed_ids=self._malformed,
-            updated=self._updated,
-            refreshed=self._refreshed,
-            rotated=self._rotated,
-            destroyed=self._destroyed,
-            errors=self._errors,
-        )
+        return snapshot(SessionStats, self._counts)

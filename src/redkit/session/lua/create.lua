@@ -12,10 +12,5 @@ local s = '{"id":' .. ARGV[6] .. ',"user_id":' .. ARGV[7] .. ',"data":' .. ARGV[
 local ms = to_ms(target - now)
 local idx = index_key(KEYS[2], uid, true)
 if not redis.call('SET', KEYS[1], s, 'PX', ms, 'NX') then return false end
-if idx then
-  local tag = ARGV[11]
-  if tag == '' then tag = nil end
-  index_prune(idx, tag)
-  index_add(idx, ARGV[10], ms)
-end
+if idx then index_new(idx, ARGV[11], ARGV[10], ms) end
 return s

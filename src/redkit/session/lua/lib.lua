@@ -199,6 +199,33 @@ local function index_prune(idx, tag)
   return live
 end
 
+-- The session record text `s` read from `key`, parsed, if the session is
+-- live: returns rec, now and the user's index key (see index_key). A record
+-- past its absolute timeout is ended here (deleted, and session `id` taken
+-- off the index). Otherwise returns nil, nil, nil and the script's reply:
+-- false for no live session, {2, reason} for a record that does not parse.
+local function live_record(s, key, declared, id)
+  local rec, why = parse_or_nil(s)
+  if not rec then return nil, nil, nil, {2, why} end
+  local now = now_us()
+  local idx = index_key(declared, rec.user_id)
+  if now >= rec.created_us + ABS_US then
+    redis.call('DEL', key)
+    if idx then redis.call('SREM', idx, id) end
+    return nil, nil, nil, false
+  end
+  return rec, now, idx
+end
+
+-- Add new session `id` (its record lives `ms` more) to the index `idx`,
+-- dropping the members whose record is gone on the way; `tag` is the
+-- index's own tag, "" in the Go layout.
+local function index_new(idx, tag, id, ms)
+  if tag == '' then tag = nil end
+  index_prune(idx, tag)
+  index_add(idx, id, ms)
+end
+
 local function to_ms(us)
   local ms = floor(us / 1000)
   if ms < 1 then ms = 1 end

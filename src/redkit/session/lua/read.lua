@@ -25,15 +25,8 @@ if mode ~= 'take' then
     end
   end
 end
-local rec, why = parse_or_nil(s)
-if not rec then return {2, why} end
-local now = now_us()
-local idx = index_key(KEYS[2], rec.user_id)
-if now >= rec.created_us + ABS_US then
-  redis.call('DEL', KEYS[1])
-  if idx then redis.call('SREM', idx, id) end
-  return false
-end
+local rec, now, idx, reply = live_record(s, KEYS[1], KEYS[2], id)
+if not rec then return reply end
 if mode == 'take' then
   redis.call('DEL', KEYS[1])
   if idx then redis.call('SREM', idx, id) end

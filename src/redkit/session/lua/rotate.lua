@@ -10,15 +10,8 @@
 -- for a record that does not parse, {4} when the new id is taken.
 local s = redis.call('GET', KEYS[1])
 if not s then return false end
-local rec, why = parse_or_nil(s)
-if not rec then return {2, why} end
-local now = now_us()
-local old_idx = index_key(KEYS[3], rec.user_id)
-if now >= rec.created_us + ABS_US then
-  redis.call('DEL', KEYS[1])
-  if old_idx then redis.call('SREM', old_idx, ARGV[6]) end
-  return false
-end
+local rec, now, old_idx, reply = live_record(s, KEYS[1], KEYS[3], ARGV[6])
+if not rec then return reply end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {4} end
 
 local repl = {id = ARGV[8]}
@@ -37,10 +30,5 @@ local idx = index_key(KEYS[4], uid, true)
 redis.call('DEL', KEYS[1])
 if old_idx then redis.call('SREM', old_idx, ARGV[6]) end
 redis.call('SET', KEYS[2], out, 'PX', ms)
-if idx then
-  local tag = ARGV[12]
-  if tag == '' then tag = nil end
-  index_prune(idx, tag)
-  index_add(idx, ARGV[7], ms)
-end
+if idx then index_new(idx, ARGV[12], ARGV[7], ms) end
 return out

@@ -11,15 +11,8 @@ local limit = tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
 local s = redis.call('GET', KEYS[1])
 if not s then return false end
-local rec, why = parse_or_nil(s)
-if not rec then return {2, why} end
-local now = now_us()
-local idx = index_key(KEYS[2], rec.user_id)
-if now >= rec.created_us + ABS_US then
-  redis.call('DEL', KEYS[1])
-  if idx then redis.call('SREM', idx, id) end
-  return false
-end
+local rec, now, idx, reply = live_record(s, KEYS[1], KEYS[2], id)
+if not rec then return reply end
 
 local changes, pending = {}, {}
 for c = 0, n - 1 do
