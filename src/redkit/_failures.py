@@ -134,7 +134,9 @@ def describe_error(exc: BaseException) -> str:
         return "authentication failed (wrong username or password)"
     if isinstance(exc, redis_errors.ResponseError) and "NOAUTH" in str(exc):
         return "the server requires a password"
-    text = str(exc) or type(exc).__name__
+    text = str(exc)
+    if not text:
+        text = "no answer in time" if isinstance(exc, TIMED_OUT) else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
