@@ -1,44 +1,10 @@
-"""The examples in docs/events.md run as written against a real server (a
-block whose first line is ``# not run`` is a fragment for reading)."""
+"""The examples of docs/events.md, run by the convention of tests/_docs.py."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
+from _docs import Doc
 
-import pytest
+# The subscriber example really delivers both events to their handlers.
+DELIVERED = ["user.created {'id': '42'}", "deleted 42 gdpr"]
 
-from redkit.server import EmbeddedRedis
-
-ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "events.md"
-BLOCKS = [
-    block
-    for block in re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
-    if not block.startswith("# not run")
-]
-
-
-def test_the_doc_has_runnable_examples() -> None:
-    assert len(BLOCKS) >= 3
-
-
-@pytest.mark.parametrize("number", range(len(BLOCKS)))
-def test_doc_example_runs(number: int, redis_server: EmbeddedRedis) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
-    env.update(PYTHONPATH=str(ROOT / "src"), REDIS_URL=redis_server.url)
-    done = subprocess.run(
-        [sys.executable, "-c", BLOCKS[number]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    if 'print("deleted"' in BLOCKS[number]:
-        # The subscriber example really delivers both events to their handlers.
-        assert "user.created {'id': '42'}" in done.stdout
-        assert "deleted 42 gdpr" in done.stdout
+test_examples_run_twice = Doc("docs/events.md", expect={'print("deleted"': DELIVERED}).test()

@@ -1,44 +1,40 @@
-"""The examples in docs/session.md run."""
+"""The examples of docs/session.md, run by the convention of tests/_docs.py;
+the store example and the middleware app are taken for closer checks."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import dataclasses
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
+from _docs import Doc, run_program
+from redkit import connect
 from redkit.server import EmbeddedRedis
+from redkit.session import SessionStore
+from redkit.testing import settings_for
 
 from ._helpers import SECRET
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "session.md"
+DOC = Doc("docs/session.md")
+STORE = DOC.take("async def main() -> None:\n    client = await redkit.connect(url=")
+APP = DOC.take("def build_app")
+
+test_examples_run_twice = DOC.test()
 
 
-def blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-
-
-def test_store_example_runs(redis_server: EmbeddedRedis, redis_client: Redis, capsys: Any) -> None:
-    # redis_client: the server is flushed first.
-    store_example = next(b for b in blocks() if "async def main" in b and "SessionStore(" in b)
-    code = store_example.replace("redis://127.0.0.1:6379/0", redis_server.url)
-    exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
-    out = capsys.readouterr().out.splitlines()
+async def test_store_example_runs(redis_server: EmbeddedRedis) -> None:
+    # It names its server, as a reader's program would: this one is the test's.
+    source = STORE.source.replace("redis://127.0.0.1:6379/0", redis_server.url)
+    out = await run_program(dataclasses.replace(STORE, source=source), redis_server.url)
     assert out[1] == "True"  # destroy found the rotated session
     assert out[2] == "0"  # nothing left for destroy_all_for_user
     assert out[3].startswith("SessionStats(created=1")
 
 
 async def test_middleware_example_app(redis_server: EmbeddedRedis) -> None:
-    from redkit import connect
-    from redkit.session import SessionStore
-    from redkit.testing import settings_for
-
-    example = next(b for b in blocks() if "def build_app" in b)
     namespace: dict[str, Any] = {"__name__": "docs_example"}
-    exec(compile(example, str(DOC), "exec"), namespace)
+    exec(APP.compile(), namespace)
     client = await connect(settings_for(redis_server))
     try:
         app = namespace["build_app"](SessionStore(client, secret=SECRET, prefix="docs"))

@@ -5,7 +5,6 @@ leaves nothing behind in stderr."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -16,21 +15,17 @@ import httpx
 import pytest
 
 import redkit
+from _docs import Doc
 from redkit.server import EmbeddedCluster, EmbeddedRedis
 from redkit.testing import flush
 
 from ._uvicorn import WARNINGS, env_for, serve
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
 pytestmark = pytest.mark.timeout(120)
 
 
 def readme_main() -> str:
-    blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.S | re.M)
-    found = [b for b in blocks if b.startswith("# main.py\n")]
-    assert len(found) == 1, "README.md has one block starting with '# main.py'"
-    return str(found[0])
+    return Doc("README.md").find("# main.py\n").source
 
 
 def poll(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
