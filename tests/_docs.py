@@ -192,23 +192,18 @@ class Doc:
     """The examples of one document.
 
     ``expect`` maps a text of one program to what it must print: each
-    string within a line of its output, in this order. ``not_run`` maps a
-    text of one block to the reason it is not run, for a block whose
-    document lacks the ``# not run`` line.
+    string within a line of its output, in this order.
     """
 
     def __init__(
         self,
         doc: str,
         expect: Mapping[str, Sequence[str]] | None = None,
-        not_run: Mapping[str, str] | None = None,
     ) -> None:
         self.doc = doc
         self.blocks = blocks_of(doc)
         self.expect = {self.find(text).number: lines for text, lines in (expect or {}).items()}
         self._left = {b.number for b in self.blocks if b.runs}
-        for text in not_run or {}:
-            self._left.discard(self.find(text).number)
 
     def find(self, text: str) -> Block:
         """The one block that contains ``text``."""

@@ -114,6 +114,9 @@ class WaitingSentinelConnectionPool(WaitingConnectionPool, SentinelConnectionPoo
     async def disconnect(self, inuse_connections: bool = True) -> None:
         if inuse_connections:  # the client is closing
             await self._watch.stop()
+            # The sentinels' own clients hold sockets too (the master lookup).
+            for sentinel in getattr(self.sentinel_manager, "sentinels", ()):
+                await sentinel.connection_pool.disconnect()
         await super().disconnect(inuse_connections)
 
 

@@ -14,6 +14,4 @@ PROXIES = ["[200, 200, 200, 200, 200, 429, 429]"]
 test_examples_run_twice = Doc(
     "docs/ratelimit.md",
     expect={'algorithm="sliding_window"': QUICK_START, "rules=[RateLimitRule.auth()]": PROXIES},
-    # until the block's first line says so in the document
-    not_run={"app = Starlette(routes=...)": "an app fragment: `routes=...` are the app's"},
 ).test()

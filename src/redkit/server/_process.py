@@ -93,8 +93,18 @@ class EmbeddedRedis:
         """Start the process and wait until it answers PING."""
         if self.running:
             return self
+        made_dir = self._dir is None
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="redkit-redis-")
+        try:
+            self._start_on_a_port()
+        except BaseException:
+            if made_dir:  # a failed start leaves nothing behind
+                self.cleanup()
+            raise
+        return self
+
+    def _start_on_a_port(self) -> None:
         attempts = 1 if self._requested_port else 5
         for attempt in range(attempts):
             if not self._requested_port and (attempt or not self.port):
@@ -103,7 +113,7 @@ class EmbeddedRedis:
                 self._check_requested_port()
             try:
                 self._spawn()
-                return self
+                return
             except _PortTaken:
                 if self._requested_port or attempt + 1 == attempts:
                     raise PortInUse(self.port) from None
