@@ -137,12 +137,14 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
         time.sleep(60)
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    pid = int(parent.stdout.readline())
-    assert _alive(pid)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait(5)
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(5)
     assert _wait_dead(pid), "redis-server outlived its killed parent"
 
 
@@ -157,13 +159,13 @@ def test_server_stops_when_parent_is_interrupted(tmp_path: Path) -> None:
             time.sleep(60)
         """
     )
-    parent = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert parent.stdout is not None
-    pid = int(parent.stdout.readline())
-    parent.send_signal(signal.SIGINT)
-    parent.wait(10)
+    ) as parent:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGINT)
+        parent.wait(10)
     assert _wait_dead(pid)
 
 
