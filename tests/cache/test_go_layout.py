@@ -259,7 +259,7 @@ async def test_no_early_refresh_without_expiry_or_when_off(client: Any) -> None:
     assert await eager.get_or_set("forever", fresh, ttl=60) == {"v": 1}
     assert await off.get_or_set("soon", fresh, ttl=60) == {"v": 1}
     # A refresh would have been started by the call itself.
-    assert not eager._tasks and not off._tasks
+    assert not len(eager._refreshes) and not len(off._refreshes)
     assert eager.stats().early_refreshes == off.stats().early_refreshes == 0
     await eager.aclose()
     await off.aclose()
