@@ -21,14 +21,12 @@ from .core import Cache
 __all__ = ["GoLayoutCache"]
 
 _READ = Script.from_package("redkit.cache", "lua/read_plain.lua")
-_LEASE_PLAIN = Script.from_package("redkit.cache", "lua/lease_plain.lua")
 
 
 class GoLayoutCache(Cache):
     """What ``Cache(..., layout="go")`` builds; see :class:`Cache`."""
 
     layout = "go"
-    _lease_script = _LEASE_PLAIN
     _plain = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

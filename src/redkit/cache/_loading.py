@@ -6,6 +6,7 @@ and the early refresh of hot values close to expiry (XFetch).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -44,16 +45,20 @@ async def call_loader(loader: Callable[[], Any]) -> Any:
     return result
 
 
+@dataclasses.dataclass(slots=True)
 class _Flight:
-    """One in-process load of one key, shared by every caller that asks for
-    the key meanwhile."""
+    """One load of one key: what the caller asked to load and, for a load
+    shared by every caller that asks for the key meanwhile, what came of it
+    (the loader's value, or the payload another process stored)."""
 
-    __slots__ = ("payload", "task", "value")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.value: Any = NOTHING
-        self.payload: bytes | None = None
+    key: str
+    loader: Callable[[], Any]
+    ttl_ms: int
+    tag_keys: list[str]
+    cache_none: bool
+    task: asyncio.Task[None] | None = None
+    value: Any = NOTHING
+    payload: bytes | None = None
 
 
 class SingleFlight(StoredValues):
@@ -61,8 +66,6 @@ class SingleFlight(StoredValues):
 
     wait_timeout: float
     _lease_ms: int
-    # The script that re-reads a value or takes its load lease.
-    _lease_script = _LEASE
 
     def _init_loading(self) -> None:
         self._flights: dict[str, _Flight] = {}
@@ -85,10 +88,8 @@ class SingleFlight(StoredValues):
     ) -> Any:
         flight = self._flights.get(full)
         if flight is None or flight.task is None or flight.task.done():
-            flight = _Flight()
-            task = asyncio.get_running_loop().create_task(
-                self._load(flight, full, key, loader, ttl_ms, tag_keys, type, cache_none, redis_up)
-            )
+            flight = _Flight(key, loader, ttl_ms, tag_keys, cache_none)
+            task = asyncio.get_running_loop().create_task(self._load(flight, full, type, redis_up))
             flight.task = task
             self._flights[full] = flight
             task.add_done_callback(functools.partial(self._landed, full, flight))
@@ -131,18 +132,7 @@ class SingleFlight(StoredValues):
         self._counts["loads"] += 1
         return await call_loader(loader)
 
-    async def _load(
-        self,
-        flight: _Flight,
-        full: str,
-        key: str,
-        loader: Callable[[], Any],
-        ttl_ms: int,
-        tag_keys: list[str],
-        type: Any,
-        cache_none: bool,
-        redis_up: bool,
-    ) -> None:
+    async def _load(self, flight: _Flight, full: str, type: Any, redis_up: bool) -> None:
         """Fill ``flight`` from Redis (another process loaded meanwhile) or
         from the loader, under the cross-process lease when Redis answers."""
         lease_token = ""
@@ -167,9 +157,9 @@ class SingleFlight(StoredValues):
             redis_up = False
         try:
             self._counts["loads"] += 1
-            value, delta_ms = await self._timed_load(loader)
+            value, delta_ms = await self._timed_load(flight.loader)
             flight.value = value
-            if value is None and not cache_none:
+            if value is None and not flight.cache_none:
                 flight.payload = None
                 if lease_token:
                     await self._release(lease_key, lease_token)
@@ -182,10 +172,10 @@ class SingleFlight(StoredValues):
         if redis_up:
             await self._write(
                 full,
-                key,
+                flight.key,
                 flight.payload,
-                ttl_ms,
-                tag_keys,
+                flight.ttl_ms,
+                flight.tag_keys,
                 delta_ms=delta_ms,
                 lease_token=lease_token,
             )
@@ -210,14 +200,13 @@ class SingleFlight(StoredValues):
         concurrent load wrote instead of loading again."""
         token = os.urandom(12).hex()
         lease_ms = self._lease_ms
-        generation = _GEN_BYTES.pack(gen)
+        # A plain value (the Go layout) has no generation: any value counts.
+        generation = b"" if self._plain else _GEN_BYTES.pack(gen)
         deadline = time.monotonic() + self.wait_timeout
         delay = _POLL_FIRST
         waited = False
         while True:
-            reply = await self._lease_script(
-                self._client, (full, lease_key), (token, lease_ms, generation)
-            )
+            reply = await _LEASE(self._client, (full, lease_key), (token, lease_ms, generation))
             state = int(reply[0])
             if state == 2:
                 return token
@@ -257,17 +246,10 @@ class SingleFlight(StoredValues):
         if full in self._refreshing or full in self._flights or self._closed:
             return
         self._refreshing.add(full)
-        self._refreshes.spawn(self._refresh(full, key, loader, ttl, tag_keys, cache_none))
+        load = _Flight(key, loader, self._ttl_ms(ttl), tag_keys, cache_none)
+        self._refreshes.spawn(self._refresh(full, load))
 
-    async def _refresh(
-        self,
-        full: str,
-        key: str,
-        loader: Callable[[], Any],
-        ttl: float | dt.timedelta | None,
-        tag_keys: list[str],
-        cache_none: bool,
-    ) -> None:
+    async def _refresh(self, full: str, load: _Flight) -> None:
         lease_key = self._lease_key(full)
         token = os.urandom(12).hex()
         try:
@@ -281,8 +263,8 @@ class SingleFlight(StoredValues):
             self._counts["early_refreshes"] += 1
             self._counts["loads"] += 1
             try:
-                value, delta_ms = await self._timed_load(loader)
-                if value is None and not cache_none:
+                value, delta_ms = await self._timed_load(load.loader)
+                if value is None and not load.cache_none:
                     await self._release(lease_key, token)
                     return
                 payload = self._codec.encode(value)
@@ -292,10 +274,10 @@ class SingleFlight(StoredValues):
                 return
             await self._write(
                 full,
-                key,
+                load.key,
                 payload,
-                self._ttl_ms(ttl),
-                tag_keys,
+                load.ttl_ms,
+                load.tag_keys,
                 delta_ms=delta_ms,
                 lease_token=token,
             )
