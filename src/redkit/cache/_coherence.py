@@ -39,37 +39,32 @@ class LocalCoherence(GenerationSync):
 
     # --------------------------------------------------------- local tier
 
-    def _local_first(self, full: str, type: Any) -> Any:
+    def _local_first(self, full: str, type: Any) -> tuple[Any, int]:
         """The local tier's value for ``full`` while the tier may serve
-        reads, else NOTHING (and the channel is started if it should be)."""
+        reads (else NOTHING, and the channel is started if it should be),
+        and the fill token for what Redis will answer on a miss: that may
+        go to the tier only if nothing invalidated the key meanwhile. Only
+        for a cache with a local tier."""
         local = self._local
-        if local is None:
-            return NOTHING
+        assert local is not None
         if not self._local_live:
             if not self._closed:
                 self._ensure_listener()
-            return NOTHING
+            return NOTHING, local.fill_token(full)
         payload = local.lookup(full)
-        if payload is None:
-            return NOTHING
-        try:
-            value = self._codec.decode(payload, type)
-        except SerializationError as exc:
-            if payload == self._null:
-                self._counts["local_hits"] += 1
-                return None
-            if isinstance(exc.__cause__, NotImplementedError):
-                raise
-            # Stored by a call that decoded it as another type; Redis decides.
-            return NOTHING
-        self._counts["local_hits"] += 1
-        return value
-
-    def _fill_token(self, full: str) -> int:
-        """Take before reading ``full`` from Redis; what the read answers
-        may go to the local tier only if nothing invalidated it since."""
-        local = self._local
-        return 0 if local is None else local.fill_token(full)
+        if payload is not None:
+            try:
+                value = self._codec.decode(payload, type)
+            except SerializationError as exc:
+                if payload != self._null:
+                    if isinstance(exc.__cause__, NotImplementedError):
+                        raise
+                    # Stored by a call that decoded it as another type; Redis decides.
+                    return NOTHING, local.fill_token(full)
+                value = None
+            self._counts["local_hits"] += 1
+            return value, 0
+        return NOTHING, local.fill_token(full)
 
     def _flush_local(self) -> None:
         if self._local is not None:

@@ -167,8 +167,8 @@ class Cache(SingleFlight, BulkInvalidation):
     _layouts: ClassVar[dict[str, type[Cache]]] = {}
 
     def __new__(cls, *args: Any, layout: str = "redkit", **kwargs: Any) -> Cache:
-        # The Go layout is a subclass, so that no method of this layout pays
-        # for a check of which layout it is on.
+        # The Go layout is a subclass with its own stored-value format
+        # (see _values); the calls themselves are the same for both.
         if cls is Cache and isinstance(layout, str):
             cls = Cache._layouts.get(layout, Cache)
         return super().__new__(cls)
@@ -339,15 +339,16 @@ class Cache(SingleFlight, BulkInvalidation):
         counted. One round trip on a Redis hit; none on a local hit.
         """
         full = self._full_key(key)
-        value = self._local_first(full, type)
-        if value is not NOTHING:
-            return value
-        token = self._fill_token(full)
+        token = 0
+        if self._local is not None:
+            value, token = self._local_first(full, type)
+            if value is not NOTHING:
+                return value
         if self._sync_due <= time.monotonic() and not await self._synced():
             return default
         left_ms = None
         try:
-            if self._plain and self._local_live:
+            if self._local_live and self._plain:
                 raw, left_ms = await self._read_with_ttl(full)
             else:
                 raw = await self._client.get(full)
@@ -483,10 +484,11 @@ class Cache(SingleFlight, BulkInvalidation):
         elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl <= _MAX_TTL):
             seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
         tag_keys = self._tag_keys(tags) if tags else _NO_TAGS
-        value = self._local_first(full, type)
-        if value is not NOTHING:
-            return value
-        token = self._fill_token(full)
+        token = 0
+        if self._local is not None:
+            value, token = self._local_first(full, type)
+            if value is not NOTHING:
+                return value
         if cache_none is None:
             cache_none = self.cache_none
         beta = self.early_refresh
