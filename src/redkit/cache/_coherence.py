@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._failures import ANY
 from ..errors import SerializationError
@@ -19,6 +19,9 @@ from . import _messages
 from ._base import NOTHING, WARN_EVERY, log
 from ._generation import GenerationSync
 from ._listener import Listener
+
+if TYPE_CHECKING:
+    from .local import LocalCache
 
 __all__ = ["LocalCoherence"]
 
@@ -39,14 +42,12 @@ class LocalCoherence(GenerationSync):
 
     # --------------------------------------------------------- local tier
 
-    def _local_first(self, full: str, type: Any) -> tuple[Any, int]:
-        """The local tier's value for ``full`` while the tier may serve
-        reads (else NOTHING, and the channel is started if it should be),
-        and the fill token for what Redis will answer on a miss: that may
-        go to the tier only if nothing invalidated the key meanwhile. Only
-        for a cache with a local tier."""
-        local = self._local
-        assert local is not None
+    def _local_first(self, local: LocalCache, full: str, type: Any) -> tuple[Any, int]:
+        """The value the local tier (``local``, the cache's) holds for
+        ``full`` while the tier may serve reads (else NOTHING, and the
+        channel is started if it should be), and the fill token for what
+        Redis will answer on a miss: that may go to the tier only if nothing
+        invalidated the key meanwhile."""
         if not self._local_live:
             if not self._closed:
                 self._ensure_listener()

@@ -340,8 +340,8 @@ class Cache(SingleFlight, BulkInvalidation):
         """
         full = self._full_key(key)
         token = 0
-        if self._local is not None:
-            value, token = self._local_first(full, type)
+        if (local := self._local) is not None:
+            value, token = self._local_first(local, full, type)
             if value is not NOTHING:
                 return value
         if self._sync_due <= time.monotonic() and not await self._synced():
@@ -485,8 +485,8 @@ class Cache(SingleFlight, BulkInvalidation):
             seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
         tag_keys = self._tag_keys(tags) if tags else _NO_TAGS
         token = 0
-        if self._local is not None:
-            value, token = self._local_first(full, type)
+        if (local := self._local) is not None:
+            value, token = self._local_first(local, full, type)
             if value is not NOTHING:
                 return value
         if cache_none is None:
