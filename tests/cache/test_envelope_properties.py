@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 
 from redkit import SerializationError
 from redkit.cache import Cache, _envelope
-from redkit.cache.core import _NOTHING, _sync_reply
+from redkit.cache._base import NOTHING as _NOTHING
+from redkit.cache._generation import sync_reply as _sync_reply
 
 BUDGET = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

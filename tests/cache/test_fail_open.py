@@ -18,6 +18,8 @@ from redkit.cache import MISSING, Cache, InvalidationStrategy, Invalidator
 from redkit.server import EmbeddedCluster, EmbeddedRedis
 from redkit.testing import settings_for
 
+from ._helpers import Loader
+
 TIMEOUT = 0.5
 
 
@@ -32,13 +34,8 @@ async def _exercise_down_redis(cache: Cache) -> None:
     """Every operation with Redis unreachable: no Redis exception escapes,
     each call returns within a few timeouts."""
     budget = 4 * TIMEOUT + 1.0
-    loads = 0
     on_event = Invalidator(cache, InvalidationStrategy.ON_EVENT)
-
-    async def load() -> dict[str, str]:
-        nonlocal loads
-        loads += 1
-        return {"from": "loader"}
+    load = Loader({"from": "loader"})
 
     checks: list[tuple[str, Any, Any]] = [
         ("get", lambda: cache.get("k", default=MISSING), MISSING),
@@ -68,7 +65,7 @@ async def _exercise_down_redis(cache: Cache) -> None:
 
     with pytest.raises(LoaderError, match="from the loader"):
         await cache.get_or_set("other", broken, ttl=60)
-    assert loads == 1
+    assert load.calls == 1
 
 
 async def test_stopped_server(fresh_server: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -124,13 +121,7 @@ async def test_paused_server(fresh_server: Any) -> None:
 
 async def test_pause_during_concurrent_get_or_set(fresh_server: Any) -> None:
     client, cache = await _cache_on(fresh_server)
-    calls = 0
-
-    async def load() -> str:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        return "loaded"
+    load = Loader("loaded", delay=0.05)
 
     try:
         await cache.get("warm-up")
@@ -141,7 +132,7 @@ async def test_pause_during_concurrent_get_or_set(fresh_server: Any) -> None:
             )
             elapsed = time.monotonic() - started
         assert results == ["loaded"] * 20
-        assert calls == 1  # single flight holds without Redis too
+        assert load.calls == 1  # single flight holds without Redis too
         assert elapsed < 4 * TIMEOUT + 1.0
     finally:
         await cache.aclose()
@@ -173,12 +164,7 @@ async def test_paused_mid_run(fresh_server: Any) -> None:
     """A steady stream of reads and writes while the server is paused and
     resumed under it: every call returns a correct value, none raises."""
     client, cache = await _cache_on(fresh_server)
-    loads = 0
-
-    async def load() -> dict[str, int]:
-        nonlocal loads
-        loads += 1
-        return {"v": 1}
+    load = Loader({"v": 1})
 
     results: list[Any] = []
     stop = asyncio.Event()
@@ -309,12 +295,7 @@ async def _writes_refused(cache: Cache, client: Any) -> None:
     """Every public method of a cache on a server that answers reads and
     refuses writes: nothing raises, writes report False/0, get_or_set and
     cached() serve their loader, nothing is left in Redis."""
-    loads = 0
-
-    async def load() -> dict[str, int]:
-        nonlocal loads
-        loads += 1
-        return {"n": loads}
+    load = Loader(make=lambda n: {"n": n})
 
     @cache.cached(ttl=60, key="deco:{n}")
     async def decorated(n: int) -> dict[str, int]:
@@ -326,7 +307,7 @@ async def _writes_refused(cache: Cache, client: Any) -> None:
         assert await cache.get_or_set("k", load, ttl=60) == {"n": 2 * n + 1}
         assert await cache.get_or_set("k", load, ttl=60, tags=["t"]) == {"n": 2 * n + 2}
         assert await decorated(n) == {"deco": n}
-    assert loads == 6
+    assert load.calls == 6
     assert await cache.get("k", default=MISSING) is MISSING
     assert await cache.exists("k") is False
     assert await cache.set("k", {"v": 1}, ttl=60) is False
@@ -367,12 +348,7 @@ async def test_known_generation_on_a_server_out_of_memory(
     cache instance; writes fail open and leave nothing half-written, and
     the refusals do not flood the log."""
     cache = Cache(client)
-    loads = 0
-
-    async def load() -> str:
-        nonlocal loads
-        loads += 1
-        return "loaded"
+    load = Loader("loaded")
 
     try:
         assert await cache.set("kept", "v", ttl=60, tags=["t"])
@@ -389,7 +365,7 @@ async def test_known_generation_on_a_server_out_of_memory(
                     assert await c.set("kept", "other", ttl=60, tags=["t", "u"]) is False
                     assert await c.get_or_set("cold", load, ttl=60) == "loaded"
                     assert await c.clear() is False
-                assert loads == 2
+                assert load.calls == 2
                 assert await client.exists("app:new", "app:cold", "app:_cache:tag:u") == 0
                 assert await client.exists("app:_cache:lease:{app:cold}") == 0
                 assert await client.zrange("app:_cache:tag:t", 0, -1) == members
@@ -468,12 +444,7 @@ async def test_redis_back_right_after_a_failed_first_contact(fresh_server: Any) 
     """The very first generation read times out, and Redis answers again at
     once: the next get_or_set, moments later, still serves its loader."""
     client, cache = await _cache_on(fresh_server)
-    loads = 0
-
-    async def load() -> int:
-        nonlocal loads
-        loads += 1
-        return loads
+    load = Loader(make=lambda n: n)
 
     try:
         with fresh_server.paused():
@@ -487,7 +458,7 @@ async def test_redis_back_right_after_a_failed_first_contact(fresh_server: Any) 
             assert time.monotonic() < deadline
             await cache.get_or_set("k", load, ttl=60)
             await asyncio.sleep(0.05)
-        assert await cache.get("k") == loads
+        assert await cache.get("k") == load.calls
     finally:
         await cache.aclose()
         await client.aclose()

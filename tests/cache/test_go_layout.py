@@ -10,7 +10,6 @@ import datetime as dt
 import inspect
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import redkit
 from redkit import ConfigError
 from redkit.cache import MISSING, Cache, LocalCache
 from redkit.testing import settings_for
+
+from ._helpers import Loader, until
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "go"
 GO_USER = (FIXTURES / "cache_user.json").read_bytes().strip()
@@ -59,13 +60,6 @@ async def all_keys(client: Any) -> set[str]:
     else:
         keys = await client.keys("*")
     return {k.decode() for k in keys}
-
-
-async def eventually(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -192,36 +186,25 @@ async def test_get_or_set_hits_go_entries_and_fills_misses_with_plain_json(
     client: Any, cache: Cache
 ) -> None:
     await go_set(client, "app:user:123", GO_USER, 300_000)
-    loads = 0
-
-    async def load() -> dict[str, str]:
-        nonlocal loads
-        loads += 1
-        return {"id": "125"}
+    load = Loader({"id": "125"})
 
     assert await cache.get_or_set("user:123", load, ttl=60) == json.loads(GO_USER)
     assert await cache.get_or_set("user:125", load, ttl=60) == {"id": "125"}
-    assert loads == 1
+    assert load.calls == 1
     assert await client.get("app:user:125") == b'{"id":"125"}'
 
 
 async def test_concurrent_misses_load_once_across_caches(client: Any) -> None:
     first = Cache(client, layout="go")
     second = Cache(client, layout="go")
-    loads = 0
-
-    async def slow() -> dict[str, int]:
-        nonlocal loads
-        loads += 1
-        await asyncio.sleep(0.2)
-        return {"n": 1}
+    slow = Loader({"n": 1}, delay=0.2)
 
     results = await asyncio.gather(
         *(c.get_or_set("hot", slow, ttl=60) for c in (first, second) for _ in range(20))
     )
     assert results == [{"n": 1}] * 40
     # Single flight in each cache, the lease between them.
-    assert loads == 1
+    assert slow.calls == 1
     assert first.stats().loads + second.stats().loads == 1
     assert await client.get("app:hot") == b'{"n":1}'
     await first.aclose()
@@ -241,7 +224,7 @@ async def test_early_refresh_reads_the_expiry_from_redis(client: Any) -> None:
     async def reloaded() -> bool:
         return bool(await client.get("app:report") == b'{"v":2}')
 
-    await eventually(reloaded)
+    await until(reloaded)
     assert cache.stats().early_refreshes == 1
     assert await client.pttl("app:report") > 5000
     await cache.aclose()
@@ -259,7 +242,7 @@ async def test_no_early_refresh_without_expiry_or_when_off(client: Any) -> None:
     assert await eager.get_or_set("forever", fresh, ttl=60) == {"v": 1}
     assert await off.get_or_set("soon", fresh, ttl=60) == {"v": 1}
     # A refresh would have been started by the call itself.
-    assert not eager._tasks and not off._tasks
+    assert not len(eager._refreshes) and not len(off._refreshes)
     assert eager.stats().early_refreshes == off.stats().early_refreshes == 0
     await eager.aclose()
     await off.aclose()
@@ -323,7 +306,7 @@ async def test_local_entries_end_with_the_redis_ttl(client: Any) -> None:
     async def expired() -> bool:
         return bool(await client.exists("app:flags") == 0)
 
-    await eventually(expired)
+    await until(expired)
     # The local copy ended with the key, long before its own 30 s.
     assert await cache.get("flags", default=MISSING) is MISSING
     assert cache.stats().local_hits == 1
@@ -345,7 +328,7 @@ async def test_local_tiers_follow_redkit_writes_and_go_invalidate_events(client:
     async def reader_sees(expected: Any) -> bool:
         return bool(await reader.get("flags") == expected)
 
-    await eventually(lambda: reader_sees({"v": 2}))
+    await until(lambda: reader_sees({"v": 2}))
 
     # A Go write publishes nothing: the local copy stays until the Go
     # service announces a change (its cache.invalidate, payload null).
@@ -354,7 +337,7 @@ async def test_local_tiers_follow_redkit_writes_and_go_invalidate_events(client:
     assert await reader.get("flags") == {"v": 2}
     assert reader.stats().local_hits == local_hits + 1
     await client.publish(reader.channel, GO_BARE_INVALIDATE)
-    await eventually(lambda: reader_sees({"v": 3}))
+    await until(lambda: reader_sees({"v": 3}))
     await writer.aclose()
     await reader.aclose()
 

@@ -10,29 +10,7 @@ from redis.asyncio import RedisCluster
 
 from redkit.cache import MISSING, Cache, LocalCache
 
-
-async def _command_calls(client: Any, name: str) -> int:
-    if isinstance(client, RedisCluster):
-        per_node = await client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
-        sections = list(per_node.values())
-    else:
-        sections = [await client.info("commandstats")]
-    total = 0
-    for section in sections:
-        stat = section.get(f"cmdstat_{name}")
-        if stat:
-            total += int(stat["calls"])
-    return total
-
-
-async def _eventually(check: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
+from ._helpers import command_calls, until
 
 
 async def test_invalidate_tags_deletes_every_tagged_key(client: Any) -> None:
@@ -44,8 +22,8 @@ async def test_invalidate_tags_deletes_every_tagged_key(client: Any) -> None:
     if isinstance(client, RedisCluster):
         nodes = {client.get_node_from_key(f"app:user:{i}").name for i in range(60)}
         assert len(nodes) == 3  # one tag's keys span every primary
-    scans_before = await _command_calls(client, "scan")
-    keys_before = await _command_calls(client, "keys")
+    scans_before = await command_calls(client, "scan")
+    keys_before = await command_calls(client, "keys")
 
     assert await cache.invalidate_tags("team:0") == 20
     assert await cache.get("user:0") is None
@@ -58,8 +36,8 @@ async def test_invalidate_tags_deletes_every_tagged_key(client: Any) -> None:
     assert await cache.invalidate_tags("users") == 0
     assert await cache.invalidate_tags("never-used") == 0
     # O(keys with the tag): no keyspace walk happened
-    assert await _command_calls(client, "scan") == scans_before
-    assert await _command_calls(client, "keys") == keys_before
+    assert await command_calls(client, "scan") == scans_before
+    assert await command_calls(client, "keys") == keys_before
     # the tag sets themselves are gone once emptied
     assert await client.exists("app:_cache:tag:users") == 0
     assert await client.exists("app:_cache:tag:team:0") == 0
@@ -77,7 +55,7 @@ async def test_tag_sets_expire_with_their_members(client: Any) -> None:
     async def short_gone() -> bool:
         return not await client.exists("app:short")
 
-    await _eventually(short_gone)
+    await until(short_gone, timeout=5.0)
     await cache.set("other", 3, ttl=20, tags=["t"])
     # expired members are pruned on the next write to the tag
     members = await client.zrange(tag_key, 0, -1)
@@ -88,7 +66,7 @@ async def test_tag_sets_expire_with_their_members(client: Any) -> None:
     async def tag_gone() -> bool:
         return not await client.exists("app:_cache:tag:fleeting")
 
-    await _eventually(tag_gone, timeout=5.0)
+    await until(tag_gone, timeout=5.0)
 
 
 async def test_tags_re_set_after_invalidation_are_tracked_again(client: Any) -> None:
@@ -105,13 +83,13 @@ async def test_clear_is_one_increment_and_hides_everything(client: Any) -> None:
     cache = Cache(client)
     for i in range(30):
         await cache.set(f"k:{i}", i, ttl=60)
-    dels = await _command_calls(client, "del")
-    scans = await _command_calls(client, "scan")
-    incrs = await _command_calls(client, "incrby")
+    dels = await command_calls(client, "del")
+    scans = await command_calls(client, "scan")
+    incrs = await command_calls(client, "incrby")
     assert await cache.clear() is True
-    assert await _command_calls(client, "del") == dels
-    assert await _command_calls(client, "scan") == scans
-    assert await _command_calls(client, "incrby") == incrs + 1
+    assert await command_calls(client, "del") == dels
+    assert await command_calls(client, "scan") == scans
+    assert await command_calls(client, "incrby") == incrs + 1
     for i in range(30):
         assert await cache.get(f"k:{i}", default=MISSING) is MISSING
         assert not await cache.exists(f"k:{i}")
@@ -136,7 +114,7 @@ async def test_clear_survives_a_lost_generation_key(client: Any) -> None:
     async def first_sees_miss() -> bool:
         return await cache.get("k", default=MISSING) is MISSING
 
-    await _eventually(first_sees_miss, timeout=3.0)
+    await until(first_sees_miss, timeout=3.0)
 
 
 async def test_clear_on_a_shared_channel_stays_with_its_prefix(client: Any) -> None:
@@ -177,8 +155,8 @@ async def test_clear_reaches_other_instances(client: Any) -> None:
     async def polling_sees_it() -> bool:
         return await polling.get("k", default=MISSING) is MISSING
 
-    await _eventually(local_sees_it, timeout=2.0)
-    await _eventually(polling_sees_it, timeout=3.0)
+    await until(local_sees_it, timeout=2.0)
+    await until(polling_sees_it, timeout=3.0)
     assert time.monotonic() - started < 3.0
     await local.aclose()
 

@@ -21,6 +21,8 @@ from redkit.cache import (
     LocalCache,
 )
 
+from ._helpers import command_calls
+
 
 async def _fill(cache: Cache) -> None:
     await cache.set("user:42", {"id": 42}, ttl=60)
@@ -33,14 +35,6 @@ async def _fill(cache: Cache) -> None:
 async def _present(cache: Cache) -> set[str]:
     keys = ["user:42", "user:43", "user:list:page:1", "user:list:all", "order:list:1"]
     return {k for k in keys if await cache.get(k, default=MISSING) is not MISSING}
-
-
-async def _scans(client: Any) -> int:
-    if isinstance(client, RedisCluster):
-        infos = (await client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)).values()
-    else:
-        infos = [await client.info("commandstats")]
-    return sum(int(i.get("cmdstat_scan", {}).get("calls", 0)) for i in infos)
 
 
 async def test_on_write(client: Any) -> None:
@@ -62,9 +56,9 @@ async def test_tagged_lists_without_scanning(client: Any) -> None:
     cache = Cache(client)
     inv = Invalidator(cache, InvalidationStrategy.ON_WRITE, scan_lists=False)
     await _fill(cache)
-    scans = await _scans(client)
+    scans = await command_calls(client, "scan")
     await inv.after_update("user", "42")
-    assert await _scans(client) == scans
+    assert await command_calls(client, "scan") == scans
     # only the tagged list key goes; the untagged one waits for its TTL
     assert await _present(cache) == {"user:43", "user:list:page:1", "order:list:1"}
 
@@ -104,7 +98,7 @@ async def test_on_event_reaches_another_service(client: Any) -> None:
             await _fill(api)
             await _fill(worker)
             assert await worker.get("user:42") == {"id": 42}
-            scans = await _scans(client)
+            scans = await command_calls(client, "scan")
             await api_inv.after_update("user", "42")
             assert await _present(api) == {"user:43", "order:list:1"}
 
@@ -118,7 +112,7 @@ async def test_on_event_reaches_another_service(client: Any) -> None:
             # applied without a SCAN: the entity key and the tagged list
             assert await _present(worker) == {"user:43", "user:list:page:1", "order:list:1"}
             # only api's own pattern walk: one SCAN per primary
-            assert await _scans(client) == scans + (3 if cluster else 1)
+            assert await command_calls(client, "scan") == scans + (3 if cluster else 1)
             assert api_inv.stats().events_published == 1
             assert api_inv.stats().events_applied == 0  # its own event is not re-applied
             await worker_inv.after_delete("user", "43")

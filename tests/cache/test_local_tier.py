@@ -4,7 +4,6 @@ channel, flushed whenever the channel drops, bounded in memory."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,39 +13,17 @@ import redkit
 from redkit.cache import MISSING, Cache, LocalCache
 from redkit.testing import settings_for
 
+from ._helpers import another_client as _another_client
+from ._helpers import command_calls
+from ._helpers import until as _until
+
 # The Go service's golden records (a copy of the shared seed fixtures).
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "go"
 GO_BARE_INVALIDATE = (FIXTURES / "event_utc_nopayload.json").read_bytes().strip()
 
 
-async def _another_client(client: Any) -> Any:
-    if isinstance(client, RedisCluster):
-        node = client.get_default_node()
-        host, port, cluster = node.host, int(node.port), True
-    else:
-        kwargs = client.connection_pool.connection_kwargs
-        host, port, cluster = kwargs["host"], int(kwargs["port"]), False
-    return await redkit.connect(
-        redkit.RedisSettings(host=host, port=port, cluster=cluster, min_idle_conns=0)
-    )
-
-
-async def _until(check: Any, timeout: float) -> float:
-    """Seconds until ``check()`` is true; fails after ``timeout``."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.002)
-    return time.monotonic() - started
-
-
 async def _gets(client: Any) -> int:
-    if isinstance(client, RedisCluster):
-        infos = (await client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)).values()
-    else:
-        infos = [await client.info("commandstats")]
-    return sum(int(i.get("cmdstat_get", {}).get("calls", 0)) for i in infos)
+    return await command_calls(client, "get")
 
 
 async def test_instances_see_each_others_updates(client: Any) -> None:

@@ -13,54 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import RedisCluster
 
 import redkit
 from redkit.cache import MISSING, Cache
-from redkit.connection import Client
 
-
-def _address(client: Any) -> tuple[str, int, bool]:
-    if isinstance(client, RedisCluster):
-        node = client.get_default_node()
-        return node.host, int(node.port), True
-    kwargs = client.connection_pool.connection_kwargs
-    return kwargs["host"], int(kwargs["port"]), False
-
-
-async def _another_client(client: Any, **overrides: Any) -> Client:
-    host, port, cluster = _address(client)
-    settings = redkit.RedisSettings(
-        host=host,
-        port=port,
-        cluster=cluster,
-        min_idle_conns=0,
-        read_timeout=5.0,
-        write_timeout=5.0,
-        connect_timeout=5.0,
-        **overrides,
-    )
-    return await redkit.connect(settings)
+from ._helpers import Loader, address, another_client
 
 
 async def test_single_flight_in_one_process(client: Any) -> None:
     # A cluster client refuses (rather than queues) requests beyond its pool;
     # give it room for 200 concurrent reads, as an application would.
-    wide = await _another_client(client, pool_size=256)
+    wide = await another_client(client, pool_size=256)
     cache = Cache(wide)
-    calls = 0
-
-    async def load() -> dict[str, int]:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.2)
-        return {"n": 7}
+    load = Loader({"n": 7}, delay=0.2)
 
     try:
         results = await asyncio.gather(
             *(cache.get_or_set("cold", load, ttl=60) for _ in range(200))
         )
-        assert calls == 1
+        assert load.calls == 1
         assert results == [{"n": 7}] * 200
         # every caller but the loader got its own decoded copy
         assert len({id(r) for r in results}) == 200
@@ -74,7 +45,7 @@ async def test_single_flight_in_one_process(client: Any) -> None:
 
 
 async def test_lease_makes_other_instances_wait(client: Any) -> None:
-    other_client = await _another_client(client)
+    other_client = await another_client(client)
     first = Cache(client)
     second = Cache(other_client)
     calls = 0
@@ -114,12 +85,7 @@ async def test_a_late_miss_finds_the_value_a_concurrent_load_wrote(client: Any) 
     the key. This is the window the 4-process test hits under CPU load."""
     cache = Cache(client)
     writer = Cache(client)
-    calls = 0
-
-    async def load() -> str:
-        nonlocal calls
-        calls += 1
-        return "second load"
+    load = Loader("second load")
 
     assert await cache.get("k") is None  # the miss ...
     await writer.set("k", "first load", ttl=60)  # ... then someone fills it
@@ -127,53 +93,40 @@ async def test_a_late_miss_finds_the_value_a_concurrent_load_wrote(client: Any) 
     full = cache.key("k")
     result = await cache._fill(full, "k", load, 60_000, [], None, True, True)
     assert result == "first load"
-    assert calls == 0
+    assert load.calls == 0
     # a value from before clear() does not count as found
     await writer.clear()
     await cache._sync()
     result = await cache._fill(full, "k", load, 60_000, [], None, True, True)
     assert result == "second load"
-    assert calls == 1
+    assert load.calls == 1
 
 
-async def test_waiters_give_up_after_wait_timeout(client: Any) -> None:
-    cache = Cache(client, wait_timeout=0.3)
-    # another process holds the lease and will never write
-    lease = cache._lease_key(cache.key("stuck"))
-    await client.set(lease, "someone-else", px=30_000)
-    calls = 0
-
-    async def load() -> str:
-        nonlocal calls
-        calls += 1
-        return "mine"
-
-    started = time.monotonic()
-    assert await cache.get_or_set("stuck", load, ttl=60) == "mine"
-    elapsed = time.monotonic() - started
-    assert 0.25 <= elapsed < 3.0
-    assert calls == 1
-    assert cache.stats().wait_timeouts == 1
-    # best-effort population: the value is cached even without the lease
-    assert await cache.get("stuck") == "mine"
-
-
-async def test_expired_lease_of_a_dead_loader_is_taken_over(client: Any) -> None:
-    cache = Cache(client, wait_timeout=5.0)
-    lease = cache._lease_key(cache.key("orphan"))
-    await client.set(lease, "dead-process", px=300)
-    calls = 0
-
-    async def load() -> str:
-        nonlocal calls
-        calls += 1
-        return "recovered"
+@pytest.mark.parametrize(
+    ("lease_ms", "wait_timeout", "fastest", "slowest", "timeouts"),
+    [
+        # another process holds the lease and will never write: waiters
+        # give up after wait_timeout
+        (30_000, 0.3, 0.25, 3.0, 1),
+        # the lease of a loader that died expires: a waiter takes it over
+        (300, 5.0, 0.2, 4.0, 0),
+    ],
+    ids=["held-lease-waiters-give-up", "dead-loaders-lease-taken-over"],
+)
+async def test_a_lease_held_by_another_process(
+    client: Any, lease_ms: int, wait_timeout: float, fastest: float, slowest: float, timeouts: int
+) -> None:
+    cache = Cache(client, wait_timeout=wait_timeout)
+    await client.set(cache._lease_key(cache.key("k")), "someone-else", px=lease_ms)
+    load = Loader("mine")
 
     started = time.monotonic()
-    assert await cache.get_or_set("orphan", load, ttl=60) == "recovered"
-    assert 0.2 <= time.monotonic() - started < 4.0
-    assert calls == 1
-    assert cache.stats().wait_timeouts == 0
+    assert await cache.get_or_set("k", load, ttl=60) == "mine"
+    assert fastest <= time.monotonic() - started < slowest
+    assert load.calls == 1
+    assert cache.stats().wait_timeouts == timeouts
+    # cached either way (without the lease, best effort)
+    assert await cache.get("k") == "mine"
 
 
 async def test_loader_error_propagates_to_all_and_is_not_cached(client: Any) -> None:
@@ -210,17 +163,11 @@ async def test_loader_error_propagates_to_all_and_is_not_cached(client: Any) -> 
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_load(client: Any) -> None:
     cache = Cache(client)
-    calls = 0
-
-    async def load() -> str:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.2)
-        return "done"
+    load = Loader("done", delay=0.2)
 
     first = asyncio.ensure_future(cache.get_or_set("c", load, ttl=60))
     deadline = time.monotonic() + 5
-    while calls == 0:  # the first caller's load is running
+    while load.calls == 0:  # the first caller's load is running
         assert time.monotonic() < deadline
         await asyncio.sleep(0.001)
     second = asyncio.ensure_future(cache.get_or_set("c", load, ttl=60))
@@ -231,19 +178,13 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_load(client: Any) -
     with pytest.raises(asyncio.CancelledError):
         await first
     assert await asyncio.wait_for(second, 5) == "done"
-    assert calls == 1
+    assert load.calls == 1
     assert await cache.get("c") == "done"
 
 
 async def test_hot_key_is_refreshed_before_it_expires(client: Any) -> None:
     cache = Cache(client, jitter=0, early_refresh=5.0)
-    calls = 0
-
-    async def load() -> int:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.1)
-        return calls
+    load = Loader(make=lambda n: n, delay=0.1)
 
     assert await cache.get_or_set("hot", load, ttl=1.5) == 1
     misses_before = cache.stats().misses
@@ -256,19 +197,14 @@ async def test_hot_key_is_refreshed_before_it_expires(client: Any) -> None:
     # the key never went missing: no caller waited on a load
     assert stats.misses == misses_before
     assert stats.early_refreshes >= 2
-    assert calls >= 3
+    assert load.calls >= 3
     assert len(seen) >= 3
     await cache.aclose()
 
 
 async def test_early_refresh_off(client: Any) -> None:
     cache = Cache(client, jitter=0, early_refresh=0)
-    calls = 0
-
-    async def load() -> int:
-        nonlocal calls
-        calls += 1
-        return calls
+    load = Loader(make=lambda n: n)
 
     await cache.get_or_set("k", load, ttl=0.5)
     deadline = time.monotonic() + 0.35
@@ -316,7 +252,7 @@ _WORKER = textwrap.dedent(
 
 
 async def test_four_processes_call_the_loader_once(client: Any) -> None:
-    host, port, cluster = _address(client)
+    host, port, cluster = address(client)
     env = dict(os.environ, PYTHONPATH=_SRC)
     procs = [
         await asyncio.create_subprocess_exec(
@@ -356,7 +292,7 @@ async def test_four_processes_call_the_loader_once(client: Any) -> None:
 
 @pytest.mark.parametrize("concurrency", [64])
 async def test_many_tasks_on_one_hot_key(client: Any, concurrency: int) -> None:
-    wide = await _another_client(client, pool_size=128)
+    wide = await another_client(client, pool_size=128)
     cache = Cache(wide)
     try:
         await cache.set("hot", {"v": 1}, ttl=60)
@@ -377,12 +313,7 @@ async def test_a_cache_started_again_after_aclose_refreshes_early_again(client: 
     cache = Cache(client, jitter=0, early_refresh=5.0)
     await cache.aclose()
     await cache.start()
-    calls = 0
-
-    async def load() -> int:
-        nonlocal calls
-        calls += 1
-        return calls
+    load = Loader(make=lambda n: n)
 
     assert await cache.get_or_set("again", load, ttl=1.0) == 1
     deadline = time.monotonic() + 3.0

@@ -4,6 +4,7 @@ cross-process lease against stampedes, tag invalidation, an O(1)
 the ``cache.cached(...)`` decorator and the :class:`Invalidator` strategies.
 """
 
+from . import _golayout  # noqa: F401  (registers Cache(layout="go"))
 from .core import MISSING, Cache, CacheStats
 from .decorator import CachedFunction
 from .invalidation import InvalidationStrategy, Invalidator, InvalidatorStats

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from .._counters import counts_for, snapshot
 from ..errors import ConfigError
 from ..keys import validate_key_part
 from . import _messages
@@ -88,19 +89,16 @@ class Invalidator:
             ) from None
         self.cache = cache
         self.scan_lists = bool(scan_lists)
-        self._listening = False
+        self._stop_listening: Callable[[], None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
-        self._invalidations = 0
-        self._published = 0
-        self._applied = 0
-        self._errors = 0
+        self._counts = counts_for(InvalidatorStats)
         self._warned_at = -math.inf
 
     def __repr__(self) -> str:
         return f"<Invalidator {self.strategy.value} {self.cache!r}>"
 
     def stats(self) -> InvalidatorStats:
-        return InvalidatorStats(self._invalidations, self._published, self._applied, self._errors)
+        return snapshot(InvalidatorStats, self._counts)
 
     # --------------------------------------------------------------- life
 
@@ -109,16 +107,15 @@ class Invalidator:
         subscription; returns whether it is live. Other strategies: no-op."""
         if self.strategy is not InvalidationStrategy.ON_EVENT:
             return True
-        if not self._listening:
-            self._listening = True
-            self.cache._subscribe(self._on_event)
+        if self._stop_listening is None:
+            self._stop_listening = self.cache.on_invalidation(self._on_event)
         return await self.cache.start(timeout)
 
     async def aclose(self) -> None:
         """Stop applying other instances' events; waits for those in flight."""
-        if self._listening:
-            self._listening = False
-            self.cache._unsubscribe(self._on_event)
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
@@ -162,21 +159,13 @@ class Invalidator:
         if self.strategy is InvalidationStrategy.TTL_ONLY:
             return
         await self._invalidate(entity, ident, scan=self.scan_lists)
-        self._invalidations += 1
+        self._counts["invalidations"] += 1
         if self.strategy is InvalidationStrategy.ON_EVENT:
-            cache = self.cache
             keys = [f"{entity}:{ident}"] if ident is not None else []
-            message = _messages.encode(
-                _messages.Invalidation(
-                    keys=keys, entity=entity, id=ident, action=action, origin=cache._origin
-                ),
-                cache.source,
-            )
-            try:
-                await cache.client.publish(cache.channel, message)
-                self._published += 1
-            except Exception as exc:
-                cache._failed("publish an invalidation event", cache.channel, exc)
+            if await self.cache.publish_invalidation(
+                keys=keys, entity=entity, id=ident, action=action
+            ):
+                self._counts["events_published"] += 1
 
     def _checked(self, entity: object, id: object) -> tuple[str, str | None]:
         """``entity`` and ``id`` as key parts; ConfigError unless both, and
@@ -185,7 +174,7 @@ class Invalidator:
         ident = None if id is None else validate_key_part(str(id), "id")
         cache = self.cache
         cache.key(f"{entity}:list")
-        cache._tag_keys([f"{entity}:list"])
+        validate_key_part(f"{entity}:list", "tag", allow_braces="tag")
         if ident is not None:
             cache.key(f"{entity}:{ident}")
         return entity, ident
@@ -200,14 +189,13 @@ class Invalidator:
 
     # ------------------------------------------------------- other instances
 
-    def _on_event(self, event: _messages.Envelope) -> None:
-        inv = _messages.as_invalidation(event.payload)
-        if inv is None or inv.entity is None or inv.origin == self.cache._origin:
+    def _on_event(self, inv: _messages.Invalidation) -> None:
+        if inv.entity is None:
             return
         try:
             entity, ident = self._checked(inv.entity, inv.id)
         except ValueError:
-            self._errors += 1
+            self._counts["errors"] += 1
             now = time.monotonic()
             level = logging.DEBUG
             if now - self._warned_at >= _WARN_EVERY:
@@ -222,7 +210,7 @@ class Invalidator:
     async def _apply(self, entity: str, ident: str | None) -> None:
         try:
             await self._invalidate(entity, ident, scan=False)
-            self._applied += 1
+            self._counts["events_applied"] += 1
         except Exception:
-            self._errors += 1
+            self._counts["errors"] += 1
             log.exception("applying an invalidation event for %s %s failed", entity, ident)
