@@ -14,6 +14,7 @@ than its ``WAIT``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,9 +53,15 @@ class Replicas:
         """Run ``script`` and ``WAIT`` for its replicas: ``(reply, replicas
         that acknowledged)``. Failures of the script's request are raised as
         redis-py raised them (one of :data:`~redkit._failures.ANY`)."""
-        reply, acked = await self._send("EVALSHA", script.sha, keys, args)
+        started = time.monotonic()
+        reply, acked = await self._send("EVALSHA", script.sha, keys, args, self.timeout_ms)
         if isinstance(reply, NO_SCRIPT):
-            reply, acked = await self._send("EVAL", script.source, keys, args)
+            # The WAIT after the refused EVALSHA waited too (for the
+            # writes before it): the second gets what is left, so that a
+            # write never waits much longer than the timeout in all.
+            spent = round((time.monotonic() - started) * 1000)
+            left = max(1, self.timeout_ms - spent)
+            reply, acked = await self._send("EVAL", script.source, keys, args, left)
         if isinstance(reply, Exception):
             if self._cluster and hasattr(reply, "node_addr"):
                 # MOVED or ASK: nothing ran. Through the client's own path
@@ -68,7 +75,12 @@ class Replicas:
         return reply, int(acked)
 
     async def _send(
-        self, command: str, body: str, keys: Sequence[KeyOrArg], args: Sequence[KeyOrArg]
+        self,
+        command: str,
+        body: str,
+        keys: Sequence[KeyOrArg],
+        args: Sequence[KeyOrArg],
+        timeout_ms: int,
     ) -> list[Any]:
         client = self._client
         if self._cluster:
@@ -78,12 +90,12 @@ class Replicas:
             node = client.get_node_from_key(keys[0])
             pipe = client.pipeline()
             pipe.execute_command(command, body, len(keys), *keys, *args, target_nodes=node)
-            pipe.execute_command("WAIT", self.count, self.timeout_ms, target_nodes=node)
+            pipe.execute_command("WAIT", self.count, timeout_ms, target_nodes=node)
             replies: list[Any] = await pipe.execute(raise_on_error=False, allow_redirections=False)
             return replies
         pipe = client.pipeline(transaction=False)
         pipe.execute_command(command, body, len(keys), *keys, *args)
-        pipe.execute_command("WAIT", self.count, self.timeout_ms)
+        pipe.execute_command("WAIT", self.count, timeout_ms)
         replies = await pipe.execute(raise_on_error=False)
         return replies
 
