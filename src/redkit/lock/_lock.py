@@ -103,8 +103,8 @@ class DistributedLock:
     :class:`~redkit.NotReplicated` (fail closed, no retry); an extension
     they do not acknowledge leaves the lease's validity where it was (a
     renewal retries, and ``lost`` is set if the lease runs out first).
-    Semaphores made here do the same. docs/lock.md, "Failover", says what
-    this buys and costs.
+    Semaphores made here do the same. docs/lock.md, "Replica-acknowledged
+    locks", says what this buys and costs.
 
     Call :meth:`aclose` (or use ``async with``) at shutdown to drop the
     wake-up subscription and let background releases finish.
