@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 import redkit
@@ -139,9 +140,14 @@ async def test_settings_are_checked(redis_client: Redis) -> None:
     assert SessionStore(redis_client, secret=SECRET, replicas=0).replicas == 0
 
 
-def _replica_of(cluster: EmbeddedCluster, client: object, key: str) -> EmbeddedRedis:
-    node = client.get_node_from_key(key, replica=True)  # type: ignore[attr-defined]
-    return next(n for n in cluster.nodes if n.port == node.port)
+def _replica_of(cluster: EmbeddedCluster, key: str) -> EmbeddedRedis:
+    primary = cluster.primary_for(key)
+    for node in cluster.nodes:
+        with SyncRedis(host=node.host, port=node.port) as admin:
+            role = admin.execute_command("ROLE")
+        if role[0] == b"slave" and role[2] == primary.port:
+            return node
+    raise AssertionError(f"no replica of {primary}")
 
 
 @pytest.mark.cluster
@@ -155,15 +161,17 @@ async def test_on_a_cluster_the_wait_reaches_the_node_of_the_write(
         sessions = await asyncio.gather(*(store.create(user) for user in users))
         for session in sessions:
             key = _record_key(store, session.id)
-            replica = _replica_of(replicated_cluster, client, key)
+            replica = _replica_of(replicated_cluster, key)
             async with Redis(host=replica.host, port=replica.port) as direct:
                 await direct.execute_command("READONLY")
                 assert await direct.get(key) is not None
-        await client.script_flush(target_nodes="primaries")  # type: ignore[union-attr]
+        for node in replicated_cluster.nodes:  # as if every primary were new
+            with SyncRedis(host=node.host, port=node.port) as admin:
+                admin.script_flush()
         assert await store.update(sessions[0].id, {"after": "flush"}) is not None
         # A paused replica fails the writes of its primary's slots only.
         key = _record_key(store, sessions[0].id)
-        paused = _replica_of(replicated_cluster, client, key).paused()
+        paused = _replica_of(replicated_cluster, key).paused()
         with paused, pytest.raises(NotReplicated):
             await store.update(sessions[0].id, {"n": 1})
     finally:
