@@ -85,7 +85,9 @@ async def test_a_paused_replica_fails_writes_within_the_timeout(pair: Pair) -> N
     client = await redkit.connect(settings_for(pair.primary))
     store = SessionStore(client, secret=SECRET, replicas=1, replica_timeout=0.3)
     try:
-        kept = await store.create("ada", {"n": 1})
+        # Made while the replica answers, with room for a loaded machine.
+        patient = SessionStore(client, secret=SECRET, replicas=1, replica_timeout=1.0)
+        kept = await patient.create("ada", {"n": 1})
         pair.replica.pause()
         # A server without the script (a new primary after a failover):
         # the retry with EVAL waits only for what is left of the timeout.
