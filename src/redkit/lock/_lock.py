@@ -52,10 +52,7 @@ class _Mutex(Resource):
         return host.confirmed(self, _ACQUIRE, (self.key, self.fence_key), (token, ttl_ms), "took")
 
     def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        host = self.host
-        if host.replicas is None:
-            return _EXTEND(host.client, (self.key,), (token, ttl_ms))
-        return host.confirmed(self, _EXTEND, (self.key,), (token, ttl_ms), "extended")
+        return self.write(_EXTEND, (self.key,), (token, ttl_ms), "extended")
 
     def release(self, token: str) -> Awaitable[Any]:
         return _RELEASE(self.host.client, (self.key,), (token, self.channel))

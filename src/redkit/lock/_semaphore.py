@@ -41,10 +41,7 @@ class _Permits(Resource):
         return host.confirmed(self, _ACQUIRE, keys, args, "took a permit of")
 
     def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        host = self.host
-        if host.replicas is None:
-            return _EXTEND(host.client, (self.key,), (token, ttl_ms))
-        return host.confirmed(self, _EXTEND, (self.key,), (token, ttl_ms), "extended a permit of")
+        return self.write(_EXTEND, (self.key,), (token, ttl_ms), "extended a permit of")
 
     def release(self, token: str) -> Awaitable[Any]:
         return _RELEASE(self.host.client, (self.key,), (token, self.channel))
