@@ -65,6 +65,7 @@ EXPECTED = {
     "LockError",
     "LockLost",
     "LockNotAcquired",
+    "NotReplicated",
     "MsgpackCodec",
     "RedisReplyError",
     "RedisServerError",

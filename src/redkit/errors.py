@@ -13,6 +13,7 @@ __all__ = [
     "LockError",
     "LockLost",
     "LockNotAcquired",
+    "NotReplicated",
     "RedisReplyError",
     "RedisServerError",
     "RedkitError",
@@ -41,6 +42,22 @@ class ConnectionUnavailable(RedkitError, ConnectionError):
     publishers, a fail-closed rate limiter) raise it; components that fail
     open (cache, default rate limiter) count it and carry on. The message
     names host and port, never the password."""
+
+
+class NotReplicated(ConnectionUnavailable):
+    """Raised by a write of a :class:`~redkit.SessionStore` or an acquire of
+    a :class:`~redkit.lock.DistributedLock` made with ``replicas=N`` when
+    fewer than N replicas acknowledged it within ``replica_timeout``
+    (Redis ``WAIT``). The session write WAS applied on the primary and
+    stays there (``WAIT`` undoes nothing); it is only not known to survive
+    a failover. A lock attempt that took the lock gives it back (best
+    effort) and fails. ``acknowledged`` and ``required`` are the counts. A
+    :class:`ConnectionUnavailable`, so the session middleware answers 503."""
+
+    def __init__(self, message: str, acknowledged: int = 0, required: int = 1) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+        self.required = required
 
 
 class RedisReplyError(RedkitError):

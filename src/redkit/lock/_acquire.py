@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from .._failures import ANY, UNAVAILABLE, failure
 from .._telemetry import operation
 from .._timing import backoff_delay, bounded, cancel_count
-from ..errors import LockNotAcquired
+from ..errors import LockNotAcquired, NotReplicated
 from ._common import Task, log
 from ._host import REQUEST_FLOOR, Resource
 from ._lease import Lease, OnLost
@@ -41,6 +41,12 @@ async def _attempt(
     try:
         reply = await host.request(resource.try_acquire(token, ttl_ms), budget)
     except asyncio.CancelledError:
+        host.spawn(_discard(resource, token))
+        raise
+    except NotReplicated:
+        # Taken, but not known to survive a failover: fail closed. (Before
+        # ANY, which holds it: a ConnectionUnavailable is an OSError.)
+        resource.counts["errors"] += 1
         host.spawn(_discard(resource, token))
         raise
     except ANY as exc:

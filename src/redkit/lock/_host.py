@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .._failures import request_bound
+from .._replicas import Replicas
 from .._timing import TaskSet, bounded
 from ..connection import Client
+from ..scripts import KeyOrArg, Script
 from ._deadlines import Deadlines
 from ._waker import Waker
 
@@ -32,6 +34,7 @@ class Host:
         "client",
         "client_timeout",
         "deadlines",
+        "replicas",
         "request_timeout",
         "retry_base",
         "retry_cap",
@@ -47,8 +50,10 @@ class Host:
         request_timeout: float,
         retry_base: float,
         retry_cap: float,
+        replicas: Replicas | None = None,
     ) -> None:
         self.client = client
+        self.replicas = replicas
         self.waker = Waker(client) if early_wakeup else None
         self.request_timeout = request_timeout
         self.retry_base = retry_base
@@ -65,6 +70,26 @@ class Host:
         if self.client_timeout is not None and self.client_timeout <= budget:
             return awaitable
         return bounded(awaitable, budget)
+
+    async def confirmed(
+        self,
+        resource: Resource,
+        script: Script,
+        keys: Sequence[KeyOrArg],
+        args: Sequence[KeyOrArg],
+        done: str,
+    ) -> Any:
+        """``script``'s reply once :attr:`replicas` acknowledged it (a take or
+        an extension, whose reply is > 0 when it took or extended);
+        :class:`~redkit.NotReplicated` when fewer did."""
+        replicas = self.replicas
+        assert replicas is not None
+        reply, acked = await replicas.run(script, keys, args)
+        if acked < replicas.count and int(reply) > 0:
+            raise replicas.shortfall(
+                f"{done} {resource.describe()}", acked, "not trusted to survive a failover"
+            )
+        return reply
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in the background, kept until it ends."""
@@ -117,6 +142,17 @@ class Resource(abc.ABC):
         """One attempt. Replies the fencing token (>= 1) when taken, else
         minus the ms until the current holder's lease ends (0 when
         unknown)."""
+
+    def write(
+        self, script: Script, keys: Sequence[KeyOrArg], args: Sequence[KeyOrArg], done: str
+    ) -> Awaitable[Any]:
+        """``script``'s reply, with :attr:`Host.replicas` once they
+        acknowledged it (``done`` names the write in the error). Acquires
+        inline this, to keep their path one call shorter."""
+        host = self.host
+        if host.replicas is None:
+            return script(host.client, keys, args)
+        return host.confirmed(self, script, keys, args, done)
 
     @abc.abstractmethod
     def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from .._failures import ANY, UNAVAILABLE, describe_error, failure
 from .._telemetry import operation
 from .._timing import backoff_delay, cancel_count, check_cancelled, withdraw_cancellation
-from ..errors import LockLost
+from ..errors import LockLost, NotReplicated
 from ._common import CLOCK_DRIFT, CLOCK_MARGIN, Seconds, log, to_ttl_ms
 from ._deadlines import Entry
 from ._host import REQUEST_FLOOR, Resource
@@ -131,7 +131,9 @@ class Lease:
         Raises :class:`~redkit.LockLost` when the lease is no longer held
         (expired, deleted, taken, or released) and sets ``lost``;
         :class:`~redkit.ConnectionUnavailable` when Redis cannot be reached
-        while the lease may still be valid.
+        while the lease may still be valid; with ``replicas``,
+        :class:`~redkit.NotReplicated` when the replicas did not acknowledge
+        the extension (the lease keeps its earlier validity).
         """
         ttl_ms = self._ttl_ms if ttl is None else to_ttl_ms(ttl)
         resource = self._resource
@@ -145,6 +147,9 @@ class Lease:
         baseline = cancel_count(me)
         try:
             held = bool(await resource.host.request(resource.extend(self.token, ttl_ms), budget))
+        except NotReplicated:  # before ANY, which holds it
+            resource.counts["errors"] += 1
+            raise
         except ANY as exc:
             resource.counts["errors"] += 1
             if isinstance(exc, UNAVAILABLE) and time.monotonic() >= self._valid_until:
@@ -334,6 +339,7 @@ class Lease:
     async def _renew(self) -> None:
         resource = self._resource
         failures = 0
+        unconfirmed = False
         while True:
             sent_at = time.monotonic()
             budget = max(self._valid_until - sent_at, RENEW_FLOOR)
@@ -344,13 +350,20 @@ class Lease:
             except asyncio.CancelledError:
                 raise
             except ANY as exc:
+                # NotReplicated (a ConnectionUnavailable, so among ANY)
+                # counts as not renewed: the lease is trusted only as long
+                # as a failover would keep it.
                 resource.counts["errors"] += 1
+                unconfirmed = unconfirmed or isinstance(exc, NotReplicated)
                 left = self._valid_until - time.monotonic()
                 if left <= 0:
-                    reason = describe_error(exc)
-                    self._mark_lost(
-                        f"Redis could not be reached before the lease ran out ({reason})"
+                    what = (
+                        "the replicas did not acknowledge a renewal"
+                        if unconfirmed
+                        else "Redis could not be reached"
                     )
+                    reason = describe_error(exc)
+                    self._mark_lost(f"{what} before the lease ran out ({reason})")
                     return
                 failures += 1
                 log.info(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from .._counters import counts_for, snapshot
 from .._failures import mapped
+from .._replicas import replicas_for
 from .._telemetry import operation
 from ..connection import Client
 from ..errors import ConfigError
@@ -45,10 +46,13 @@ class _Mutex(Resource):
         self.fence_key = fence_key
 
     def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        return _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms))
+        host = self.host
+        if host.replicas is None:
+            return _ACQUIRE(host.client, (self.key, self.fence_key), (token, ttl_ms))
+        return host.confirmed(self, _ACQUIRE, (self.key, self.fence_key), (token, ttl_ms), "took")
 
     def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        return _EXTEND(self.host.client, (self.key,), (token, ttl_ms))
+        return self.write(_EXTEND, (self.key,), (token, ttl_ms), "extended")
 
     def release(self, token: str) -> Awaitable[Any]:
         return _RELEASE(self.host.client, (self.key,), (token, self.channel))
@@ -88,6 +92,17 @@ class DistributedLock:
     ``retry_base`` and ``retry_cap`` shape the exponential backoff (full
     jitter) of waiting acquirers.
 
+    ``replicas=N`` (N >= 1): an acquire, whose script also draws the
+    fencing token, and every extension (renewals included) count only once
+    N replicas acknowledged them (Redis ``WAIT``, in the same round trip),
+    within ``replica_timeout``. An acquire they do not acknowledge gives
+    the lock back (in the background, best effort) and raises
+    :class:`~redkit.NotReplicated` (fail closed, no retry); an extension
+    they do not acknowledge leaves the lease's validity where it was (a
+    renewal retries, and ``lost`` is set if the lease runs out first).
+    Semaphores made here do the same. docs/lock.md, "Replica-acknowledged
+    locks", says what this buys and costs.
+
     Call :meth:`aclose` (or use ``async with``) at shutdown to drop the
     wake-up subscription and let background releases finish.
     """
@@ -102,6 +117,8 @@ class DistributedLock:
         request_timeout: Seconds = 5.0,
         retry_base: Seconds = 0.005,
         retry_cap: Seconds = 0.5,
+        replicas: int = 0,
+        replica_timeout: Seconds = 0.25,
     ) -> None:
         if layout not in _LAYOUTS:
             raise ConfigError(f"layout must be 'redkit' or 'go', got {layout!r}")
@@ -119,6 +136,7 @@ class DistributedLock:
             request_timeout=to_seconds(request_timeout, "request_timeout"),
             retry_base=to_seconds(retry_base, "retry_base"),
             retry_cap=to_seconds(retry_cap, "retry_cap"),
+            replicas=replicas_for(client, replicas, replica_timeout),
         )
         self._counts = counts_for(LockStats)
         self._backoff = backoff(self._host.retry_base, self._host.retry_cap)

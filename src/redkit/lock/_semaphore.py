@@ -34,10 +34,14 @@ class _Permits(Resource):
         return f"all {self.limit} permits of {self.describe()} are held"
 
     def try_acquire(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        return _ACQUIRE(self.host.client, (self.key, self.fence_key), (token, ttl_ms, self.limit))
+        host = self.host
+        keys, args = (self.key, self.fence_key), (token, ttl_ms, self.limit)
+        if host.replicas is None:
+            return _ACQUIRE(host.client, keys, args)
+        return host.confirmed(self, _ACQUIRE, keys, args, "took a permit of")
 
     def extend(self, token: str, ttl_ms: int) -> Awaitable[Any]:
-        return _EXTEND(self.host.client, (self.key,), (token, ttl_ms))
+        return self.write(_EXTEND, (self.key,), (token, ttl_ms), "extended a permit of")
 
     def release(self, token: str) -> Awaitable[Any]:
         return _RELEASE(self.host.client, (self.key,), (token, self.channel))

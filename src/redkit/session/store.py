@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
-import msgspec
 from redis.crc import key_slot
 
 from .._counters import counts_for, snapshot
 from .._failures import ANY, UNAVAILABLE, describe_error, failure, is_cluster
+from .._replicas import replicas_for
 from .._telemetry import operation
 from .._validate import seconds
-from ..codec import get_codec, guarded_decoder, strict_json_encoder
+from ..codec import get_codec, strict_json_encoder
 from ..connection import Client
 from ..errors import ConfigError, RedkitError, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
 from . import _ids
 from ._layout import Layout
+from ._record import Session, decode_record
 
 __all__ = ["Session", "SessionDataTooLarge", "SessionStats", "SessionStore"]
 
@@ -42,24 +42,6 @@ class SessionDataTooLarge(RedkitError, ValueError):
     ``max_data_bytes``. Nothing is written."""
 
 
-class Session(msgspec.Struct, frozen=True):
-    """One stored session, as the Go service's record
-    ``{id, user_id, data, created_at, expires_at}``.
-
-    ``user_id`` is ``""`` for an anonymous session. ``expires_at`` is when
-    the session ends unless it is used again: the idle timeout from its last
-    use, capped by the absolute timeout from ``created_at``. Timestamps are
-    timezone-aware (UTC for records redkit writes; the offset of a record
-    written elsewhere is kept).
-    """
-
-    id: str
-    user_id: str
-    data: dict[str, Any]
-    created_at: datetime
-    expires_at: datetime
-
-
 @dataclasses.dataclass(frozen=True)
 class SessionStats:
     """Counters of one :class:`SessionStore` since it was made."""
@@ -75,59 +57,7 @@ class SessionStats:
     errors: int = 0
 
 
-class _Wire(msgspec.Struct):
-    id: str
-    user_id: str
-    created_at: str
-    expires_at: str
-    data: dict[str, Any] | None = None
-
-
-# Both raise SerializationError and nothing else, deep nesting included.
-_decode_wire = guarded_decoder(msgspec.json.Decoder(_Wire).decode, "the stored value")
-_decode_session = guarded_decoder(msgspec.json.Decoder(Session).decode, "the stored value")
-# msgspec rounds fraction digits past six; Go writes up to nine, which must
-# be truncated. Records with such a run of digits anywhere take the slow path.
-_LONG_FRACTION = re.compile(rb"\.\d{7}")
 _encode_json = strict_json_encoder(None, "session data")
-
-
-def decode_record(raw: object) -> Session:
-    """A stored session record (either layout) as a :class:`Session`;
-    :class:`~redkit.SerializationError` for anything else, never another
-    exception."""
-    if type(raw) is not bytes:
-        raw = _as_bytes(raw)
-    if _LONG_FRACTION.search(raw) is not None:
-        return _decode_slow(raw)
-    try:
-        return _decode_session(raw)
-    except SerializationError:
-        # "data": null, an offset msgspec refuses, or not a record: the
-        # slow path says which.
-        return _decode_slow(raw)
-
-
-def _as_bytes(raw: object) -> bytes:
-    if isinstance(raw, str):  # a client made with decode_responses=True
-        try:
-            return raw.encode("utf-8")
-        except UnicodeEncodeError:
-            raise SerializationError("a session record is not valid UTF-8 text") from None
-    if isinstance(raw, bytes):
-        return raw
-    raise SerializationError(f"a session record is text, got {type(raw).__name__}")
-
-
-def _decode_slow(raw: bytes) -> Session:
-    wire = _decode_wire(raw)
-    return Session(
-        wire.id,
-        wire.user_id,
-        wire.data if wire.data is not None else {},
-        _ids.parse_time(wire.created_at),
-        _ids.parse_time(wire.expires_at),
-    )
 
 
 def _script(name: str, *, lib: bool = True) -> Script:
@@ -149,6 +79,15 @@ _LIST = _script("list")
 _DESTROY_ALL = _script("destroy_all")
 
 
+def _found(reply: Any) -> bool:
+    """Whether a read, rotate or take script's reply is a record (it wrote)."""
+    return reply is not None and not isinstance(reply, list)
+
+
+def _updated(reply: Any) -> bool:
+    return reply is not None and reply[0] == 1
+
+
 def _micros(value: object, what: str) -> int:
     return max(1, int(seconds(value, what, maximum=MAX_TTL_SECONDS) * 1_000_000))
 
@@ -167,6 +106,33 @@ def _check_keys(data: Mapping[Any, Any], what: str) -> None:
             raise SerializationError(
                 f"{what} keys must be strings, got {type(key).__name__} key {key!r}"
             )
+
+
+def _address(client: Any) -> str:
+    """Where the store's Redis is, for error messages."""
+    if is_cluster(client):
+        node = client.get_default_node()
+        return f"cluster node {node.name}" if node is not None else "a cluster"
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    if kwargs.get("host") is None:  # Sentinel: the master moves
+        return "the Sentinel-managed master"
+    return f"{kwargs['host']}:{kwargs.get('port')}"
+
+
+def _encode_data(codec: Any, data: Mapping[str, Any] | None, limit: int) -> bytes:
+    if data is None:
+        return b"{}"
+    if not isinstance(data, Mapping):
+        raise SerializationError(f"session data must be a mapping, got {type(data).__qualname__}")
+    _check_keys(data, "session data")
+    encoded: bytes = codec.encode(dict(data))
+    if len(encoded) > limit:
+        raise SessionDataTooLarge(
+            f"session data is {len(encoded)} bytes as JSON; the limit is {limit} (max_data_bytes)"
+        )
+    return encoded
 
 
 class SessionStore:
@@ -197,6 +163,16 @@ class SessionStore:
         service's layout (UUID ids accepted), for a standalone or Sentinel
         server only.
     :param max_data_bytes: largest session data, as encoded JSON.
+    :param replicas: with N >= 1, every write (:meth:`create`,
+        :meth:`update`, :meth:`refresh`, :meth:`rotate`, :meth:`destroy`,
+        :meth:`destroy_all_for_user`) returns only once N replicas hold it
+        (Redis ``WAIT``, in the same round trip), and raises
+        :class:`~redkit.NotReplicated` when fewer acknowledge within
+        ``replica_timeout``: the write was applied on the primary, but a
+        failover may lose it. Reads, :meth:`touch` included, do not wait.
+        Default 0: a write returns once the primary has it.
+    :param replica_timeout: how long a write waits for its replicas;
+        shorter than the client's read timeout by at least 0.25 s.
 
     Every method is one round trip (one Lua script), except :meth:`rotate`
     to another user on a cluster (see its docstring) and, while ``secret``
@@ -216,6 +192,8 @@ class SessionStore:
         absolute_ttl: timedelta | float = timedelta(days=7),
         layout: Literal["redkit", "go"] = "redkit",
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+        replicas: int = 0,
+        replica_timeout: timedelta | float = 0.5,
     ) -> None:
         if layout not in ("redkit", "go"):
             raise ConfigError(f"layout must be 'redkit' or 'go', got {layout!r}")
@@ -247,6 +225,8 @@ class SessionStore:
                 "use layout='redkit' with a Redis Cluster"
             )
         self._client = client
+        self._replicas = replicas_for(client, replicas, replica_timeout)
+        self.replicas = replicas
         self.layout = layout
         self.prefix = prefix
         self.ttl = timedelta(microseconds=self._ttl_us)
@@ -282,19 +262,42 @@ class SessionStore:
     # -- plumbing -----------------------------------------------------------
 
     async def _run(
-        self, what: str, script: Script, keys: list[str], args: list[Any], *, head: bool = True
+        self,
+        what: str,
+        script: Script,
+        keys: list[str],
+        args: list[Any],
+        *,
+        head: bool = True,
+        wrote: Callable[[Any], object] | None = None,
     ) -> Any:
+        """The script's reply. A write passes ``wrote`` (did this reply
+        change anything?), so that, with ``replicas``, it also waits for
+        them and raises NotReplicated when a change was not acknowledged."""
+        replicas = self._replicas
         try:
-            return await script(self._client, keys, [*self._argv_head, *args] if head else args)
+            if replicas is None or wrote is None:
+                return await script(self._client, keys, [*self._argv_head, *args] if head else args)
+            reply, acked = await replicas.run(script, keys, [*self._argv_head, *args])
         except ANY as exc:
             raise self._failure(what, exc) from exc
+        if acked < replicas.count and wrote(reply):
+            self._counts["errors"] += 1
+            raise replicas.shortfall(
+                f"session store could {what}",
+                acked,
+                "it was applied on the primary and may not survive a failover",
+            )
+        return reply
 
     def _failure(self, what: str, exc: BaseException) -> RedkitError:
         """The error for a request that failed with ``exc`` (one of
         :data:`~redkit._failures.ANY`), counted."""
         self._counts["errors"] += 1
         if isinstance(exc, UNAVAILABLE):
-            return failure(f"session store could not {what} (Redis at {self._address()})", exc)
+            return failure(
+                f"session store could not {what} (Redis at {_address(self._client)})", exc
+            )
         if "WRONGTYPE" in str(exc)[:200]:
             # A session key that holds a list, hash, ... was not written by
             # a session store: the same case as a string that is not a
@@ -304,18 +307,6 @@ class SessionStore:
                 f"Redis value: {describe_error(exc)}"
             )
         return failure(f"session store could not {what}", exc)
-
-    def _address(self) -> str:
-        client: Any = self._client
-        if self._cluster:
-            node = client.get_default_node()
-            return f"cluster node {node.name}" if node is not None else "a cluster"
-        kwargs = client.connection_pool.connection_kwargs
-        if kwargs.get("path"):
-            return str(kwargs["path"])
-        if kwargs.get("host") is None:  # Sentinel: the master moves
-            return "the Sentinel-managed master"
-        return f"{kwargs['host']}:{kwargs.get('port')}"
 
     def _decode(self, raw: bytes, where: str) -> Session:
         try:
@@ -333,22 +324,6 @@ class SessionStore:
         text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
         return SerializationError(f"session record at {key} is not a session record: {text}")
 
-    def _encode_data(self, data: Mapping[str, Any] | None) -> bytes:
-        if data is None:
-            return b"{}"
-        if not isinstance(data, Mapping):
-            raise SerializationError(
-                f"session data must be a mapping, got {type(data).__qualname__}"
-            )
-        _check_keys(data, "session data")
-        encoded = self._codec.encode(dict(data))
-        if len(encoded) > self.max_data_bytes:
-            raise SessionDataTooLarge(
-                f"session data is {len(encoded)} bytes as JSON; the limit is "
-                f"{self.max_data_bytes} (max_data_bytes)"
-            )
-        return encoded
-
     # -- operations ---------------------------------------------------------
 
     @operation("session.create")
@@ -363,7 +338,7 @@ class SessionStore:
         ``max_data_bytes``; nothing is written then.
         """
         user_id = _check_user_id(user_id)
-        encoded = self._encode_data(data)
+        encoded = _encode_data(self._codec, data, self.max_data_bytes)
         for _ in range(3):
             session_id, keys, tag = self._layout.new_id(user_id)
             session = await self._create(session_id, keys, tag, user_id, encoded)
@@ -386,6 +361,7 @@ class SessionStore:
                 session_id,
                 tag,
             ],
+            wrote=bool,
         )
         if not reply:
             return None
@@ -443,7 +419,15 @@ class SessionStore:
         keys = self._keys(session_id)
         if keys is None:
             return None
-        reply = await self._run("read a session", _READ, keys, [mode, min_move_us, session_id])
+        reply = await self._run(
+            "read a session",
+            _READ,
+            keys,
+            [mode, min_move_us, session_id],
+            # refresh() always writes the expiry when found; touch() is a
+            # read that sometimes moves it, and does not wait.
+            wrote=_found if min_move_us == 0 else None,
+        )
         if reply is None:
             self._counts["misses"] += 1
             return None
@@ -499,7 +483,7 @@ class SessionStore:
         keys = self._keys(session_id)
         if keys is None:
             return None
-        reply = await self._run("update a session", _UPDATE, keys, args)
+        reply = await self._run("update a session", _UPDATE, keys, args, wrote=_updated)
         if reply is None:
             self._counts["misses"] += 1
             return None
@@ -557,6 +541,7 @@ class SessionStore:
                 "1" if new_user else "0",
                 tag,
             ],
+            wrote=_found,
         )
         if reply is None:
             self._counts["misses"] += 1
@@ -571,7 +556,9 @@ class SessionStore:
     async def _rotate_across_slots(
         self, session_id: str, keys: list[str], user_id: str
     ) -> Session | None:
-        reply = await self._run("rotate a session", _READ, keys, ["take", 0, session_id])
+        reply = await self._run(
+            "rotate a session", _READ, keys, ["take", 0, session_id], wrote=_found
+        )
         if reply is None:
             self._counts["misses"] += 1
             return None
@@ -594,7 +581,7 @@ class SessionStore:
         keys = self._keys(session_id)
         if keys is None:
             return False
-        found = await self._run("destroy a session", _DESTROY, keys, [session_id])
+        found = await self._run("destroy a session", _DESTROY, keys, [session_id], wrote=bool)
         if found:
             self._counts["destroyed"] += 1
         return bool(found)
@@ -610,7 +597,9 @@ class SessionStore:
         count = 0
         for index, tag in self._layout.index_keys(user_id):
             count += int(
-                await self._run("destroy a user's sessions", _DESTROY_ALL, [index], [user_id, tag])
+                await self._run(
+                    "destroy a user's sessions", _DESTROY_ALL, [index], [user_id, tag], wrote=bool
+                )
             )
         self._counts["destroyed"] += count
         return count
