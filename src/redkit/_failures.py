@@ -53,6 +53,7 @@ __all__ = [
     "NETWORK",
     "NO_SCRIPT",
     "POOL_EXHAUSTED",
+    "REDIRECTED",
     "REFUSED",
     "TIMED_OUT",
     "UNAVAILABLE",
@@ -104,6 +105,8 @@ ERROR_REPLY = redis_errors.ResponseError
 NO_SCRIPT = redis_errors.NoScriptError
 """EVALSHA of a script the server does not hold (yet)."""
 POOL_EXHAUSTED: tuple[type[Exception], ...] = (redis_errors.MaxConnectionsError,)
+REDIRECTED: tuple[type[Exception], ...] = (redis_errors.AskError,)  # MovedError among them
+"""A cluster node's MOVED or ASK: the command did not run there."""
 """Every pooled connection busy (a burst beyond the pool): no request sent."""
 
 

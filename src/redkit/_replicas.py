@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._failures import NO_SCRIPT, is_cluster, read_timeout
+from ._failures import NO_SCRIPT, REDIRECTED, is_cluster, read_timeout
 from ._validate import seconds
 from .errors import ConfigError, NotReplicated
 from .scripts import KeyOrArg, Script
@@ -63,7 +63,7 @@ class Replicas:
             left = max(1, self.timeout_ms - spent)
             reply, acked = await self._send("EVAL", script.source, keys, args, left)
         if isinstance(reply, Exception):
-            if self._cluster and hasattr(reply, "node_addr"):
+            if self._cluster and isinstance(reply, REDIRECTED):
                 # MOVED or ASK: nothing ran. Through the client's own path
                 # the script follows the redirection (and the client learns
                 # the new slot owner), but on a connection no WAIT follows:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -28,7 +29,7 @@ class Servers:
 
     async def on_replica(self, *keys: str) -> list[bytes | None]:
         async with Redis(host=self.replica.host, port=self.replica.port) as direct:
-            values: list[bytes | None] = await direct.mget(keys)
+            values: list[Any] = await direct.mget(keys)
             return values
 
 

@@ -29,8 +29,8 @@ from redkit import SerializationError, connect
 from redkit.connection import Client
 from redkit.server import EmbeddedRedis
 from redkit.session import Session, SessionStore
+from redkit.session._record import decode_record
 from redkit.session.asgi import _cookie_value, _Signer
-from redkit.session.store import decode_record
 from redkit.testing import flush, settings_for
 
 from ._apps import KEY, sign, starlette_app
