@@ -282,6 +282,21 @@ def _wrap(op: Operation, recorder: Latency | None, tracer: Tracing | None) -> Ca
     return wrapper
 
 
+def _around(
+    fn: Callable[..., Awaitable[Any]],
+    observe: Callable[[Awaitable[Any], Args, Kwargs], Coroutine[Any, Any, Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """The wrapper of an operation that returns an awaitable without being a
+    coroutine function: it calls ``fn`` at once, so arguments are checked
+    before anything is awaited, as without the wrapper."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return observe(fn(*args, **kwargs), args, kwargs)
+
+    return call
+
+
 def _timed(op: Operation, recorder: Latency) -> Callable[..., Any]:
     """Timing only, the usual Prometheus setup: a clock read on either side
     and the histogram update written out (three Python calls fewer than
@@ -309,14 +324,7 @@ def _timed(op: Operation, recorder: Latency) -> Callable[..., Any]:
             record(args, kwargs, clock() - start)
 
     if not op.is_async:
-
-        @functools.wraps(fn)
-        def timed_call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
-            # Arguments are checked by the call itself, before anything is
-            # awaited, as without the wrapper.
-            return timing(fn(*args, **kwargs), args, kwargs)
-
-        return timed_call
+        return _around(fn, timing)
 
     @functools.wraps(fn)
     async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -343,6 +351,18 @@ def _traced(op: Operation, recorder: Latency | None, tracer: Tracing) -> Callabl
     name_for = op.name_for
     start_span = tracer.start
 
+    def ended(
+        name: str, start: float, scope: Scope | None, result: Any, exc: BaseException | None
+    ) -> None:
+        if recorder is not None:
+            recorder.observe(name, clock() - start)
+        if scope is not None:
+            if exc is None:
+                scope.succeeded(result)
+            else:
+                scope.failed(exc)
+            scope.end()
+
     async def observed(awaitable: Awaitable[Any], args: Args, kwargs: Kwargs) -> Any:
         name = fixed or name_for(args, kwargs)
         scope = start_span(op, name, args, kwargs)
@@ -350,26 +370,13 @@ def _traced(op: Operation, recorder: Latency | None, tracer: Tracing) -> Callabl
         try:
             result = await awaitable
         except BaseException as exc:
-            if recorder is not None:
-                recorder.observe(name, clock() - start)
-            if scope is not None:
-                scope.failed(exc)
-                scope.end()
+            ended(name, start, scope, None, exc)
             raise
-        if recorder is not None:
-            recorder.observe(name, clock() - start)
-        if scope is not None:
-            scope.succeeded(result)
-            scope.end()
+        ended(name, start, scope, result, None)
         return result
 
     if not op.is_async:
-
-        @functools.wraps(fn)
-        def traced_call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
-            return observed(fn(*args, **kwargs), args, kwargs)
-
-        return traced_call
+        return _around(fn, observed)
 
     # observed() once more, with the call inside: one coroutine per call
     # rather than two.
@@ -381,17 +388,9 @@ def _traced(op: Operation, recorder: Latency | None, tracer: Tracing) -> Callabl
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            if recorder is not None:
-                recorder.observe(name, clock() - start)
-            if scope is not None:
-                scope.failed(exc)
-                scope.end()
+            ended(name, start, scope, None, exc)
             raise
-        if recorder is not None:
-            recorder.observe(name, clock() - start)
-        if scope is not None:
-            scope.succeeded(result)
-            scope.end()
+        ended(name, start, scope, result, None)
         return result
 
     return traced
