@@ -37,8 +37,9 @@ The binary is chosen by :func:`redkit.server.find_redis_server`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -47,6 +48,8 @@ from redis.asyncio import Redis, RedisCluster
 from .connection import Client, connect
 from .server import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinelGroup
 from .settings import RedisSettings
+
+_C = TypeVar("_C", bound=Client)
 
 __all__ = [
     "client",
@@ -141,32 +144,33 @@ def fresh_server(server_factory: Callable[..., EmbeddedRedis]) -> EmbeddedRedis:
     return server_factory()
 
 
-async def _client_for(server: EmbeddedRedis | EmbeddedCluster) -> Client:
+@contextlib.asynccontextmanager
+async def _connected(server: EmbeddedRedis | EmbeddedCluster, kind: type[_C]) -> AsyncIterator[_C]:
+    """A flushed client of ``server``, closed afterwards."""
     client = await connect(settings_for(server))
-    await flush(client)
-    return client
+    try:
+        assert isinstance(client, kind)
+        await flush(client)
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest_asyncio.fixture
 async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
-    client = await _client_for(redis_server)
-    assert isinstance(client, Redis)
-    yield client
-    await client.aclose()
+    async with _connected(redis_server, Redis) as client:
+        yield client
 
 
 @pytest_asyncio.fixture
 async def cluster_client(redis_cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
-    client = await _client_for(redis_cluster)
-    assert isinstance(client, RedisCluster)
-    yield client
-    await client.aclose()
+    async with _connected(redis_cluster, RedisCluster) as client:
+        yield client
 
 
 @pytest_asyncio.fixture(params=["standalone", "cluster"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
-    server_fixture = "redis_server" if request.param == "standalone" else "redis_cluster"
-    server = request.getfixturevalue(server_fixture)
-    conn = await _client_for(server)
-    yield conn
-    await conn.aclose()
+    standalone = request.param == "standalone"
+    server = request.getfixturevalue("redis_server" if standalone else "redis_cluster")
+    async with _connected(server, Redis if standalone else RedisCluster) as conn:
+        yield conn
