@@ -277,8 +277,11 @@ def test_failing_orders_log_one_line_each_without_a_traceback(
         assert time.monotonic() < deadline, demo.output
         time.sleep(0.2)
     line = demo.wait_for_line("simulated failure 1 of 1")
-    assert line.startswith("ERROR redkit.events: handler OrderBook.fulfil for 'order.placed'")
-    assert line.endswith(f"(event {event_id}, delivery 1): simulated failure 1 of 1")
+    assert line.startswith(
+        f"ERROR redkit.events: handler OrderBook.fulfil raised (event {event_id} "
+        "of type 'order.placed'"
+    )
+    assert line.endswith(", delivery 1): simulated failure 1 of 1")
     assert demo.stop() == 0
     assert "Traceback" not in demo.output
 
