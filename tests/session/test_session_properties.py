@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _asgi import http_scope, response_status
 from redkit import SerializationError, connect
 from redkit.connection import Client
 from redkit.server import EmbeddedRedis
@@ -290,33 +291,7 @@ def flushed(redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop) -> Ite
 
 
 async def _status(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/show") -> int:
-    route, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": route,
-        "raw_path": route.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"test"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    await app(scope, receive, send)
-    (status,) = statuses
-    return status
+    return await response_status(app, http_scope(path, headers=[(b"host", b"test"), *headers]))
 
 
 def test_middleware_never_answers_500_for_hostile_cookies(
