@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _asgi import http_scope, response_status
+from _json_values import json_values, nested
 from redkit import SerializationError, connect
 from redkit.connection import Client
 from redkit.server import EmbeddedRedis
@@ -49,28 +50,11 @@ BUDGET = settings(
 ID = "c0dctApWjo2ooEXO0RATfg.5R-rDaS6JQpe298hsipmIeWTHXx5QRW7f3Gz7s3yqY0"
 
 
-def _deep(depth: int) -> bytes:
-    return b"[" * depth + b"]" * depth
-
-
 def _quoted(text: str) -> bytes:
     return b'"' + text.encode("utf-8", "surrogatepass") + b'"'
 
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=12,
-).map(msgspec.json.encode)
+encoded_values = json_values(finite=True, width=3, max_leaves=12).map(msgspec.json.encode)
 
 # Past the recursion limit, far past it, and anything up to that.
 depths = st.one_of(st.sampled_from([1_200, 20_000, 100_000]), st.integers(1, 100_000))
@@ -98,10 +82,10 @@ hostile_fragments = st.one_of(
             b"",
         ]
     ),
-    st.builds(_deep, depths),
+    st.builds(nested, depths),
     st.builds(lambda n: b"{" + b'"k":{' * n + b"}" * (n + 1), depths),
     st.binary(max_size=12),
-    json_values,
+    encoded_values,
 )
 
 timestamps = st.one_of(
@@ -131,7 +115,7 @@ timestamps = st.one_of(
 
 strings = st.one_of(st.just(ID), st.text(max_size=40)).map(_quoted)
 data_values = st.one_of(
-    json_values.map(lambda v: b'{"v":' + v + b"}"), hostile_fragments, st.just(b"null")
+    encoded_values.map(lambda v: b'{"v":' + v + b"}"), hostile_fragments, st.just(b"null")
 )
 
 
