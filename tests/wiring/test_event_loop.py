@@ -116,18 +116,12 @@ async def count() -> dict[str, int]:
 """
 
 
-@pytest.fixture
-def stale_app(tmp_path: Path) -> Path:
-    (tmp_path / "stale.py").write_text(STALE_APP)
-    return tmp_path
-
-
 async def test_the_mistake_under_uvicorn_logs_what_to_do(
-    stale_app: Path, redis_server: EmbeddedRedis
+    tmp_path: Path, redis_server: EmbeddedRedis
 ) -> None:
     check = await redkit.connect(settings_for(redis_server))
     await check.delete("loop:app-counter")
-    with serve(stale_app, "stale:app", env_for(REDIS_URL=redis_server.url)) as app:
+    with serve(tmp_path, STALE_APP, env_for(REDIS_URL=redis_server.url)) as app:
         answers = [
             (await asyncio.to_thread(httpx.get, app.url + "/count")).status_code for _ in range(3)
         ]
