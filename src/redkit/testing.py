@@ -32,6 +32,9 @@ Failover fixtures start their own processes for each test (2-3 s), so a
 suite keeps such tests few; mark them (redkit's own suite uses a
 ``failover`` marker) to run or skip them as a group.
 
+Helpers: :func:`settings_for` (settings that reach a server), :func:`flush`
+and :func:`connected` (a client for one ``async with`` block).
+
 The binary is chosen by :func:`redkit.server.find_redis_server`.
 """
 
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -49,11 +52,10 @@ from .connection import Client, connect
 from .server import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinelGroup
 from .settings import RedisSettings
 
-_C = TypeVar("_C", bound=Client)
-
 __all__ = [
     "client",
     "cluster_client",
+    "connected",
     "flush",
     "fresh_server",
     "redis_client",
@@ -145,12 +147,19 @@ def fresh_server(server_factory: Callable[..., EmbeddedRedis]) -> EmbeddedRedis:
 
 
 @contextlib.asynccontextmanager
-async def _connected(server: EmbeddedRedis | EmbeddedCluster, kind: type[_C]) -> AsyncIterator[_C]:
-    """A flushed client of ``server``, closed afterwards."""
-    client = await connect(settings_for(server))
+async def connected(
+    server: EmbeddedRedis | EmbeddedCluster | EmbeddedSentinelGroup,
+    *,
+    flushed: bool = False,
+    **overrides: Any,
+) -> AsyncIterator[Client]:
+    """``async with connected(server) as client``: a client of ``server``
+    (:func:`settings_for` with ``overrides``), closed when the block ends;
+    with ``flushed=True`` every database is emptied first."""
+    client = await connect(settings_for(server, **overrides))
     try:
-        assert isinstance(client, kind)
-        await flush(client)
+        if flushed:
+            await flush(client)
         yield client
     finally:
         await client.aclose()
@@ -158,19 +167,20 @@ async def _connected(server: EmbeddedRedis | EmbeddedCluster, kind: type[_C]) ->
 
 @pytest_asyncio.fixture
 async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
-    async with _connected(redis_server, Redis) as client:
+    async with connected(redis_server, flushed=True) as client:
+        assert isinstance(client, Redis)
         yield client
 
 
 @pytest_asyncio.fixture
 async def cluster_client(redis_cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
-    async with _connected(redis_cluster, RedisCluster) as client:
+    async with connected(redis_cluster, flushed=True) as client:
+        assert isinstance(client, RedisCluster)
         yield client
 
 
 @pytest_asyncio.fixture(params=["standalone", "cluster"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
-    standalone = request.param == "standalone"
-    server = request.getfixturevalue("redis_server" if standalone else "redis_cluster")
-    async with _connected(server, Redis if standalone else RedisCluster) as conn:
+    server_fixture = "redis_server" if request.param == "standalone" else "redis_cluster"
+    async with connected(request.getfixturevalue(server_fixture), flushed=True) as conn:
         yield conn

@@ -14,7 +14,7 @@ import pytest
 
 import redkit
 from redkit.server import EmbeddedCluster, EmbeddedRedis
-from redkit.testing import settings_for
+from redkit.testing import connected, settings_for
 
 from ._uvicorn import env_for, serve
 
@@ -47,8 +47,7 @@ async def test_a_client_from_a_closed_loop_raises_wrong_event_loop_and_sends_not
 ) -> None:
     server = _server(request, topology)
     stale = _connected_elsewhere(server)
-    fresh = await redkit.connect(settings_for(server))
-    try:
+    async with connected(server) as fresh:
         await fresh.delete("loop:counter")
         with pytest.raises(redkit.WrongEventLoop) as caught:
             await stale.incr("loop:counter")
@@ -60,8 +59,6 @@ async def test_a_client_from_a_closed_loop_raises_wrong_event_loop_and_sends_not
         with pytest.raises(redkit.WrongEventLoop):
             await stale.get("loop:probe")  # every time, not only the first
         await stale.aclose()  # closing the stale client does not raise either
-    finally:
-        await fresh.aclose()
 
 
 async def test_a_loop_still_running_elsewhere_is_named(redis_server: EmbeddedRedis) -> None:
