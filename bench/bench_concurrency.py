@@ -9,28 +9,20 @@ import itertools
 
 import msgspec
 
-from bench.harness import Case, Env
-from redkit import Cache, DistributedLock, Publisher, RateLimiter, SessionStore
+from bench.harness import USER, Case, Env
 
 TASKS = (1, 8, 64, 256)
-VALUE = {"id": 42, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin"]}
 
 
 async def cases(env: Env) -> list[Case]:
     raw = env.raw_client(max_connections=1024)
     client = await env.redkit_client()
-    await raw.set("bench:conc:value", msgspec.json.encode(VALUE))
+    await raw.set("bench:conc:value", msgspec.json.encode(USER))
     decode = msgspec.json.decode
 
-    cache = Cache(client, prefix="bench-conc", default_ttl=3600)
-    await cache.set("user:42", VALUE)
-    env.closers.append(cache.aclose)
-    store = SessionStore(client, secret="bench-store-secret-0123456789", prefix="bench-conc")
-    session = await store.create("42", {"theme": "dark"})
-    limiter = RateLimiter(client, prefix="bench-conc")
-    publisher = Publisher(client, source="bench")
-    locks = DistributedLock(client, prefix="bench-conc")
-    env.closers.append(locks.aclose)
+    parts = await env.components(client, "bench-conc")
+    cache, store, session, limiter = parts.cache, parts.store, parts.session, parts.limiter
+    publisher, locks = parts.publisher, parts.locks
     names = itertools.count()
 
     async def raw_get() -> object:
@@ -63,7 +55,7 @@ async def cases(env: Env) -> list[Case]:
             Case(
                 group,
                 f"Publisher.publish, {n}",
-                lambda: publisher.publish("bench:conc", "bench.ping", VALUE),
+                lambda: publisher.publish("bench:conc", "bench.ping", USER),
                 concurrency=n,
             ),
             Case(group, f"lock()+release(), {n}", lock_cycle, concurrency=n),

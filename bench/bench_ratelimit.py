@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests._asgi import http_scope, no_body
+
 from bench.harness import Case, Env
 from redkit import Script
 from redkit.ratelimit import RateLimiter, RateLimitMiddleware, RateLimitRule
@@ -126,32 +128,21 @@ def _middleware_cases(raw: Any) -> list[Case]:
             )
         ],
     )
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/items",
-        "raw_path": b"/api/items",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("203.0.113.9", 40000),
-        "server": ("testserver", 80),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+    scope = http_scope(
+        "/api/items",
+        headers=[(b"host", b"testserver")],
+        client=("203.0.113.9", 40000),
+        server=("testserver", 80),
+    )
 
     async def send(message: Any) -> None:
         return None
 
     async def call_bare() -> object:
-        return await bare(dict(scope), receive, send)
+        return await bare(dict(scope), no_body, send)
 
     async def call_limited() -> object:
-        return await limited(dict(scope), receive, send)
+        return await limited(dict(scope), no_body, send)
 
     return [
         Case("ratelimit-mw", "Starlette app, no middleware", call_bare, baseline=True),

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starsessions import JsonSerializer, SessionAutoloadMiddleware
 from starsessions import SessionMiddleware as StarSessionMiddleware
 from starsessions.stores.redis import RedisStore
+from tests._asgi import http_scope, no_body
 
 from bench.harness import Case, Env
 from redkit.session import SessionMiddleware, SessionStore
@@ -42,24 +43,7 @@ def _scope(cookie: str | None) -> dict[str, Any]:
     headers = [(b"host", b"bench")]
     if cookie is not None:
         headers.append((b"cookie", cookie.encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-
-
-async def _receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
+    return http_scope("/", headers=headers)
 
 
 def _request_op(app: Any, cookie: str | None) -> Any:
@@ -73,7 +57,7 @@ def _request_op(app: Any, cookie: str | None) -> Any:
             if message["type"] == "http.response.start":
                 status = message["status"]
 
-        await app(dict(template), _receive, send)
+        await app(dict(template), no_body, send)
         if status != 200:
             raise RuntimeError(f"benchmark request answered {status}")
         return status

@@ -22,12 +22,9 @@ from typing import Any
 from bench.harness import Case, Env
 from redkit import _telemetry
 from redkit.cache import Cache, LocalCache
-from redkit.events import Publisher
-from redkit.lock import DistributedLock
-from redkit.ratelimit import RateLimiter
-from redkit.session import SessionStore
 
 Op = Callable[[], Awaitable[Any]]
+SMALL = {"id": 42, "name": "Ada"}
 STATES = ("off", "latency", "otel-no-provider", "otel-sdk", "prometheus_client")
 
 
@@ -98,17 +95,10 @@ async def cases(env: Env) -> list[Case]:
     local = Cache(local_client, prefix="bench-tel", default_ttl=3600, local=LocalCache())
     await local.start()
     env.closers.append(local.aclose)
-    await local.set("user:42", {"id": 42, "name": "Ada"})
-    cache = Cache(client, prefix="bench-tel", default_ttl=3600)
-    env.closers.append(cache.aclose)
-    await cache.set("user:42", {"id": 42, "name": "Ada"})
-
-    store = SessionStore(client, secret="bench-telemetry-secret-0123456789", prefix="bench-tel")
-    session = await store.create("u1", {"theme": "dark"})
-    limiter = RateLimiter(client, prefix="bench-tel")
-    publisher = Publisher(client, source="bench")
-    locks = DistributedLock(client, prefix="bench-tel")
-    env.closers.append(locks.aclose)
+    await local.set("user:42", SMALL)
+    parts = await env.components(client, "bench-tel", SMALL)
+    cache, store, session, limiter = parts.cache, parts.store, parts.session, parts.limiter
+    publisher, locks = parts.publisher, parts.locks
 
     async def local_hit() -> object:
         return await local.get("user:42")

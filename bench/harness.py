@@ -16,10 +16,13 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import Connection
+
+if TYPE_CHECKING:
+    from redkit import Cache, DistributedLock, Publisher, RateLimiter, Session, SessionStore
 
 Op = Callable[[], Awaitable[Any]]
 
@@ -82,6 +85,37 @@ class Env:
         await client.ping()
         self.closers.append(client.aclose)
         return client
+
+    async def components(self, client: Redis, prefix: str, value: Any = None) -> Components:
+        """One of each component on ``client``, closed with the run; the
+        cache holds ``user:42`` (``value``, :data:`USER` by default) and a
+        session exists, for hit benchmarks."""
+        from redkit import Cache, DistributedLock, Publisher, RateLimiter, SessionStore
+
+        cache = Cache(client, prefix=prefix, default_ttl=3600)
+        self.closers.append(cache.aclose)
+        await cache.set("user:42", USER if value is None else value)
+        store = SessionStore(client, secret="bench-store-secret-0123456789", prefix=prefix)
+        session = await store.create("42", {"theme": "dark"})
+        locks = DistributedLock(client, prefix=prefix)
+        self.closers.append(locks.aclose)
+        limiter = RateLimiter(client, prefix=prefix)
+        publisher = Publisher(client, source="bench")
+        return Components(cache, store, session, limiter, publisher, locks)
+
+
+# the cached value of the hit benchmarks
+USER = {"id": 42, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin"]}
+
+
+@dataclasses.dataclass
+class Components:
+    cache: Cache
+    store: SessionStore
+    session: Session
+    limiter: RateLimiter
+    publisher: Publisher
+    locks: DistributedLock
 
 
 @dataclasses.dataclass

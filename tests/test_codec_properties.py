@@ -13,34 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _json_values import holds_non_finite, json_values, nested
 from redkit import SerializationError
 from redkit.codec import get_codec
 
 # Scalars JSON carries, plus the ones it cannot (NaN, infinities) and ints
 # far past 64 bits.
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=30,
-)
-
-
-def _deep(depth: int) -> bytes:
-    return b"[" * depth + b"]" * depth
-
+values = json_values(finite=False, width=4, max_leaves=30, text=20, keys=8)
 
 json_texts = st.one_of(
     st.binary(max_size=200),
-    st.builds(_deep, st.integers(min_value=1, max_value=50_000)),
+    st.builds(nested, st.integers(min_value=1, max_value=50_000)),
     st.builds(lambda n: b"[" * n, st.integers(min_value=1, max_value=50_000)),
     st.sampled_from(
         [
@@ -68,16 +51,6 @@ class Record:
     id: int
     name: str
     tags: list[str]
-
-
-def _holds_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, list):
-        return any(_holds_non_finite(item) for item in value)
-    if isinstance(value, dict):
-        return any(_holds_non_finite(item) for item in value.values())
-    return False
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -115,9 +88,9 @@ def test_json_encodes_faithfully_or_refuses(value: Any) -> None:
         data = codec.encode(value)
     except SerializationError:
         # Refused only for what JSON cannot carry.
-        assert _holds_non_finite(value) or _has_big_int(value)
+        assert holds_non_finite(value) or _has_big_int(value)
         return
-    assert not _holds_non_finite(value)
+    assert not holds_non_finite(value)
     assert _same(codec.decode(data), value)
 
 

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from ._failures import NO_SCRIPT
+from .errors import ConfigError
 
 __all__ = ["Script"]
 
@@ -34,11 +35,20 @@ class Script:
         return f"<Script {self.name} {self.sha[:10]}>"
 
     @classmethod
-    def from_package(cls, package: str, filename: str) -> Script:
-        """Load ``filename`` shipped inside ``package`` (for example
-        ``Script.from_package("redkit.ratelimit", "lua/gcra.lua")``)."""
-        source = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
-        return cls(f"{package}:{filename}", source)
+    def from_package(cls, package: str, *filenames: str) -> Script:
+        """Load a script shipped inside ``package`` (for example
+        ``Script.from_package("redkit.ratelimit", "lua/gcra.lua")``).
+
+        Several files make one script, joined by newlines in the order
+        given, so that scripts can share their common steps and still run
+        as one call (``Script.from_package("redkit.ratelimit", "lua/head.lua",
+        "lua/gcra.lua", "lua/tail.lua")``). The SHA is of the joined source;
+        the name lists the files."""
+        if not filenames:
+            raise ConfigError(f"Script.from_package({package!r}) needs at least one file name")
+        root = resources.files(package)
+        source = "\n".join(root.joinpath(f).read_text(encoding="utf-8") for f in filenames)
+        return cls(f"{package}:{'+'.join(filenames)}", source)
 
     async def __call__(
         self, client: Any, keys: Sequence[KeyOrArg] = (), args: Sequence[KeyOrArg] = ()

@@ -32,11 +32,15 @@ Failover fixtures start their own processes for each test (2-3 s), so a
 suite keeps such tests few; mark them (redkit's own suite uses a
 ``failover`` marker) to run or skip them as a group.
 
+Helpers: :func:`settings_for` (settings that reach a server), :func:`flush`
+and :func:`connected` (a client for one ``async with`` block).
+
 The binary is chosen by :func:`redkit.server.find_redis_server`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -51,6 +55,7 @@ from .settings import RedisSettings
 __all__ = [
     "client",
     "cluster_client",
+    "connected",
     "flush",
     "fresh_server",
     "redis_client",
@@ -141,32 +146,41 @@ def fresh_server(server_factory: Callable[..., EmbeddedRedis]) -> EmbeddedRedis:
     return server_factory()
 
 
-async def _client_for(server: EmbeddedRedis | EmbeddedCluster) -> Client:
-    client = await connect(settings_for(server))
-    await flush(client)
-    return client
+@contextlib.asynccontextmanager
+async def connected(
+    server: EmbeddedRedis | EmbeddedCluster | EmbeddedSentinelGroup,
+    *,
+    flushed: bool = False,
+    **overrides: Any,
+) -> AsyncIterator[Client]:
+    """``async with connected(server) as client``: a client of ``server``
+    (:func:`settings_for` with ``overrides``), closed when the block ends;
+    with ``flushed=True`` every database is emptied first."""
+    client = await connect(settings_for(server, **overrides))
+    try:
+        if flushed:
+            await flush(client)
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest_asyncio.fixture
 async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
-    client = await _client_for(redis_server)
-    assert isinstance(client, Redis)
-    yield client
-    await client.aclose()
+    async with connected(redis_server, flushed=True) as client:
+        assert isinstance(client, Redis)
+        yield client
 
 
 @pytest_asyncio.fixture
 async def cluster_client(redis_cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
-    client = await _client_for(redis_cluster)
-    assert isinstance(client, RedisCluster)
-    yield client
-    await client.aclose()
+    async with connected(redis_cluster, flushed=True) as client:
+        assert isinstance(client, RedisCluster)
+        yield client
 
 
 @pytest_asyncio.fixture(params=["standalone", "cluster"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
     server_fixture = "redis_server" if request.param == "standalone" else "redis_cluster"
-    server = request.getfixturevalue(server_fixture)
-    conn = await _client_for(server)
-    yield conn
-    await conn.aclose()
+    async with connected(request.getfixturevalue(server_fixture), flushed=True) as conn:
+        yield conn

@@ -32,6 +32,10 @@ class Instance:
         return httpx.AsyncClient(base_url=self.url, timeout=10)
 
 
+# an HTTP client of each of the two instances
+Clients = tuple[httpx.AsyncClient, httpx.AsyncClient]
+
+
 async def start_instance(redis: EmbeddedRedis, db: Path, name: str, **options: Any) -> Instance:
     port = free_port()
     config = DemoConfig(
@@ -94,6 +98,16 @@ async def instances(
     finally:
         await stop_instance(second)
         await stop_instance(first)
+
+
+@pytest_asyncio.fixture
+async def clients(
+    instances: tuple[Instance, Instance],
+) -> AsyncIterator[Clients]:
+    """An HTTP client of each instance."""
+    a, b = instances
+    async with a.client() as ca, b.client() as cb:
+        yield ca, cb
 
 
 @pytest.fixture

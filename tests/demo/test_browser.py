@@ -59,22 +59,30 @@ async def _open(browser: Browser, instance: Instance) -> Page:
     return page
 
 
-async def test_the_page_end_to_end(
-    instances: tuple[Instance, Instance], browser: Browser, tmp_path: Path
-) -> None:
-    a, b = instances
-    page = await _open(browser, a)
-    watcher = await _open(browser, b)
-    for _ in range(200):  # the other page's live feed is connected
-        if await _feed_clients(b) >= 1:
+async def _open_both(browser: Browser, instances: tuple[Instance, Instance]) -> tuple[Page, Page]:
+    """The page on each instance, once both pages' live feeds are connected."""
+    pages = (await _open(browser, instances[0]), await _open(browser, instances[1]))
+    for _ in range(200):
+        if all([await _feed_clients(instance) >= 1 for instance in instances]):
             break
         await asyncio.sleep(0.05)
-    assert await _feed_clients(b) >= 1
+    assert all([await _feed_clients(instance) >= 1 for instance in instances])
+    return pages
 
-    # Log in; the session cookie is HttpOnly, SameSite=Lax, signed.
+
+async def _sign_in(page: Page) -> None:
     await page.fill("#username", "alice")
     await page.fill("#password", "wonderland")
     await page.click("#login")
+
+
+async def test_the_page_end_to_end(
+    instances: tuple[Instance, Instance], browser: Browser, tmp_path: Path
+) -> None:
+    page, watcher = await _open_both(browser, instances)
+
+    # Log in; the session cookie is HttpOnly, SameSite=Lax, signed.
+    await _sign_in(page)
     await expect(page.locator("#session-out")).to_contain_text('"username": "alice"')
     cookies = {c["name"]: c for c in await page.context.cookies()}
     session = cookies["session"]
@@ -133,21 +141,13 @@ async def test_the_page_end_to_end(
 async def test_preferences_orders_report_and_events(
     instances: tuple[Instance, Instance], browser: Browser, tmp_path: Path
 ) -> None:
-    a, b = instances
-    page = await _open(browser, a)
-    other = await _open(browser, b)
-    for _ in range(200):
-        if await _feed_clients(a) >= 1 and await _feed_clients(b) >= 1:
-            break
-        await asyncio.sleep(0.05)
+    page, other = await _open_both(browser, instances)
 
     # Preferences: stored in the session before signing in, kept by login.
     await page.click("#theme-dark")
     await expect(page.locator("body")).to_have_class("dark")
     await expect(page.locator("#prefs-out")).to_contain_text('"theme": "dark"')
-    await page.fill("#username", "alice")
-    await page.fill("#password", "wonderland")
-    await page.click("#login")
+    await _sign_in(page)
     await expect(page.locator("#session-out")).to_contain_text('"username": "alice"')
     await page.reload()
     await expect(page.locator("body")).to_have_class("dark")

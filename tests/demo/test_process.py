@@ -137,12 +137,38 @@ def _start(demos: list[Demo], cwd: Path, *args: str, env: dict[str, str] | None 
     return demo
 
 
-def _ready(demo: Demo) -> None:
-    """Wait for the ready line; by then the demo must answer at once."""
+def _serving(demos: list[Demo], cwd: Path, *args: str, env: dict[str, str] | None = None) -> Demo:
+    """A started demo, once its ready line is out; by then it must answer at once."""
+    demo = _start(demos, cwd, *args, env=env)
     demo.wait_for_line("redkit demo ready on")
     health = httpx.get(f"{demo.url}/healthz", timeout=5)  # no retry: ready means ready
     assert health.status_code == 200
     assert health.json()["status"] == "healthy"
+    return demo
+
+
+def _on_demo_redis(redis_port: int) -> tuple[str, ...]:
+    """Arguments of instances that share the demo's own Redis on ``redis_port``."""
+    return ("--redis-port", str(redis_port), "--db", "demo.db")
+
+
+def _two_sharing(demos: list[Demo], cwd: Path) -> tuple[int, Demo, Demo]:
+    """Two instances on one demo Redis (the first starts it): its port, both."""
+    redis_port = free_port()
+    first = _serving(demos, cwd, *_on_demo_redis(redis_port))
+    second = _serving(demos, cwd, *_on_demo_redis(redis_port))
+    return redis_port, first, second
+
+
+def _stop_last(demo: Demo, redis_port: int, signum: int = signal.SIGINT) -> None:
+    """Stop the last instance on the demo's Redis, which stops that Redis."""
+    assert demo.stop(signum) == 0, demo.output
+    assert demo.lines[-1] == (
+        f"Redis on 127.0.0.1:{redis_port} stopped (this was the last demo instance)"
+    )
+    assert "Traceback" not in demo.output
+    assert not _answers("127.0.0.1", redis_port)
+    assert _redis_pids(redis_port) == []
 
 
 def _login(url: str) -> httpx.Cookies:
@@ -158,8 +184,7 @@ def test_demo_runs_on_its_own_redis_and_stops_cleanly_on_ctrl_c(
 ) -> None:
     redis_port = free_port()
     before = _demo_dirs()
-    demo = _start(demos, tmp_path, "--redis-port", str(redis_port), "--db", "demo.db")
-    _ready(demo)
+    demo = _serving(demos, tmp_path, *_on_demo_redis(redis_port))
     assert "Redis: started Redis " in demo.output
     assert f"on 127.0.0.1:{redis_port} (it stops with the last demo instance)" in demo.output
     assert len(_redis_pids(redis_port)) == 1
@@ -193,12 +218,7 @@ def test_demo_runs_on_its_own_redis_and_stops_cleanly_on_ctrl_c(
 def test_stopping_the_first_instance_leaves_the_second_its_redis_and_sessions(
     tmp_path: Path, demos: list[Demo]
 ) -> None:
-    redis_port = free_port()
-    args = ("--redis-port", str(redis_port), "--db", "demo.db")
-    first = _start(demos, tmp_path, *args)
-    _ready(first)
-    second = _start(demos, tmp_path, *args)
-    _ready(second)
+    redis_port, first, second = _two_sharing(demos, tmp_path)
     assert "Redis: sharing the demo's Redis " in second.output
     signed_in_on_first = _login(first.url)
     signed_in_on_second = _login(second.url)
@@ -221,54 +241,35 @@ def test_stopping_the_first_instance_leaves_the_second_its_redis_and_sessions(
     assert order.status_code == 202
 
     # The last one out stops it (SIGTERM as from a process manager).
-    assert second.stop(signal.SIGTERM) == 0, second.output
-    assert second.lines[-1] == (
-        f"Redis on 127.0.0.1:{redis_port} stopped (this was the last demo instance)"
-    )
-    assert "Traceback" not in second.output
-    assert not _answers("127.0.0.1", redis_port)
-    assert _redis_pids(redis_port) == []
+    _stop_last(second, redis_port, signal.SIGTERM)
 
 
 def test_a_killed_instance_does_not_keep_the_demo_redis_alive(
     tmp_path: Path, demos: list[Demo]
 ) -> None:
-    redis_port = free_port()
-    args = ("--redis-port", str(redis_port), "--db", "demo.db")
-    first = _start(demos, tmp_path, *args)
-    _ready(first)
-    second = _start(demos, tmp_path, *args)
-    _ready(second)
+    redis_port, first, second = _two_sharing(demos, tmp_path)
     first.kill()  # SIGKILL: no hand-over, the kernel closes its connection
     cookies = _login(second.url)
     assert httpx.get(f"{second.url}/me", cookies=cookies).status_code == 200
-    assert second.stop(signal.SIGINT) == 0, second.output
-    assert "stopped (this was the last demo instance)" in second.lines[-1]
-    assert not _answers("127.0.0.1", redis_port)
+    _stop_last(second, redis_port)
 
 
 def test_a_demo_redis_left_by_a_killed_demo_is_adopted_and_stopped(
     tmp_path: Path, demos: list[Demo]
 ) -> None:
     redis_port = free_port()
-    args = ("--redis-port", str(redis_port), "--db", "demo.db")
-    lone = _start(demos, tmp_path, *args)
-    _ready(lone)
+    lone = _serving(demos, tmp_path, *_on_demo_redis(redis_port))
     lone.kill()  # nobody is left to stop its Redis
     assert _answers("127.0.0.1", redis_port)
-    heir = _start(demos, tmp_path, *args)
-    _ready(heir)
+    heir = _serving(demos, tmp_path, *_on_demo_redis(redis_port))
     assert "Redis: sharing the demo's Redis" in heir.output
-    assert heir.stop(signal.SIGINT) == 0, heir.output
-    assert heir.lines[-1].endswith("stopped (this was the last demo instance)")
-    assert not _answers("127.0.0.1", redis_port)
+    _stop_last(heir, redis_port)
 
 
 def test_failing_orders_log_one_line_each_without_a_traceback(
     tmp_path: Path, demos: list[Demo]
 ) -> None:
-    demo = _start(demos, tmp_path, "--redis-port", str(free_port()), "--db", "demo.db")
-    _ready(demo)
+    demo = _serving(demos, tmp_path, *_on_demo_redis(free_port()))
     placed = httpx.post(f"{demo.url}/orders", json={"item": "kettle", "fail_times": 1})
     event_id = placed.json()["event_id"]
     # The demo's claim_idle is 3 s: the retry comes 3 to 4.5 s later.
@@ -277,8 +278,11 @@ def test_failing_orders_log_one_line_each_without_a_traceback(
         assert time.monotonic() < deadline, demo.output
         time.sleep(0.2)
     line = demo.wait_for_line("simulated failure 1 of 1")
-    assert line.startswith("ERROR redkit.events: handler OrderBook.fulfil for 'order.placed'")
-    assert line.endswith(f"(event {event_id}, delivery 1): simulated failure 1 of 1")
+    assert line.startswith(
+        f"ERROR redkit.events: handler OrderBook.fulfil raised (event {event_id} "
+        "of type 'order.placed'"
+    )
+    assert line.endswith(", delivery 1): simulated failure 1 of 1")
     assert demo.stop() == 0
     assert "Traceback" not in demo.output
 
@@ -286,8 +290,7 @@ def test_failing_orders_log_one_line_each_without_a_traceback(
 def test_a_redis_the_demo_did_not_start_is_left_running(
     tmp_path: Path, demos: list[Demo], redis_server: EmbeddedRedis
 ) -> None:
-    demo = _start(demos, tmp_path, "--redis-port", str(redis_server.port), "--db", "demo.db")
-    _ready(demo)
+    demo = _serving(demos, tmp_path, *_on_demo_redis(redis_server.port))
     assert "(not started by the demo; it is left running)" in demo.output
     assert demo.stop(signal.SIGINT) == 0, demo.output
     assert demo.lines[-1] == (
@@ -299,8 +302,7 @@ def test_a_redis_the_demo_did_not_start_is_left_running(
 def test_a_demo_started_with_redis_url_uses_it_and_leaves_it(
     tmp_path: Path, demos: list[Demo], redis_server: EmbeddedRedis
 ) -> None:
-    demo = _start(demos, tmp_path, "--db", "demo.db", env=_env(REDIS_URL=redis_server.url))
-    _ready(demo)
+    demo = _serving(demos, tmp_path, "--db", "demo.db", env=_env(REDIS_URL=redis_server.url))
     assert f"Redis: 127.0.0.1:{redis_server.port} (from the environment)" in demo.output
     assert demo.stop(signal.SIGTERM) == 0, demo.output
     assert _answers("127.0.0.1", redis_server.port)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 
 from redkit.server import EmbeddedRedis
 
-from .conftest import Instance
+from .conftest import Clients, Instance
 
 
 async def _login(
@@ -24,30 +25,47 @@ async def _login(
     assert response.status_code == 200, response.text
 
 
-async def test_cache_aside_and_cross_instance_invalidation(
-    instances: tuple[Instance, Instance],
-) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        first = await ca.get("/users/1")
-        assert first.status_code == 200
-        assert first.headers["x-cache"] == "MISS"
-        assert (await ca.get("/users/1")).headers["x-cache"] == "HIT"
-        # The other instance finds it in Redis without loading.
-        assert (await cb.get("/users/1")).headers["x-cache"] == "HIT"
-        assert (await cb.get("/users?page=1&limit=10")).headers["x-cache"] == "MISS"
-        assert (await cb.get("/users?page=1&limit=10")).headers["x-cache"] == "HIT"
+@contextlib.asynccontextmanager
+async def _live_feed(client: httpx.AsyncClient) -> AsyncIterator[asyncio.Queue[str]]:
+    """The lines of an instance's live feed as they come, from the moment it
+    is connected (the demo subscribes before it sends ": connected")."""
+    received: asyncio.Queue[str] = asyncio.Queue()
 
-        await _login(ca)
-        renamed = await ca.put("/users/1", json={"name": "Alice Renamed"})
-        assert renamed.status_code == 200
-        # B's local tier and the shared Redis entry were both invalidated.
-        fresh = await cb.get("/users/1")
-        assert fresh.headers["x-cache"] == "MISS"
-        assert fresh.json()["name"] == "Alice Renamed"
-        listed = await cb.get("/users?page=1&limit=10")
-        assert listed.headers["x-cache"] == "MISS"
-        assert listed.json()["users"][0]["name"] == "Alice Renamed"
+    async def listen() -> None:
+        async with client.stream("GET", "/events/stream") as stream:
+            async for line in stream.aiter_lines():
+                await received.put(line)
+
+    listener = asyncio.create_task(listen())
+    try:
+        assert await asyncio.wait_for(received.get(), 10) == ": connected"
+        yield received
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_cache_aside_and_cross_instance_invalidation(clients: Clients) -> None:
+    ca, cb = clients
+    first = await ca.get("/users/1")
+    assert first.status_code == 200
+    assert first.headers["x-cache"] == "MISS"
+    assert (await ca.get("/users/1")).headers["x-cache"] == "HIT"
+    # The other instance finds it in Redis without loading.
+    assert (await cb.get("/users/1")).headers["x-cache"] == "HIT"
+    assert (await cb.get("/users?page=1&limit=10")).headers["x-cache"] == "MISS"
+    assert (await cb.get("/users?page=1&limit=10")).headers["x-cache"] == "HIT"
+
+    await _login(ca)
+    renamed = await ca.put("/users/1", json={"name": "Alice Renamed"})
+    assert renamed.status_code == 200
+    # B's local tier and the shared Redis entry were both invalidated.
+    fresh = await cb.get("/users/1")
+    assert fresh.headers["x-cache"] == "MISS"
+    assert fresh.json()["name"] == "Alice Renamed"
+    listed = await cb.get("/users?page=1&limit=10")
+    assert listed.headers["x-cache"] == "MISS"
+    assert listed.json()["users"][0]["name"] == "Alice Renamed"
 
 
 async def test_sessions_are_shared_and_login_rotates_the_id(
@@ -91,129 +109,108 @@ async def test_logout_everywhere(instances: tuple[Instance, Instance]) -> None:
         assert (await two.get("/me")).status_code == 401
 
 
-async def test_auth_rate_limit_and_headers(instances: tuple[Instance, Instance]) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        statuses = []
-        for client in (ca, cb, ca, cb, ca):
-            response = await client.post("/auth/login", json={"username": "x", "password": "y"})
-            statuses.append(response.status_code)
-            assert response.headers["x-ratelimit-limit"] == "5"
-            assert "ratelimit-policy" in response.headers
-        assert statuses == [401] * 5
-        # The sixth attempt from this IP is refused, whichever instance gets it.
-        refused = await cb.post("/auth/login", json={"username": "alice", "password": "wonderland"})
-        assert refused.status_code == 429
-        assert refused.json()["error"]["code"] == "RATE_LIMITED"
-        assert int(refused.headers["retry-after"]) >= 1
-        # Other routes still have their own allowance.
-        ok = await ca.get("/users/2")
-        assert ok.status_code == 200
-        assert int(ok.headers["x-ratelimit-remaining"]) > 0
+async def test_auth_rate_limit_and_headers(clients: Clients) -> None:
+    ca, cb = clients
+    statuses = []
+    for client in (ca, cb, ca, cb, ca):
+        response = await client.post("/auth/login", json={"username": "x", "password": "y"})
+        statuses.append(response.status_code)
+        assert response.headers["x-ratelimit-limit"] == "5"
+        assert "ratelimit-policy" in response.headers
+    assert statuses == [401] * 5
+    # The sixth attempt from this IP is refused, whichever instance gets it.
+    refused = await cb.post("/auth/login", json={"username": "alice", "password": "wonderland"})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "RATE_LIMITED"
+    assert int(refused.headers["retry-after"]) >= 1
+    # Other routes still have their own allowance.
+    ok = await ca.get("/users/2")
+    assert ok.status_code == 200
+    assert int(ok.headers["x-ratelimit-remaining"]) > 0
 
 
-async def test_events_reach_the_other_instance_live_feed(
-    instances: tuple[Instance, Instance],
-) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        await _login(ca)
-        received: asyncio.Queue[str] = asyncio.Queue()
-
-        async def listen() -> None:
-            async with cb.stream("GET", "/events/stream") as stream:
-                async for line in stream.aiter_lines():
-                    await received.put(line)
-
-        listener = asyncio.create_task(listen())
-        try:
-            assert await asyncio.wait_for(received.get(), 10) == ": connected"
-            await ca.put("/users/2", json={"email": "bob@builder.example"})
-            lines = []
-            while not any(line.startswith("data:") for line in lines):
-                lines.append(await asyncio.wait_for(received.get(), 10))
-            assert "event: live" in lines
-            data = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
-            assert data["channel"] == "users"
-            assert data["type"] == "user.updated"
-            assert data["source"] == "a"
-            assert data["payload"]["email"] == "bob@builder.example"
-            assert datetime.fromisoformat(data["timestamp"]).tzinfo is not None
-        finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+async def test_events_reach_the_other_instance_live_feed(clients: Clients) -> None:
+    ca, cb = clients
+    await _login(ca)
+    async with _live_feed(cb) as received:
+        await ca.put("/users/2", json={"email": "bob@builder.example"})
+        lines = []
+        while not any(line.startswith("data:") for line in lines):
+            lines.append(await asyncio.wait_for(received.get(), 10))
+        assert "event: live" in lines
+        data = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
+        assert data["channel"] == "users"
+        assert data["type"] == "user.updated"
+        assert data["source"] == "a"
+        assert data["payload"]["email"] == "bob@builder.example"
+        assert datetime.fromisoformat(data["timestamp"]).tzinfo is not None
 
 
-async def test_report_lock_gives_409_with_the_holders_fencing_token(
-    instances: tuple[Instance, Instance],
-) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        started = await ca.post("/reports/rebuild?seconds=3")
-        assert started.status_code == 202
-        token = started.json()["fencing_token"]
-        assert started.json()["instance"] == "a"
-        busy = await cb.post("/reports/rebuild?seconds=1")
-        assert busy.status_code == 409
-        assert busy.json()["error"] == {
-            "code": "REPORT_RUNNING",
-            "message": "a report rebuild is already running on a",
-            "fencing_token": token,
-            "instance": "a",
-        }
-        # While it runs, either instance says who holds the lock, and the
-        # lease (2 s, shorter than the job) gets renewed.
-        running = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            running = (await cb.get("/reports/status")).json()["running"]
-            if running and running["renewals"] >= 2:
-                break
-            await asyncio.sleep(0.1)
-        assert running is not None
-        assert running["instance"] == "a"
-        assert running["fencing_token"] == token
-        assert running["lease_ttl"] == 2.0
-        assert running["renewals"] >= 2
-        # The job outlives its 2 s lease because the lease is renewed.
-        for _ in range(100):
-            status = (await cb.get("/reports/status")).json()
-            if status["last"] and status["last"]["fencing_token"] == token:
-                break
-            await asyncio.sleep(0.1)
-        assert status["running"] is None
-        last = status["last"]
-        assert {k: last[k] for k in ("fencing_token", "instance", "seconds", "lease_ttl")} == {
-            "fencing_token": token,
-            "instance": "a",
-            "seconds": 3.0,
-            "lease_ttl": 2.0,
-        }
-        assert last["held_throughout"] is True
-        # Renewed every ttl / 3: about 4 times in 3 s.
-        assert 3 <= last["renewals"] <= 5, last
-        finished = datetime.fromisoformat(last["finished_at"])
-        began = datetime.fromisoformat(last["started_at"])
-        assert 2.9 <= (finished - began).total_seconds() < 4.5
-        assert (await cb.get("/reports/last")).json() == last
-        again = await cb.post("/reports/rebuild?seconds=0.1")
-        assert again.status_code == 202
-        assert again.json()["fencing_token"] > token
+async def test_report_lock_gives_409_with_the_holders_fencing_token(clients: Clients) -> None:
+    ca, cb = clients
+    started = await ca.post("/reports/rebuild?seconds=3")
+    assert started.status_code == 202
+    token = started.json()["fencing_token"]
+    assert started.json()["instance"] == "a"
+    busy = await cb.post("/reports/rebuild?seconds=1")
+    assert busy.status_code == 409
+    assert busy.json()["error"] == {
+        "code": "REPORT_RUNNING",
+        "message": "a report rebuild is already running on a",
+        "fencing_token": token,
+        "instance": "a",
+    }
+    # While it runs, either instance says who holds the lock, and the
+    # lease (2 s, shorter than the job) gets renewed.
+    running = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        running = (await cb.get("/reports/status")).json()["running"]
+        if running and running["renewals"] >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert running is not None
+    assert running["instance"] == "a"
+    assert running["fencing_token"] == token
+    assert running["lease_ttl"] == 2.0
+    assert running["renewals"] >= 2
+    # The job outlives its 2 s lease because the lease is renewed.
+    for _ in range(100):
+        status = (await cb.get("/reports/status")).json()
+        if status["last"] and status["last"]["fencing_token"] == token:
+            break
+        await asyncio.sleep(0.1)
+    assert status["running"] is None
+    last = status["last"]
+    assert {k: last[k] for k in ("fencing_token", "instance", "seconds", "lease_ttl")} == {
+        "fencing_token": token,
+        "instance": "a",
+        "seconds": 3.0,
+        "lease_ttl": 2.0,
+    }
+    assert last["held_throughout"] is True
+    # Renewed every ttl / 3: about 4 times in 3 s.
+    assert 3 <= last["renewals"] <= 5, last
+    finished = datetime.fromisoformat(last["finished_at"])
+    began = datetime.fromisoformat(last["started_at"])
+    assert 2.9 <= (finished - began).total_seconds() < 4.5
+    assert (await cb.get("/reports/last")).json() == last
+    again = await cb.post("/reports/rebuild?seconds=0.1")
+    assert again.status_code == 202
+    assert again.json()["fencing_token"] > token
 
 
-async def test_orders_go_through_the_durable_stream(instances: tuple[Instance, Instance]) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        ids = [
-            (await ca.post("/orders", json={"item": f"book-{i}"})).json()["event_id"]
-            for i in range(5)
-        ]
-        for _ in range(100):
-            done = (await cb.get("/orders/processed")).json()
-            if set(ids) <= set(done):
-                break
-            await asyncio.sleep(0.1)
-        assert {done[i]["item"] for i in ids} == {f"book-{i}" for i in range(5)}
+async def test_orders_go_through_the_durable_stream(clients: Clients) -> None:
+    ca, cb = clients
+    ids = [
+        (await ca.post("/orders", json={"item": f"book-{i}"})).json()["event_id"] for i in range(5)
+    ]
+    for _ in range(100):
+        done = (await cb.get("/orders/processed")).json()
+        if set(ids) <= set(done):
+            break
+        await asyncio.sleep(0.1)
+    assert {done[i]["item"] for i in ids} == {f"book-{i}" for i in range(5)}
 
 
 async def test_bad_requests_get_json_errors(instances: tuple[Instance, Instance]) -> None:
@@ -284,23 +281,20 @@ async def test_redis_down(instances: tuple[Instance, Instance], demo_redis: Embe
         assert login.status_code == 503
 
 
-async def test_signed_in_routes_have_a_per_user_limit(
-    instances: tuple[Instance, Instance],
-) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        await _login(ca)
-        cb.cookies.set("session", ca.cookies["session"])
-        statuses = [(await (ca if i % 2 else cb).get("/me")).status_code for i in range(60)]
-        assert statuses == [200] * 60
-        refused = await ca.get("/me")
-        assert refused.status_code == 429
-        assert refused.json()["error"]["code"] == "RATE_LIMITED"
-        # The sliding window weighs the previous window too: a full window
-        # can take up to two periods to drain.
-        assert 1 <= int(refused.headers["retry-after"]) <= 120
-        # Anonymous routes are not charged to the user.
-        assert (await ca.get("/users/1")).status_code == 200
+async def test_signed_in_routes_have_a_per_user_limit(clients: Clients) -> None:
+    ca, cb = clients
+    await _login(ca)
+    cb.cookies.set("session", ca.cookies["session"])
+    statuses = [(await (ca if i % 2 else cb).get("/me")).status_code for i in range(60)]
+    assert statuses == [200] * 60
+    refused = await ca.get("/me")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "RATE_LIMITED"
+    # The sliding window weighs the previous window too: a full window
+    # can take up to two periods to drain.
+    assert 1 <= int(refused.headers["retry-after"]) <= 120
+    # Anonymous routes are not charged to the user.
+    assert (await ca.get("/users/1")).status_code == 200
 
 
 async def _orders_until(
@@ -314,93 +308,75 @@ async def _orders_until(
         await asyncio.sleep(0.1)
 
 
-async def test_orders_show_attempts_instances_and_dead_letters(
-    instances: tuple[Instance, Instance],
-) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        placed = {}
-        for item, fail_times in (("pen", 0), ("ink", 2), ("paper", 10)):
-            response = await ca.post("/orders", json={"item": item, "fail_times": fail_times})
-            assert response.status_code == 202
-            placed[item] = response.json()["event_id"]
-        # Read from the other instance: the record is in Redis.
-        orders = await _orders_until(cb, lambda o: o["status"] != "pending")
-        listing = (await cb.get("/orders")).json()
-        assert listing["max_attempts"] == 3
-        assert listing["retry_after"] == 1.0
-        assert [o["item"] for o in listing["orders"]] == ["paper", "ink", "pen"]  # newest first
+async def test_orders_show_attempts_instances_and_dead_letters(clients: Clients) -> None:
+    ca, cb = clients
+    placed = {}
+    for item, fail_times in (("pen", 0), ("ink", 2), ("paper", 10)):
+        response = await ca.post("/orders", json={"item": item, "fail_times": fail_times})
+        assert response.status_code == 202
+        placed[item] = response.json()["event_id"]
+    # Read from the other instance: the record is in Redis.
+    orders = await _orders_until(cb, lambda o: o["status"] != "pending")
+    listing = (await cb.get("/orders")).json()
+    assert listing["max_attempts"] == 3
+    assert listing["retry_after"] == 1.0
+    assert [o["item"] for o in listing["orders"]] == ["paper", "ink", "pen"]  # newest first
 
-        pen = orders[placed["pen"]]
-        assert pen["status"] == "processed"
-        assert pen["placed_by"] == "a"
-        assert pen["processed_by"] in ("a", "b")
-        assert len(pen["attempts"]) == 1
-        assert pen["attempts"][0]["instance"] == pen["processed_by"]
-        assert "error" not in pen["attempts"][0]
+    pen = orders[placed["pen"]]
+    assert pen["status"] == "processed"
+    assert pen["placed_by"] == "a"
+    assert pen["processed_by"] in ("a", "b")
+    assert len(pen["attempts"]) == 1
+    assert pen["attempts"][0]["instance"] == pen["processed_by"]
+    assert "error" not in pen["attempts"][0]
 
-        ink = orders[placed["ink"]]
-        assert ink["status"] == "processed"
-        assert [a.get("error") for a in ink["attempts"]] == [
-            "simulated failure 1 of 2",
-            "simulated failure 2 of 2",
-            None,
-        ]
-        assert ink["attempts"][-1]["instance"] == ink["processed_by"]
-        times = [datetime.fromisoformat(a["at"]) for a in ink["attempts"]]
-        # A failed attempt is retried once it was idle for claim_idle (1 s).
-        assert all(
-            (later - earlier).total_seconds() >= 0.9 for earlier, later in itertools.pairwise(times)
-        )
+    ink = orders[placed["ink"]]
+    assert ink["status"] == "processed"
+    assert [a.get("error") for a in ink["attempts"]] == [
+        "simulated failure 1 of 2",
+        "simulated failure 2 of 2",
+        None,
+    ]
+    assert ink["attempts"][-1]["instance"] == ink["processed_by"]
+    times = [datetime.fromisoformat(a["at"]) for a in ink["attempts"]]
+    # A failed attempt is retried once it was idle for claim_idle (1 s).
+    assert all(
+        (later - earlier).total_seconds() >= 0.9 for earlier, later in itertools.pairwise(times)
+    )
 
-        paper = orders[placed["paper"]]
-        assert paper["status"] == "dead-lettered"
-        assert paper["processed_by"] is None
-        assert len(paper["attempts"]) == 3
-        assert all(a["error"].startswith("simulated failure") for a in paper["attempts"])
-        dead = paper["dead_letter"]
-        assert dead["deliveries"] == 3
-        assert "SimulatedFailure: simulated failure 3 of 10" in dead["error"]
-        assert dead["consumer"] in ("a", "b")
+    paper = orders[placed["paper"]]
+    assert paper["status"] == "dead-lettered"
+    assert paper["processed_by"] is None
+    assert len(paper["attempts"]) == 3
+    assert all(a["error"].startswith("simulated failure") for a in paper["attempts"])
+    dead = paper["dead_letter"]
+    assert dead["deliveries"] == 3
+    assert "SimulatedFailure: simulated failure 3 of 10" in dead["error"]
+    assert dead["consumer"] in ("a", "b")
 
-        done = (await ca.get("/orders/processed")).json()
-        assert set(done) == {placed["pen"], placed["ink"]}
-        assert done[placed["ink"]]["attempts"] == 3
+    done = (await ca.get("/orders/processed")).json()
+    assert set(done) == {placed["pen"], placed["ink"]}
+    assert done[placed["ink"]]["attempts"] == 3
 
 
 async def test_order_events_reach_the_live_feed(instances: tuple[Instance, Instance]) -> None:
     a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-        async def listen() -> None:
-            async with cb.stream("GET", "/events/stream") as stream:
-                async for line in stream.aiter_lines():
-                    if line.startswith("data:"):
-                        await received.put(json.loads(line[5:]))
-
-        listener = asyncio.create_task(listen())
-        try:
-            for _ in range(100):  # the stream is connected
-                if b.app.state.services.feed.clients:
-                    break
-                await asyncio.sleep(0.05)
-            event_id = (await ca.post("/orders", json={"item": "lamp", "fail_times": 10})).json()[
-                "event_id"
-            ]
-            seen = []
-            while not seen or seen[-1]["type"] != "order.dead_lettered":
-                seen.append(await asyncio.wait_for(received.get(), 20))
-            types = [e["type"] for e in seen]
-            assert types == ["order.failed"] * 3 + ["order.dead_lettered"]
-            assert [e["payload"]["attempt"] for e in seen[:3]] == [1, 2, 3]
-            assert all(e["payload"]["id"] == event_id for e in seen)
-            assert all(e["channel"] == "activity" for e in seen)
-            assert seen[-1]["payload"]["deliveries"] == 3
-            assert {e["source"] for e in seen} <= {"a", "b"}
-        finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+    async with a.client() as ca, b.client() as cb, _live_feed(cb) as received:
+        event_id = (await ca.post("/orders", json={"item": "lamp", "fail_times": 10})).json()[
+            "event_id"
+        ]
+        seen: list[dict[str, Any]] = []
+        while not seen or seen[-1]["type"] != "order.dead_lettered":
+            line = await asyncio.wait_for(received.get(), 20)
+            if line.startswith("data:"):
+                seen.append(json.loads(line[5:]))
+        types = [e["type"] for e in seen]
+        assert types == ["order.failed"] * 3 + ["order.dead_lettered"]
+        assert [e["payload"]["attempt"] for e in seen[:3]] == [1, 2, 3]
+        assert all(e["payload"]["id"] == event_id for e in seen)
+        assert all(e["channel"] == "activity" for e in seen)
+        assert seen[-1]["payload"]["deliveries"] == 3
+        assert {e["source"] for e in seen} <= {"a", "b"}
 
 
 async def test_logging_out_is_not_under_the_auth_limit(
@@ -422,25 +398,24 @@ async def test_logging_out_is_not_under_the_auth_limit(
         assert (await ca.get("/me")).status_code == 401
 
 
-async def test_preferences_live_in_the_session(instances: tuple[Instance, Instance]) -> None:
-    a, b = instances
-    async with a.client() as ca, b.client() as cb:
-        empty = await ca.get("/prefs")
-        assert empty.json() == {"theme": None, "session": {}, "signed_in_as": None}
-        assert "session" not in ca.cookies  # nothing stored, no session made
-        dark = await ca.put("/prefs", json={"theme": "dark"})
-        assert dark.json() == {"theme": "dark", "session": {"theme": "dark"}, "signed_in_as": None}
-        await _login(ca)
-        kept = (await ca.get("/prefs")).json()
-        assert kept == {"theme": "dark", "session": {"theme": "dark"}, "signed_in_as": "1"}
-        cb.cookies.set("session", ca.cookies["session"])
-        assert (await cb.get("/prefs")).json() == kept  # the other instance reads the same
-        assert (await cb.put("/prefs", json={"theme": "light"})).status_code == 200
-        assert (await ca.get("/prefs")).json()["theme"] == "light"
-        assert (await ca.put("/prefs", json={"theme": "pink"})).status_code == 422
-        await ca.post("/auth/logout")
-        assert (await ca.get("/prefs")).json() == {
-            "theme": None,
-            "session": {},
-            "signed_in_as": None,
-        }
+async def test_preferences_live_in_the_session(clients: Clients) -> None:
+    ca, cb = clients
+    empty = await ca.get("/prefs")
+    assert empty.json() == {"theme": None, "session": {}, "signed_in_as": None}
+    assert "session" not in ca.cookies  # nothing stored, no session made
+    dark = await ca.put("/prefs", json={"theme": "dark"})
+    assert dark.json() == {"theme": "dark", "session": {"theme": "dark"}, "signed_in_as": None}
+    await _login(ca)
+    kept = (await ca.get("/prefs")).json()
+    assert kept == {"theme": "dark", "session": {"theme": "dark"}, "signed_in_as": "1"}
+    cb.cookies.set("session", ca.cookies["session"])
+    assert (await cb.get("/prefs")).json() == kept  # the other instance reads the same
+    assert (await cb.put("/prefs", json={"theme": "light"})).status_code == 200
+    assert (await ca.get("/prefs")).json()["theme"] == "light"
+    assert (await ca.put("/prefs", json={"theme": "pink"})).status_code == 422
+    await ca.post("/auth/logout")
+    assert (await ca.get("/prefs")).json() == {
+        "theme": None,
+        "session": {},
+        "signed_in_as": None,
+    }

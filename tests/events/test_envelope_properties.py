@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _json_values import holds_non_finite
 from redkit.errors import SerializationError
 from redkit.events import Event, decode_event, encode_event, new_event
 from redkit.events._envelope import _decode_wire, _to_event, decode_plain_payload, payload_decoder
@@ -143,16 +144,6 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-
-
-def holds_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, list):
-        return any(holds_non_finite(v) for v in value)
-    if isinstance(value, dict):
-        return any(holds_non_finite(v) for v in value.values())
-    return False
 
 
 @BUDGET

@@ -3,23 +3,20 @@ fencing order, semaphore bounds, and the lock of a killed holder."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from redkit import connect
 from redkit.lock import DistributedLock
 from redkit.server import EmbeddedCluster, EmbeddedRedis
-from redkit.testing import flush, settings_for
+from redkit.testing import connected
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_TIMEOUT = 120
@@ -72,16 +69,6 @@ def _workers(
     return _run_all([_job(server, workers=workers, **fields) for _ in range(workers)])
 
 
-@contextlib.asynccontextmanager
-async def _flushed_client(server: EmbeddedRedis | EmbeddedCluster) -> AsyncIterator[Any]:
-    client = await connect(settings_for(server))
-    try:
-        await flush(client)
-        yield client
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture(params=["standalone", "cluster"])
 def server(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
     fixture = "redis_server" if request.param == "standalone" else "redis_cluster"
@@ -93,7 +80,7 @@ def server(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
 async def test_eight_processes_never_overlap_and_fencing_follows_order(
     server: EmbeddedRedis | EmbeddedCluster,
 ) -> None:
-    async with _flushed_client(server) as client:
+    async with connected(server, flushed=True) as client:
         workers, rounds = 8, 200
         results = _workers(
             server,
@@ -125,7 +112,7 @@ async def test_eight_processes_never_overlap_and_fencing_follows_order(
 
 @pytest.mark.slow
 async def test_semaphore_bound_holds_across_processes(redis_server: EmbeddedRedis) -> None:
-    async with _flushed_client(redis_server) as client:
+    async with connected(redis_server, flushed=True) as client:
         workers, limit = 4, 2
         results = _workers(
             redis_server,
@@ -149,7 +136,7 @@ async def test_semaphore_bound_holds_across_processes(redis_server: EmbeddedRedi
 async def test_lock_and_permit_of_a_killed_process_come_back_after_ttl(
     redis_server: EmbeddedRedis,
 ) -> None:
-    async with _flushed_client(redis_server) as client:
+    async with connected(redis_server, flushed=True) as client:
         locks = DistributedLock(client, prefix="mp")
         proc = _spawn(_job(redis_server, kind="hold", name="crashy", ttl=1.0))
         try:

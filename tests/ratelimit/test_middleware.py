@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from redkit import ConfigError, connect
+from redkit import ConfigError
 from redkit.ratelimit import (
     Decision,
     RateLimiter,
@@ -29,7 +29,7 @@ from redkit.ratelimit import (
     by_user_or_ip,
 )
 from redkit.server import free_port
-from redkit.testing import settings_for
+from redkit.testing import connected
 
 from ._util import redis_now, wait_for_redis_time
 
@@ -421,8 +421,7 @@ async def test_depends_checks_its_configuration_up_front(client):
 
 
 async def test_fail_open_and_fail_closed_in_http(fresh_server):
-    redis = await connect(settings_for(fresh_server, read_timeout=1.0, connect_timeout=1.0))
-    try:
+    async with connected(fresh_server, read_timeout=1.0, connect_timeout=1.0) as redis:
         opened = RateLimiter(redis, timeout=0.5)
         closed = RateLimiter(redis, timeout=0.5, fail_open=False)
         rules = [RateLimitRule("/*", "1/minute")]
@@ -448,8 +447,6 @@ async def test_fail_open_and_fail_closed_in_http(fresh_server):
             assert r.headers["retry-after"] == "1"
         async with http(fastapi_app) as web:
             assert (await web.get("/dep")).status_code == 503
-    finally:
-        await redis.aclose()
 
 
 def test_bad_middleware_configuration_fails_at_construction(redis_server):

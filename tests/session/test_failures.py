@@ -8,17 +8,16 @@ import asyncio
 
 import pytest
 
-from redkit import ConnectionUnavailable, connect
+from redkit import ConnectionUnavailable
 from redkit.server import EmbeddedRedis
 from redkit.session import SessionStore
-from redkit.testing import settings_for
+from redkit.testing import connected
 
 from ._helpers import SECRET
 
 
 async def test_stopped_server_raises_connection_unavailable(fresh_server: EmbeddedRedis) -> None:
-    client = await connect(settings_for(fresh_server, max_retries=0))
-    try:
+    async with connected(fresh_server, max_retries=0) as client:
         store = SessionStore(client, secret=SECRET)
         session = await store.create("42", {"a": 1})
         fresh_server.stop()
@@ -38,13 +37,10 @@ async def test_stopped_server_raises_connection_unavailable(fresh_server: Embedd
             ):
                 await asyncio.wait_for(call, 10)
         assert store.stats().errors == len(calls)
-    finally:
-        await client.aclose()
 
 
 async def test_paused_server_times_out_then_recovers(fresh_server: EmbeddedRedis) -> None:
-    client = await connect(settings_for(fresh_server, read_timeout=0.5, write_timeout=0.5))
-    try:
+    async with connected(fresh_server, read_timeout=0.5, write_timeout=0.5) as client:
         store = SessionStore(client, secret=SECRET)
         session = await store.create("42", {"a": 1})
         loop = asyncio.get_running_loop()
@@ -57,19 +53,14 @@ async def test_paused_server_times_out_then_recovers(fresh_server: EmbeddedRedis
         found = await store.get(session.id)
         assert found is not None
         assert found.data == {"a": 1}
-    finally:
-        await client.aclose()
 
 
 async def test_server_restart_reloads_scripts(fresh_server: EmbeddedRedis) -> None:
     """After a restart the script cache is empty (NOSCRIPT): the store sends
     the script again and carries on."""
-    client = await connect(settings_for(fresh_server))
-    try:
+    async with connected(fresh_server) as client:
         store = SessionStore(client, secret=SECRET)
         await store.create("42")
         await client.script_flush()
         session = await store.create("42", {"b": 1})
         assert (await store.get(session.id)) == session
-    finally:
-        await client.aclose()

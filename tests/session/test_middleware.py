@@ -17,7 +17,7 @@ from redkit import ConfigError, connect
 from redkit.connection import Client
 from redkit.server import EmbeddedRedis
 from redkit.session import SessionDataTooLarge, SessionMiddleware, SessionStore
-from redkit.testing import settings_for
+from redkit.testing import connected, settings_for
 
 from ._apps import (
     KEY,
@@ -385,15 +385,12 @@ async def test_websocket_sees_the_session(redis_client: Redis) -> None:
 
 
 async def test_websocket_closes_with_1011_when_redis_is_down(fresh_server: EmbeddedRedis) -> None:
-    client = await connect(settings_for(fresh_server, max_retries=0))
-    try:
+    async with connected(fresh_server, max_retries=0) as client:
         store = SessionStore(client, secret=SECRET)
         session = await store.create("", {"a": 1})
         fresh_server.stop()
         sent = await run_ws(starlette_app(store), sign(session.id))
         assert sent == [{"type": "websocket.close", "code": 1011}]
-    finally:
-        await client.aclose()
 
 
 # -- Redis unreachable -------------------------------------------------------
@@ -407,8 +404,7 @@ async def _unavailable_checks(http: httpx.AsyncClient, value: str) -> None:
 
 
 async def test_redis_down_gives_503_json(fresh_server: EmbeddedRedis) -> None:
-    client = await connect(settings_for(fresh_server, max_retries=0))
-    try:
+    async with connected(fresh_server, max_retries=0) as client:
         store = SessionStore(client, secret=SECRET)
         async with asgi_client(starlette_app(store)) as http:
             value = cookie_value(await http.get("/put?a=1"))
@@ -424,8 +420,6 @@ async def test_redis_down_gives_503_json(fresh_server: EmbeddedRedis) -> None:
             response = await http.get("/lazy", headers=with_cookie(lazy_value))
             assert response.status_code == 503
             assert response.json()["error"]["code"] == "SESSION_STORE_UNAVAILABLE"
-    finally:
-        await client.aclose()
 
 
 async def _short_timeouts(server: EmbeddedRedis) -> Client:
@@ -520,15 +514,12 @@ async def test_cookie_flags_over_http_with_uvicorn(
 
 
 async def test_uvicorn_503_when_redis_is_down(fresh_server: EmbeddedRedis) -> None:
-    client = await connect(settings_for(fresh_server, max_retries=0))
-    try:
+    async with connected(fresh_server, max_retries=0) as client:
         store = SessionStore(client, secret=SECRET)
         async with served(starlette_app(store)) as url, httpx.AsyncClient(base_url=url) as http:
             value = cookie_value(await http.get("/put?a=1"))
             fresh_server.stop()
             await _unavailable_checks(http, value)
-    finally:
-        await client.aclose()
 
 
 # -- configuration -----------------------------------------------------------

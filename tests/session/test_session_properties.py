@@ -25,6 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _asgi import http_scope, response_status
+from _json_values import json_values, nested
 from redkit import SerializationError, connect
 from redkit.connection import Client
 from redkit.server import EmbeddedRedis
@@ -48,28 +50,11 @@ BUDGET = settings(
 ID = "c0dctApWjo2ooEXO0RATfg.5R-rDaS6JQpe298hsipmIeWTHXx5QRW7f3Gz7s3yqY0"
 
 
-def _deep(depth: int) -> bytes:
-    return b"[" * depth + b"]" * depth
-
-
 def _quoted(text: str) -> bytes:
     return b'"' + text.encode("utf-8", "surrogatepass") + b'"'
 
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=12,
-).map(msgspec.json.encode)
+encoded_values = json_values(finite=True, width=3, max_leaves=12).map(msgspec.json.encode)
 
 # Past the recursion limit, far past it, and anything up to that.
 depths = st.one_of(st.sampled_from([1_200, 20_000, 100_000]), st.integers(1, 100_000))
@@ -97,10 +82,10 @@ hostile_fragments = st.one_of(
             b"",
         ]
     ),
-    st.builds(_deep, depths),
+    st.builds(nested, depths),
     st.builds(lambda n: b"{" + b'"k":{' * n + b"}" * (n + 1), depths),
     st.binary(max_size=12),
-    json_values,
+    encoded_values,
 )
 
 timestamps = st.one_of(
@@ -130,7 +115,7 @@ timestamps = st.one_of(
 
 strings = st.one_of(st.just(ID), st.text(max_size=40)).map(_quoted)
 data_values = st.one_of(
-    json_values.map(lambda v: b'{"v":' + v + b"}"), hostile_fragments, st.just(b"null")
+    encoded_values.map(lambda v: b'{"v":' + v + b"}"), hostile_fragments, st.just(b"null")
 )
 
 
@@ -290,33 +275,7 @@ def flushed(redis_server: EmbeddedRedis, loop: asyncio.AbstractEventLoop) -> Ite
 
 
 async def _status(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/show") -> int:
-    route, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": route,
-        "raw_path": route.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"test"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    await app(scope, receive, send)
-    (status,) = statuses
-    return status
+    return await response_status(app, http_scope(path, headers=[(b"host", b"test"), *headers]))
 
 
 def test_middleware_never_answers_500_for_hostile_cookies(

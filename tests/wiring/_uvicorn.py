@@ -64,11 +64,19 @@ def env_for(**variables: str) -> dict[str, str]:
 
 @contextmanager
 def serve(
-    app_dir: Path, target: str, env: dict[str, str], *, start_timeout: float = 30.0
+    app_dir: Path,
+    source: str,
+    env: dict[str, str],
+    *,
+    module: str = "app",
+    start_timeout: float = 30.0,
 ) -> Iterator[Served]:
-    """``uvicorn target`` from ``app_dir`` with warnings shown (ResourceWarning
-    and RuntimeWarning are hidden by default); yields once the port accepts
-    connections, kills the process if the block leaves it running."""
+    """``source`` written to ``app_dir/<module>.py`` and run as ``uvicorn
+    <module>:app`` with warnings shown (ResourceWarning and RuntimeWarning
+    are hidden by default); yields once the port accepts connections, kills
+    the process if the block leaves it running."""
+    (app_dir / f"{module}.py").write_text(source)
+    target = f"{module}:app"
     port = free_port()
     proc = subprocess.Popen(
         [

@@ -14,7 +14,7 @@ import pytest
 
 import redkit
 from redkit.server import EmbeddedCluster, EmbeddedRedis
-from redkit.testing import settings_for
+from redkit.testing import connected, settings_for
 
 from ._uvicorn import env_for, serve
 
@@ -47,8 +47,7 @@ async def test_a_client_from_a_closed_loop_raises_wrong_event_loop_and_sends_not
 ) -> None:
     server = _server(request, topology)
     stale = _connected_elsewhere(server)
-    fresh = await redkit.connect(settings_for(server))
-    try:
+    async with connected(server) as fresh:
         await fresh.delete("loop:counter")
         with pytest.raises(redkit.WrongEventLoop) as caught:
             await stale.incr("loop:counter")
@@ -60,8 +59,6 @@ async def test_a_client_from_a_closed_loop_raises_wrong_event_loop_and_sends_not
         with pytest.raises(redkit.WrongEventLoop):
             await stale.get("loop:probe")  # every time, not only the first
         await stale.aclose()  # closing the stale client does not raise either
-    finally:
-        await fresh.aclose()
 
 
 async def test_a_loop_still_running_elsewhere_is_named(redis_server: EmbeddedRedis) -> None:
@@ -116,18 +113,12 @@ async def count() -> dict[str, int]:
 """
 
 
-@pytest.fixture
-def stale_app(tmp_path: Path) -> Path:
-    (tmp_path / "stale.py").write_text(STALE_APP)
-    return tmp_path
-
-
 async def test_the_mistake_under_uvicorn_logs_what_to_do(
-    stale_app: Path, redis_server: EmbeddedRedis
+    tmp_path: Path, redis_server: EmbeddedRedis
 ) -> None:
     check = await redkit.connect(settings_for(redis_server))
     await check.delete("loop:app-counter")
-    with serve(stale_app, "stale:app", env_for(REDIS_URL=redis_server.url)) as app:
+    with serve(tmp_path, STALE_APP, env_for(REDIS_URL=redis_server.url)) as app:
         answers = [
             (await asyncio.to_thread(httpx.get, app.url + "/count")).status_code for _ in range(3)
         ]

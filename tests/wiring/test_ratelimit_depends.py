@@ -74,18 +74,12 @@ def answer(response: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
     return response.status_code, response.content, headers
 
 
-@pytest.fixture
-def app_dir(tmp_path: Path) -> Path:
-    (tmp_path / "side_by_side.py").write_text(SIDE_BY_SIDE)
-    return tmp_path
-
-
 async def test_admitted_and_refused_answers_are_the_middlewares(
-    app_dir: Path, fresh_server: EmbeddedRedis
+    tmp_path: Path, fresh_server: EmbeddedRedis
 ) -> None:
     check = await redkit.connect(settings_for(fresh_server))
     env = env_for(REDIS_URL=fresh_server.url, FAIL_OPEN="1")
-    with serve(app_dir, "side_by_side:app", env) as app:
+    with serve(tmp_path, SIDE_BY_SIDE, env) as app:
         async with httpx.AsyncClient(base_url=app.url) as web:
             pairs = []
             for _ in range(4):
@@ -111,10 +105,10 @@ async def test_admitted_and_refused_answers_are_the_middlewares(
 
 
 async def test_fail_closed_answers_are_the_middlewares(
-    app_dir: Path, fresh_server: EmbeddedRedis
+    tmp_path: Path, fresh_server: EmbeddedRedis
 ) -> None:
     env = env_for(REDIS_URL=fresh_server.url, FAIL_OPEN="0")
-    with serve(app_dir, "side_by_side:app", env) as app:
+    with serve(tmp_path, SIDE_BY_SIDE, env) as app:
         fresh_server.stop()
         async with httpx.AsyncClient(base_url=app.url, timeout=10) as web:
             middleware = answer(await web.get("/mw"))

@@ -97,12 +97,11 @@ async def test_readme_main_py_under_uvicorn(
     client = await redkit.connect(url=server.url, cluster=topology == "cluster", min_idle_conns=0)
     await flush(client)  # rate limits and streams of an earlier run
     await client.aclose()
-    (tmp_path / "main.py").write_text(readme_main())
     env = env_for(REDIS_URL=server.url)
     if topology == "cluster":
         env["REDIS_CLUSTER"] = "true"
 
-    with serve(tmp_path, "main:app", env) as app:
+    with serve(tmp_path, readme_main(), env, module="main") as app:
         await asyncio.to_thread(exercise, app.url)
         code = await asyncio.to_thread(app.stop, stop)
 

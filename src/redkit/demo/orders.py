@@ -10,6 +10,7 @@ why it was given up; and announced on the activity channel.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from typing import Any
@@ -47,20 +48,13 @@ def _decoded(raw: Any) -> Any:
     return msgspec.json.decode(raw) if raw else None
 
 
+@dataclasses.dataclass(eq=False)
 class OrderBook:
-    def __init__(
-        self,
-        client: Any,
-        stream: StreamPublisher,
-        activity: Publisher,
-        instance: str,
-        max_attempts: int,
-    ) -> None:
-        self.client = client
-        self.stream = stream
-        self.activity = activity
-        self.instance = instance
-        self.max_attempts = max_attempts
+    client: Any
+    stream: StreamPublisher
+    activity: Publisher
+    instance: str
+    max_attempts: int
 
     async def place(self, item: str, quantity: int, fail_times: int) -> str:
         order = {"item": item, "quantity": quantity, "fail_times": fail_times}

@@ -11,6 +11,7 @@ holder does not linger there either. The finished job's record is kept in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
@@ -48,22 +49,14 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+@dataclasses.dataclass(eq=False)
 class Reports:
-    def __init__(
-        self,
-        client: Any,
-        locks: DistributedLock,
-        activity: Publisher,
-        instance: str,
-        lease_ttl: float,
-        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
-    ) -> None:
-        self.client = client
-        self.locks = locks
-        self.activity = activity
-        self.instance = instance
-        self.lease_ttl = lease_ttl
-        self.spawn = spawn
+    client: Any
+    locks: DistributedLock
+    activity: Publisher
+    instance: str
+    lease_ttl: float
+    spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
 
     async def start(self, seconds: float) -> dict[str, Any]:
         """Start a rebuild of ``seconds`` in the background once the lock is

@@ -28,18 +28,12 @@ class Read:
     hit: bool
 
 
+@dataclasses.dataclass(eq=False)
 class UserService:
-    def __init__(
-        self,
-        repo: UserRepository,
-        cache: Cache,
-        invalidator: Invalidator,
-        publisher: Publisher,
-    ) -> None:
-        self.repo = repo
-        self.cache = cache
-        self.invalidator = invalidator
-        self.publisher = publisher
+    repo: UserRepository
+    cache: Cache
+    invalidator: Invalidator
+    publisher: Publisher
 
     async def get(self, user_id: int) -> Read:
         """The user (None when unknown; the miss is cached too, so probing

@@ -42,7 +42,10 @@ __all__ = ["ALGORITHMS", "Algorithm", "Decision", "RateLimitStats", "RateLimiter
 
 log = logging.getLogger("redkit.ratelimit")
 
-_SCRIPTS = {name: Script.from_package("redkit.ratelimit", f"lua/{name}.lua") for name in ALGORITHMS}
+_SCRIPTS = {
+    name: Script.from_package("redkit.ratelimit", "lua/head.lua", f"lua/{name}.lua", "lua/tail.lua")
+    for name in ALGORITHMS
+}
 _POOL_WAIT = 5.0
 
 

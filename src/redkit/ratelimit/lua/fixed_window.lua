@@ -1,21 +1,6 @@
 -- Fixed window: one counter per window of `period` µs, windows aligned on
--- Redis time (TIME), so every app server sees the same boundaries.
--- KEYS[1]   the client's state hash
--- ARGV[1]   '1' to charge the hit, '0' to only look
--- ARGV[...] per rate, five values: field, limit, period (µs), cost, burst (unused)
--- A field holds '<window index>:<count>'. The field '~exp' holds the hash's
--- expiry (ms); it is pushed out only when a state would outlive it.
--- Nothing is written unless every rate admits the hit.
--- Returns per rate: admitted (1/0), remaining, reset after (µs), retry after (µs, -1 if admitted).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local charge = ARGV[1] == '1'
-local n = (#ARGV - 1) / 5
-local fields = {}
-for i = 1, n do fields[i] = ARGV[i * 5 - 3] end
-fields[n + 1] = '~exp'
-local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-
+-- Redis time. Runs between head.lua (arguments, state) and tail.lua (writes).
+-- A field holds '<window index>:<count>'.
 local admit = true
 local used, windows = {}, {}
 for i = 1, n do
@@ -32,10 +17,6 @@ for i = 1, n do
   used[i], windows[i] = count, w
 end
 
-local out = {}
-local writes = {}
-local current = (tonumber(stored[n + 1]) or 0) * 1000
-local extend = 0
 for i = 1, n do
   local b = i * 5 - 3
   local limit, period, cost = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
@@ -50,22 +31,10 @@ for i = 1, n do
   end
   local reset = 0
   if count > 0 then reset = ends - now end
+  local retry = -1
+  if not ok then retry = cost > limit and -2 or (ends - now) end
   out[#out + 1] = ok and 1 or 0
   out[#out + 1] = limit - count
   out[#out + 1] = reset
-  local retry = -1
-  if not ok then retry = cost > limit and -2 or (ends - now) end
   out[#out + 1] = retry
 end
-if #writes > 0 then
-  if extend > 0 then
-    local ms = string.format('%.0f', math.ceil(extend / 1000))
-    writes[#writes + 1] = '~exp'
-    writes[#writes + 1] = ms
-    redis.call('HSET', KEYS[1], unpack(writes))
-    redis.call('PEXPIREAT', KEYS[1], ms)
-  else
-    redis.call('HSET', KEYS[1], unpack(writes))
-  end
-end
-return out

@@ -1,22 +1,9 @@
 -- GCRA (a token bucket kept as one timestamp): each hit of cost c pushes the
 -- theoretical arrival time (TAT) forward by c * period / limit; a hit is
 -- admitted while the TAT stays within burst * period / limit of now.
--- KEYS[1]   the client's state hash
--- ARGV[1]   '1' to charge the hit, '0' to only look
--- ARGV[...] per rate, five values: field, limit, period (µs), cost, burst
+-- Runs between head.lua (arguments, state) and tail.lua (writes).
 -- A field holds the TAT as '<whole µs>:<fraction of a µs>', so that the
--- arithmetic below runs on small differences and stays exact. The field
--- '~exp' holds the hash's expiry (ms), pushed out only when needed.
--- Nothing is written unless every rate admits the hit.
--- Returns per rate: admitted (1/0), remaining, reset after (µs), retry after (µs, -1 if admitted).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local charge = ARGV[1] == '1'
-local n = (#ARGV - 1) / 5
-local fields = {}
-for i = 1, n do fields[i] = ARGV[i * 5 - 3] end
-fields[n + 1] = '~exp'
-local stored = redis.call('HMGET', KEYS[1], unpack(fields))
+-- arithmetic below runs on small differences and stays exact.
 
 -- float noise allowance on the small differences (µs); far below one hit
 local EPS = 1e-6
@@ -40,10 +27,6 @@ for i = 1, n do
   ahead[i] = d
 end
 
-local out = {}
-local writes = {}
-local current = (tonumber(stored[n + 1]) or 0) * 1000
-local extend = 0
 for i = 1, n do
   local b = i * 5 - 3
   local limit, period, cost, burst =
@@ -70,15 +53,3 @@ for i = 1, n do
   out[#out + 1] = math.ceil(d)
   out[#out + 1] = retry
 end
-if #writes > 0 then
-  if extend > 0 then
-    local ms = string.format('%.0f', math.ceil(extend / 1000))
-    writes[#writes + 1] = '~exp'
-    writes[#writes + 1] = ms
-    redis.call('HSET', KEYS[1], unpack(writes))
-    redis.call('PEXPIREAT', KEYS[1], ms)
-  else
-    redis.call('HSET', KEYS[1], unpack(writes))
-  end
-end
-return out

@@ -1,21 +1,9 @@
 -- Sliding log: the exact timestamps (µs) of the admitted hits of the last
 -- `period` µs in a sorted set, one member per unit of cost. Rejected hits
 -- are not logged, so a log never holds more than `limit` members.
--- KEYS[1]     the client's state hash (lists the client's logs, for reset)
--- KEYS[1 + i] the log of rate i
--- ARGV[1]     '1' to charge the hit, '0' to only look
--- ARGV[...]   per rate, five values: field, limit, period (µs), cost, burst (unused)
--- Nothing is written unless every rate admits the hit.
--- Returns per rate: admitted (1/0), remaining, reset after (µs), retry after (µs, -1 if admitted).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local charge = ARGV[1] == '1'
-local n = (#ARGV - 1) / 5
-local fields = {}
-for i = 1, n do fields[i] = ARGV[i * 5 - 3] end
-fields[n + 1] = '~exp'
-local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-
+-- Runs between head.lua (arguments, state) and tail.lua (writes).
+-- KEYS[1 + i] the log of rate i; the state hash only lists the logs (a
+-- field '1' per rate), for reset.
 local function fmt(x) return string.format('%.0f', x) end
 
 local admit = true
@@ -40,10 +28,6 @@ for i = 1, n do
   counts[i], lasts[i] = count, last
 end
 
-local out = {}
-local writes = {}
-local current = (tonumber(stored[n + 1]) or 0) * 1000
-local extend = 0
 for i = 1, n do
   local b = i * 5 - 3
   local limit, period, cost = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
@@ -92,13 +76,3 @@ for i = 1, n do
   out[#out + 1] = reset
   out[#out + 1] = retry
 end
-if extend > 0 then
-  local ms = fmt(math.ceil(extend / 1000))
-  writes[#writes + 1] = '~exp'
-  writes[#writes + 1] = ms
-  redis.call('HSET', KEYS[1], unpack(writes))
-  redis.call('PEXPIREAT', KEYS[1], ms)
-elseif #writes > 0 then
-  redis.call('HSET', KEYS[1], unpack(writes))
-end
-return out

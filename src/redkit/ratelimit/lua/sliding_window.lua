@@ -1,22 +1,8 @@
 -- Sliding window counter: the current window's count plus the previous
 -- window's count weighted by how much of it still overlaps the last
 -- `period` µs. Two integers per rate, whatever the limit.
--- KEYS[1]   the client's state hash
--- ARGV[1]   '1' to charge the hit, '0' to only look
--- ARGV[...] per rate, five values: field, limit, period (µs), cost, burst (unused)
--- A field holds '<window index>:<current count>:<previous count>'. The field
--- '~exp' holds the hash's expiry (ms), pushed out only when needed.
--- Nothing is written unless every rate admits the hit.
--- Returns per rate: admitted (1/0), remaining, reset after (µs), retry after (µs, -1 if admitted).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local charge = ARGV[1] == '1'
-local n = (#ARGV - 1) / 5
-local fields = {}
-for i = 1, n do fields[i] = ARGV[i * 5 - 3] end
-fields[n + 1] = '~exp'
-local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-
+-- Runs between head.lua (arguments, state) and tail.lua (writes).
+-- A field holds '<window index>:<current count>:<previous count>'.
 local admit = true
 local state = {}
 for i = 1, n do
@@ -40,10 +26,6 @@ for i = 1, n do
   state[i] = {w, cur, prev, into, estimate}
 end
 
-local out = {}
-local writes = {}
-local current = (tonumber(stored[n + 1]) or 0) * 1000
-local extend = 0
 for i = 1, n do
   local b = i * 5 - 3
   local limit, period, cost = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
@@ -83,15 +65,3 @@ for i = 1, n do
   out[#out + 1] = reset
   out[#out + 1] = retry
 end
-if #writes > 0 then
-  if extend > 0 then
-    local ms = string.format('%.0f', math.ceil(extend / 1000))
-    writes[#writes + 1] = '~exp'
-    writes[#writes + 1] = ms
-    redis.call('HSET', KEYS[1], unpack(writes))
-    redis.call('PEXPIREAT', KEYS[1], ms)
-  else
-    redis.call('HSET', KEYS[1], unpack(writes))
-  end
-end
-return out
