@@ -37,7 +37,6 @@ __all__ = [
     "log",
     "memo_put",
     "redis_answered",
-    "seconds",
 ]
 
 log = logging.getLogger("redkit.cache")
@@ -51,10 +50,6 @@ RESERVED = "_cache:"
 # write, and anyone may publish on the channel, as often as they like.
 WARN_EVERY = 60.0
 MEMO_LIMIT = 4096
-
-
-def seconds(value: object, what: str) -> float:
-    return float(_validate.seconds(value, what))
 
 
 def memo_put(memo: dict[str, str], key: str, value: str) -> None:
@@ -159,7 +154,7 @@ class CacheBase:
                 raise ConfigError("no ttl given and the cache has no default_ttl")
             value = self.default_ttl
         else:
-            value = seconds(ttl, "ttl")
+            value = _validate.seconds(ttl, "ttl")
         if self.jitter:
             value *= 1.0 - random.random() * self.jitter
         return max(1, int(value * 1000))

@@ -26,7 +26,7 @@ from ..codec import Codec, get_codec
 from ..errors import ConfigError
 from ..keys import KeySpace, validate_key_part
 from . import _envelope
-from ._base import NOTHING, seconds
+from ._base import NOTHING
 from ._bulk import BulkInvalidation
 from ._loading import MIN_REFRESH_WINDOW_MS, SingleFlight
 from .decorator import CachedFunction
@@ -214,7 +214,9 @@ class Cache(SingleFlight, BulkInvalidation):
         self._keyspace = KeySpace(prefix)
         self.prefix = self._keyspace.prefix
         self._head = self.prefix + ":"
-        self.default_ttl = None if default_ttl is None else seconds(default_ttl, "default_ttl")
+        self.default_ttl = (
+            None if default_ttl is None else _validate.seconds(default_ttl, "default_ttl")
+        )
         if local is not None and not isinstance(local, LocalCache):
             raise ConfigError(f"local must be a LocalCache or None, got {local!r:.80}")
         self._local = local
@@ -236,9 +238,9 @@ class Cache(SingleFlight, BulkInvalidation):
             raise ConfigError(f"compress_above must be an int >= 0, got {compress_above!r:.40}")
         self.compress_above = compress_above
         self.cache_none = bool(cache_none)
-        self.lease_ttl = seconds(lease_ttl, "lease_ttl")
+        self.lease_ttl = _validate.seconds(lease_ttl, "lease_ttl")
         self._lease_ms = _validate.ttl_ms(lease_ttl, "lease_ttl")
-        self.wait_timeout = seconds(wait_timeout, "wait_timeout")
+        self.wait_timeout = _validate.seconds(wait_timeout, "wait_timeout")
         if not _is_number(early_refresh) or not 0 <= early_refresh <= _MAX_BETA:
             raise ConfigError(
                 f"early_refresh must be a number from 0 to {_MAX_BETA:g}, got {early_refresh!r:.40}"
@@ -248,8 +250,8 @@ class Cache(SingleFlight, BulkInvalidation):
         self.channel = channel if channel is not None else f"{self.prefix}:cache:invalidate"
         validate_key_part(self.channel, "channel")
         self.source = validate_key_part(source, "source")
-        self.sync_interval = seconds(sync_interval, "sync_interval")
-        self.heartbeat = seconds(heartbeat, "heartbeat")
+        self.sync_interval = _validate.seconds(sync_interval, "sync_interval")
+        self.heartbeat = _validate.seconds(heartbeat, "heartbeat")
 
         self._keys: dict[str, str] = {}
         self._tags_memo: dict[str, str] = {}
@@ -293,7 +295,7 @@ class Cache(SingleFlight, BulkInvalidation):
         """Subscribe to the invalidation channel now (a cache with a local
         tier otherwise does so on first use) and wait up to ``timeout``
         seconds for it. Returns whether the local tier is live."""
-        timeout = seconds(timeout, "timeout")
+        timeout = _validate.seconds(timeout, "timeout")
         # A cache closed by an app's lifespan and started by the next one
         # (a test client per test, say) gets its refreshes back.
         self._closed = False
@@ -482,7 +484,7 @@ class Cache(SingleFlight, BulkInvalidation):
             if self.default_ttl is None:
                 raise ConfigError("no ttl given and the cache has no default_ttl")
         elif isinstance(ttl, bool) or not (isinstance(ttl, (int, float)) and 0 < ttl <= _MAX_TTL):
-            seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
+            _validate.seconds(ttl, "ttl")  # raises for a bad ttl, on hits too
         tag_keys = self._tag_keys(tags) if tags else _NO_TAGS
         token = 0
         if (local := self._local) is not None:
@@ -539,7 +541,7 @@ class Cache(SingleFlight, BulkInvalidation):
         gains ``invalidate(...)`` and ``key(...)`` taking the same arguments.
         """
         if ttl is not None:
-            seconds(ttl, "ttl")
+            _validate.seconds(ttl, "ttl")
         elif self.default_ttl is None:
             raise ConfigError("no ttl given and the cache has no default_ttl")
 

@@ -24,6 +24,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from .. import _telemetry
 from .._timing import Sweeper, TaskSet, cancel_and_wait
+from .._validate import seconds
 from ..connection import Client
 from ..errors import ConfigError, ConnectionUnavailable
 from ._envelope import Event, type_name
@@ -33,7 +34,6 @@ from ._handlers import (
     Registration,
     call_unbounded,
     check_count,
-    check_seconds,
     event_for,
     supervised,
 )
@@ -142,8 +142,8 @@ class Dispatcher:
         drain_timeout: float,
     ) -> None:
         self.max_concurrency = check_count("max_concurrency", max_concurrency)
-        self.handler_timeout = check_seconds("handler_timeout", handler_timeout)
-        self.drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_zero=True)
+        self.handler_timeout = seconds(handler_timeout, "handler_timeout")
+        self.drain_timeout = seconds(drain_timeout, "drain_timeout", allow_zero=True)
         self.registry = HandlerRegistry()
         self.counts = counts
         self.in_flight = 0

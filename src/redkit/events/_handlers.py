@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
-from .. import _telemetry, _validate
+from .. import _telemetry
 from .._timing import withdraw_cancellation
 from ..errors import ConfigError, SerializationError
 from ._envelope import Event, _check_type, payload_decoder, type_name
@@ -23,7 +23,6 @@ __all__ = [
     "HandlerRegistry",
     "PayloadError",
     "Registration",
-    "check_seconds",
     "supervised",
 ]
 
@@ -137,12 +136,6 @@ async def _invoke(reg: Registration, event: Event[Any]) -> None:
     result = await asyncio.to_thread(reg.handler, event)
     if inspect.isawaitable(result):
         await result
-
-
-def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """``value`` as seconds, or :class:`ConfigError` naming ``name`` (the
-    rule every component shares: :func:`redkit._validate.seconds`)."""
-    return _validate.seconds(value, name, allow_zero=allow_zero)
 
 
 def check_count(name: str, value: object, low: int = 1) -> int:

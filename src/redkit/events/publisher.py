@@ -15,11 +15,12 @@ from .. import _counters, _failures
 from .._failures import describe_error, is_cluster
 from .._telemetry import operation
 from .._timing import bounded, raise_if_cancelled
+from .._validate import seconds
 from ..connection import Client
 from ..errors import ConfigError
 from ..keys import validate_key_part
 from ._envelope import _check_type, _encode, check_text, format_timestamp
-from ._handlers import check_count, check_seconds
+from ._handlers import check_count
 
 __all__ = [
     "EVENT_FIELD",
@@ -97,7 +98,7 @@ class Publisher:
         self.client = client
         self.source = check_text(source, "source", allow_empty=True)
         self.sharded = bool(sharded)
-        self.timeout = None if timeout is None else check_seconds("timeout", timeout)
+        self.timeout = None if timeout is None else seconds(timeout, "timeout")
         self._command = "SPUBLISH" if sharded else "PUBLISH"
         self._counts = _counters.counts_for(PublisherStats)
 

@@ -18,13 +18,14 @@ from redis.client import NEVER_DECODE
 from .. import _counters, _failures
 from .._failures import describe_error, read_timeout
 from .._timing import raise_if_cancelled, recovery_delay
+from .._validate import seconds
 from ..connection import Client
 from ..errors import ConfigError, SerializationError
 from ..keys import validate_key_part
 from ..scripts import Script
 from ._dispatch import Dispatcher, HandlerHost, HandlerStats, Job, check_client, in_background
 from ._envelope import _decode_wire, _to_event, decode_plain_payload
-from ._handlers import check_count, check_seconds
+from ._handlers import check_count
 from .publisher import EVENT_FIELD, StreamPublisher, StreamPublisherStats, check_stream
 
 __all__ = [
@@ -143,14 +144,14 @@ class StreamConsumer(HandlerHost):
         self.group = validate_key_part(group, "group")
         self.consumer = validate_key_part(consumer, "consumer")
         self.max_deliveries = check_count("max_deliveries", max_deliveries)
-        self.claim_idle = check_seconds("claim_idle", claim_idle)
-        self.claim_interval = check_seconds(
-            "claim_interval",
+        self.claim_idle = seconds(claim_idle, "claim_idle")
+        self.claim_interval = seconds(
             claim_interval if claim_interval is not None else min(self.claim_idle / 2, 10.0),
+            "claim_interval",
         )
-        self.handler_timeout = check_seconds(
-            "handler_timeout",
+        self.handler_timeout = seconds(
             handler_timeout if handler_timeout is not None else self.claim_idle / 2,
+            "handler_timeout",
         )
         if self.handler_timeout >= self.claim_idle:
             raise ConfigError(
@@ -172,7 +173,7 @@ class StreamConsumer(HandlerHost):
         )
         socket_timeout = read_timeout(client)
         default_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
-        self.block = check_seconds("block", block if block is not None else default_block)
+        self.block = seconds(block if block is not None else default_block, "block")
         if socket_timeout and self.block >= socket_timeout:
             raise ConfigError(
                 f"block ({self.block:g}s) must be shorter than the client's socket timeout "
@@ -192,8 +193,8 @@ class StreamConsumer(HandlerHost):
                 f"{self.stream!r} on a cluster (give both the same hash tag)"
             )
         self.dead_letter_maxlen = check_count("dead_letter_maxlen", dead_letter_maxlen)
-        self.backoff_base = check_seconds("backoff_base", backoff_base)
-        self.backoff_max = check_seconds("backoff_max", backoff_max)
+        self.backoff_base = seconds(backoff_base, "backoff_base")
+        self.backoff_max = seconds(backoff_max, "backoff_max")
         self._acks: list[Any] = []
         self._running = False
         self._ready: asyncio.Event | None = None
@@ -250,7 +251,7 @@ class StreamConsumer(HandlerHost):
         does for Redis failures, malformed entries or handler errors), the
         block is cancelled where it waits and that exception is raised from
         the ``async with``, as :class:`asyncio.TaskGroup` does."""
-        ready_timeout = check_seconds("ready_timeout", ready_timeout)
+        ready_timeout = seconds(ready_timeout, "ready_timeout")
         what = f"stream consumer for {self.stream!r}"
         async with in_background(
             self.run(),

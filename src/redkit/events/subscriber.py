@@ -30,11 +30,12 @@ from .. import _counters
 from .._failures import describe_error
 from .._link import Link, Outage, Timing, client_connect_timeout, endpoint
 from .._timing import bounded
+from .._validate import seconds
 from ..connection import Client
 from ..errors import ConfigError, SerializationError
 from ._dispatch import Dispatcher, HandlerHost, HandlerStats, check_client, in_background
 from ._envelope import Event, _decode_wire, _to_event, decode_plain_payload
-from ._handlers import Registration, check_seconds
+from ._handlers import Registration
 from .publisher import check_channel, sharded_unsupported
 
 __all__ = ["Gap", "Subscriber", "SubscriberStats"]
@@ -137,14 +138,14 @@ class Subscriber(HandlerHost):
         self.max_concurrency = self._dispatch.max_concurrency
         self.handler_timeout = self._dispatch.handler_timeout
         self.drain_timeout = self._dispatch.drain_timeout
-        self.ping_interval = check_seconds("ping_interval", ping_interval)
-        self.ping_timeout = check_seconds("ping_timeout", ping_timeout)
-        self.connect_timeout = check_seconds(
-            "connect_timeout",
+        self.ping_interval = seconds(ping_interval, "ping_interval")
+        self.ping_timeout = seconds(ping_timeout, "ping_timeout")
+        self.connect_timeout = seconds(
             connect_timeout if connect_timeout is not None else client_connect_timeout(client),
+            "connect_timeout",
         )
-        self.backoff_base = check_seconds("backoff_base", backoff_base)
-        self.backoff_max = check_seconds("backoff_max", backoff_max)
+        self.backoff_base = seconds(backoff_base, "backoff_base")
+        self.backoff_max = seconds(backoff_max, "backoff_max")
         if on_reconnect is not None and not callable(on_reconnect):
             raise ConfigError(f"on_reconnect must be callable, got {on_reconnect!r}")
         self.on_reconnect = on_reconnect
@@ -233,7 +234,7 @@ class Subscriber(HandlerHost):
         the block is cancelled where it waits and that exception is raised
         from the ``async with``, as :class:`asyncio.TaskGroup` does.
         """
-        timeout = 10.0 if ready_timeout is None else check_seconds("ready_timeout", ready_timeout)
+        timeout = 10.0 if ready_timeout is None else seconds(ready_timeout, "ready_timeout")
         async with in_background(
             self.run(*channels, patterns=patterns),
             lambda: self._subscribed,
@@ -247,7 +248,7 @@ class Subscriber(HandlerHost):
 
     async def wait_subscribed(self, timeout: float) -> bool:
         """Wait until every subscription is active; False after ``timeout``."""
-        deadline = time.monotonic() + check_seconds("timeout", timeout, allow_zero=True)
+        deadline = time.monotonic() + seconds(timeout, "timeout", allow_zero=True)
         while self._subscribed is None:
             if time.monotonic() >= deadline:
                 return False
