@@ -301,6 +301,7 @@ def test_each_variable_parses_or_is_named(var: str, value: str) -> None:
 
 
 @given(env=st.dictionaries(st.sampled_from(VARIABLES), ENV_VALUE, max_size=6))
+@example(env={"REDIS_PASSWORD": "true", "REDIS_URL": "", "REDIS_CLUSTER": "00"})
 @LIMIT
 def test_any_environment_parses_or_names_a_variable(env: dict[str, str]) -> None:
     try:
@@ -311,4 +312,10 @@ def test_any_environment_parses_or_names_a_variable(env: dict[str, str]) -> None
         password = env.get("REDIS_PASSWORD", "")
         if len(password) >= 4:
             others = "".join(v for k, v in env.items() if k != "REDIS_PASSWORD")
+            # What the message says whatever the password ("must be true or
+            # false" holds "true"): the same environment with another one.
+            try:
+                RedisSettings.from_env({**env, "REDIS_PASSWORD": "\x00" * len(password)})
+            except ConfigError as other:
+                others += str(other)
             _assert_hidden(password, others, [message])
