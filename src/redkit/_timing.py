@@ -116,20 +116,13 @@ else:  # pragma: no cover - Python 3.10
         if not task.cancelled():
             task.exception()
 
-    # Python 3.10's own tasks do not count cancellations; a backported
-    # task class (pytest-asyncio's runner on 3.10 uses one) does.
-
     def cancel_count(task: asyncio.Task[Any] | None) -> int:
-        """How many cancellations ``task`` has pending, where its class
-        counts them; else 0."""
-        cancelling = getattr(task, "cancelling", None)
-        return int(cancelling()) if cancelling is not None else 0
+        """Always 0: Python 3.10 does not count pending cancellations."""
+        return 0
 
     def withdraw_cancellation(task: asyncio.Task[Any]) -> int:
-        """Take back one cancellation where the task class counts them;
-        returns how many others are still pending (0 when it cannot tell)."""
-        uncancel = getattr(task, "uncancel", None)
-        return int(uncancel()) if uncancel is not None else 0
+        """Nothing to take back on Python 3.10; no others known (0)."""
+        return 0
 
 
 def check_cancelled(task: asyncio.Task[Any] | None, baseline: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from .._failures import ANY, UNAVAILABLE, describe_error, failure
 from .._telemetry import operation
-from .._timing import backoff_delay, cancel_count, check_cancelled, withdraw_cancellation
+from .._timing import backoff_delay, cancel_count, check_cancelled
 from ..errors import LockLost, NotReplicated
 from ._common import CLOCK_DRIFT, CLOCK_MARGIN, Seconds, log, to_ttl_ms
 from ._deadlines import Entry
@@ -233,8 +233,10 @@ class Lease:
             if self._cancel_sent:
                 # If something in the block swallowed our cancellation, the
                 # block still ends with LockLost.
-                me = asyncio.current_task()
-                others = withdraw_cancellation(me) if me is not None else 0
+                # Looked up rather than version-checked: a task class that
+                # counts cancellations on Python 3.10 gets ours back too.
+                uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                others = uncancel() if uncancel is not None else 0
                 if isinstance(exc, asyncio.CancelledError) and others > 0:
                     return  # cancelled from elsewhere too: let that propagate
                 if exc is None or isinstance(exc, asyncio.CancelledError):
