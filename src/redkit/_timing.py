@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = [
+    "COUNTS_CANCELLATIONS",
     "RECOVERY_CAP",
     "RECOVERY_WINDOW",
     "Sweeper",
@@ -68,6 +69,14 @@ def recovery_delay(attempt: int, base: float, cap: float, *, lost_for: float | N
         cap = min(cap, RECOVERY_CAP)
     return backoff_delay(attempt, base, cap)
 
+
+COUNTS_CANCELLATIONS = sys.version_info >= (3, 11)
+"""Whether a task counts its pending cancellations, so that one a lower
+layer dropped (``asyncio.wait_for`` returning its result instead, as on
+Python 3.10 and 3.11 when both happen at once) can still be noticed with
+:func:`check_cancelled`. Where it is False, code whose callers rely on
+cancellation awaits through :func:`bounded`, whose own wait delivers the
+caller's cancellation whatever the awaited operation does with its own."""
 
 if sys.version_info >= (3, 11):
 

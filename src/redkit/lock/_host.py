@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from .._failures import request_bound
 from .._replicas import Replicas
-from .._timing import TaskSet, bounded
+from .._timing import COUNTS_CANCELLATIONS, TaskSet, bounded
 from ..connection import Client
 from ..scripts import KeyOrArg, Script
 from ._deadlines import Deadlines
@@ -66,8 +66,14 @@ class Host:
         """``awaitable``, bounded to at most ``budget`` seconds. When the
         client bounds a request itself no longer than that
         (:func:`~redkit._failures.request_bound`), neither a timer nor
-        another coroutine is added (the uncontended path)."""
-        if self.client_timeout is not None and self.client_timeout <= budget:
+        another coroutine is added (the uncontended path), unless a
+        cancellation lost beneath could go unnoticed
+        (:data:`~redkit._timing.COUNTS_CANCELLATIONS`)."""
+        if (
+            COUNTS_CANCELLATIONS
+            and self.client_timeout is not None
+            and self.client_timeout <= budget
+        ):
             return awaitable
         return bounded(awaitable, budget)
 
