@@ -77,6 +77,14 @@ class RedisSettings:
     cap is ``max(pool_size, 100)`` and at most that many commands are in
     flight at once; the rest wait the same way.
 
+    ``autopipeline`` (on by default) sends the ordinary commands of every
+    task that shares the client on a few shared connections per server,
+    written together once per event-loop iteration (see
+    ``docs/autopipelining.md``); blocking commands, transactions, pub/sub and
+    connection-state commands still take a pooled connection each.
+    ``autopipeline=False`` (``REDIS_AUTOPIPELINE=false``) gives redis-py's
+    plain pooled client.
+
     Timeouts are seconds. ``max_retries`` bounds both the start-up attempts of
     ``connect()`` and redis-py's retries of a command whose connection failed.
     """
@@ -102,6 +110,7 @@ class RedisSettings:
     sentinel_master: str | None = None
     sentinels: tuple[tuple[str, int], ...] = ()
     unix_socket_path: str | None = None
+    autopipeline: bool = True
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -109,6 +118,11 @@ class RedisSettings:
                 object.__setattr__(self, key, value)
         for name, (low, high) in _INT_LIMITS.items():
             _check_int(name, getattr(self, name), low, high)
+        for name in ("ssl", "cluster", "autopipeline"):
+            if not isinstance(getattr(self, name), bool):
+                raise _FieldError(
+                    (name,), f"{name} must be True or False, got {_show(getattr(self, name))}"
+                )
         for name in ("read_timeout", "write_timeout", "connect_timeout"):
             value = getattr(self, name)
             if (
@@ -203,7 +217,8 @@ class RedisSettings:
         what it names. Also read: ``REDIS_USERNAME``, ``REDIS_MAX_RETRIES``,
         ``REDIS_POOL_SIZE``, ``REDIS_MIN_IDLE_CONNS``, ``REDIS_READ_TIMEOUT``,
         ``REDIS_WRITE_TIMEOUT``, ``REDIS_CONNECT_TIMEOUT`` (durations such as
-        ``3s`` or ``500ms``), ``REDIS_CLUSTER`` (true/false),
+        ``3s`` or ``500ms``), ``REDIS_CLUSTER`` and ``REDIS_AUTOPIPELINE``
+        (true/false),
         ``REDIS_SENTINELS`` (``host:port,host:port``) with
         ``REDIS_SENTINEL_MASTER``. A bad value raises :class:`ConfigError`
         naming the variable and its value (never a password: not the value of
@@ -262,6 +277,8 @@ class RedisSettings:
                 take(field, var, seconds)
         if (value := text("REDIS_CLUSTER")) is not None:
             take("cluster", "REDIS_CLUSTER", _parse_bool("REDIS_CLUSTER", value))
+        if (value := text("REDIS_AUTOPIPELINE")) is not None:
+            take("autopipeline", "REDIS_AUTOPIPELINE", _parse_bool("REDIS_AUTOPIPELINE", value))
         if (value := text("REDIS_SENTINELS")) is not None:
             take("sentinels", "REDIS_SENTINELS", _parse_nodes("REDIS_SENTINELS", value))
         if (value := text("REDIS_URL")) is not None:
