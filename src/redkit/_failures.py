@@ -53,11 +53,14 @@ __all__ = [
     "NETWORK",
     "NO_SCRIPT",
     "POOL_EXHAUSTED",
+    "READ_ONLY",
     "REDIRECTED",
     "REFUSED",
     "TIMED_OUT",
     "UNAVAILABLE",
     "UNREACHABLE",
+    "LostAfterWrite",
+    "connection_lost",
     "describe_error",
     "failure",
     "is_cluster",
@@ -104,6 +107,9 @@ ERROR_REPLY = redis_errors.ResponseError
 """An error answer to a well-formed request."""
 NO_SCRIPT = redis_errors.NoScriptError
 """EVALSHA of a script the server does not hold (yet)."""
+READ_ONLY: tuple[type[Exception], ...] = (redis_errors.ReadOnlyError,)
+"""The server is a replica (or a primary just deposed): a connection that
+wants the primary must look for it again."""
 POOL_EXHAUSTED: tuple[type[Exception], ...] = (redis_errors.MaxConnectionsError,)
 REDIRECTED: tuple[type[Exception], ...] = (redis_errors.AskError,)  # MovedError among them
 """A cluster node's MOVED or ASK: the command did not run there."""
@@ -113,6 +119,18 @@ REDIRECTED: tuple[type[Exception], ...] = (redis_errors.AskError,)  # MovedError
 def timed_out(message: str) -> Exception:
     """The error of a request that got no answer in time."""
     return redis_errors.TimeoutError(message)
+
+
+class LostAfterWrite(redis_errors.ConnectionError):
+    """Raised for a command written on a shared connection that failed
+    before its reply came: it may have run, so nothing sends it again (the
+    cluster client retries only the exact classes it lists, and this is
+    not one of them)."""
+
+
+def connection_lost(message: str) -> Exception:
+    """The error of a request whose connection failed after it was written."""
+    return LostAfterWrite(message)
 
 
 def failure(what: str, exc: BaseException) -> ConnectionUnavailable | RedisReplyError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -90,6 +91,13 @@ class WaitingSentinelConnectionPool(WaitingConnectionPool, SentinelConnectionPoo
         self._watch = MasterWatch(
             list(getattr(sentinel_manager, "sentinels", ())), service_name, self._master_moved
         )
+        self._on_move: set[Callable[[], None]] = set()
+
+    def watch_master(self, on_move: Callable[[], None]) -> None:
+        """Call ``on_move`` each time the master moves (connections outside
+        the pool, such as the shared ones, follow it that way)."""
+        self._on_move.add(on_move)
+        self._watch.start()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         self._watch.start()
@@ -100,6 +108,8 @@ class WaitingSentinelConnectionPool(WaitingConnectionPool, SentinelConnectionPoo
             return
         log.info("Sentinel master %s moved to %s:%s", self.service_name, *address)
         self.master_address = address
+        for on_move in list(self._on_move):
+            on_move()
         await super().disconnect(inuse_connections=False)
 
     async def release(self, connection: AbstractConnection) -> None:

@@ -24,6 +24,8 @@ from redis.asyncio.sentinel import (
 )
 from redis.backoff import ExponentialWithJitterBackoff
 
+from ._autopipeline import PipelinedRedis
+from ._cluster_pipelining import PipelinedRedisCluster
 from ._failures import AUTH_REFUSED, CONNECTION_LOST, NETWORK, describe_error, is_cluster, timed_out
 from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
 from ._timing import backoff_delay
@@ -265,7 +267,8 @@ def _ssl_kwargs(settings: RedisSettings) -> dict[str, Any]:
 def _build(settings: RedisSettings) -> Client:
     common = _common_kwargs(settings)
     if settings.cluster:
-        cluster = WaitingRedisCluster(
+        cluster_class = PipelinedRedisCluster if settings.autopipeline else WaitingRedisCluster
+        cluster = cluster_class(
             host=settings.host,
             port=settings.port,
             # Each node gets at least redis-py's own default of 100
@@ -305,6 +308,7 @@ def _build(settings: RedisSettings) -> Client:
         # waits for a free connection like the standalone pool.
         master: Redis = sentinel.master_for(
             settings.sentinel_master or "",
+            redis_class=PipelinedRedis if settings.autopipeline else Redis,
             connection_pool_class=WaitingSentinelConnectionPool,
             connection_class=_SentinelSSLConnection if settings.ssl else _SentinelConnection,
             timeout=settings.connect_timeout,
@@ -332,7 +336,8 @@ def _build(settings: RedisSettings) -> Client:
         retry=retry,
         **pool_kwargs,
     )
-    client = Redis(connection_pool=pool, retry=retry)
+    client_class = PipelinedRedis if settings.autopipeline else Redis
+    client = client_class(connection_pool=pool, retry=retry)
     # A client given a pool leaves it open on aclose(); this pool is the
     # client's own, so closing the client closes its connections too.
     client.auto_close_connection_pool = True
