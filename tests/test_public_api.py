@@ -31,6 +31,7 @@ PUBLIC: dict[str, tuple[str, ...]] = {
     "CachedFunction": (TOP, CACHE),
     "CacheStats": (TOP, CACHE),
     "Client": (TOP,),
+    "ClientStats": (TOP,),
     "client_ip": (RATELIMIT,),
     "close": (TOP,),
     "Codec": (TOP,),

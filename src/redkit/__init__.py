@@ -13,7 +13,7 @@ from .cache import (
     LocalCache,
 )
 from .codec import Codec, JsonCodec, MsgpackCodec
-from .connection import Client, build_client, close, connect
+from .connection import Client, ClientStats, build_client, close, connect
 from .dependencies import current_session
 from .errors import (
     ConfigError,
@@ -85,6 +85,7 @@ __all__ = [
     "CacheStats",
     "CachedFunction",
     "Client",
+    "ClientStats",
     "Codec",
     "ConfigError",
     "ConnectionUnavailable",

@@ -34,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import select
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,11 @@ log = logging.getLogger("redkit.connection")
 
 HIGH_WATER = 1 << 20
 """Bytes waiting in the socket's send buffer past which writing pauses."""
+IDLE_CHECK = 0.01
+"""Seconds without a write after which a connection is checked for a close
+the event loop has not seen yet (a loop blocked while the server
+restarted) before a command is written on it: one ``select`` call, which
+back-to-back requests do not pay."""
 MAX_OUTSTANDING = 16384
 """Commands (unanswered, written or not) past which a connection is full."""
 MAX_OUTSTANDING_BYTES = 64 << 20
@@ -74,7 +80,7 @@ _Queued = tuple[asyncio.Future[Any], list[bytes], int]
 class _Socket:
     """One connection's life: from connect to its loss."""
 
-    __slots__ = ("conn", "reader", "retiring", "timer", "transport", "writer", "written")
+    __slots__ = ("conn", "reader", "retiring", "timer", "transport", "used", "writer", "written")
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
@@ -84,6 +90,7 @@ class _Socket:
         self.reader: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.retiring = False
+        self.used = 0.0  # loop time of the last write
 
 
 class SharedConnection:
@@ -156,11 +163,15 @@ class SharedConnection:
         self._outstanding_bytes += size
         sock = self._socket
         if sock is not None and not sock.written and not self._queued and not self._paused:
-            # Idle: no reason to wait for company.
-            sock.writer.writelines(parts)
-            self._counts["batches"] += 1
-            self._track(sock, future, loop.time(), size)
-            return future
+            now = loop.time()
+            if now - sock.used < IDLE_CHECK or not _closed_while_idle(sock):
+                # Idle: no reason to wait for company.
+                sock.writer.writelines(parts)
+                self._counts["batches"] += 1
+                self._track(sock, future, now, size)
+                return future
+            self._drop(sock)
+            sock = None
         self._queued.append((future, parts, size))
         if sock is not None:
             if not self._flush_soon and not self._paused:
@@ -215,6 +226,7 @@ class SharedConnection:
         self._flush()
 
     def _track(self, sock: _Socket, future: asyncio.Future[Any], now: float, size: int) -> None:
+        sock.used = now
         sock.written.append((future, now, size))
         if sock.timer is None and self._timeout is not None and self._loop is not None:
             sock.timer = self._loop.call_at(now + self._timeout, self._check_stall, sock)
@@ -386,6 +398,20 @@ class SharedConnection:
             self._answered(size)
             if not future.done():
                 future.set_exception(connection_lost("the client was closed"))
+
+
+def _closed_while_idle(sock: _Socket) -> bool:
+    # Nothing is owed on an idle connection, so anything readable is the
+    # server's close (or a push message; reconnecting costs only time).
+    # Written on such a socket, a command would fail after it may have run.
+    raw = sock.transport.get_extra_info("socket")
+    if raw is None:
+        return False
+    try:
+        readable, _, _ = select.select([raw.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _copy(error: Exception) -> Exception:

@@ -1,5 +1,7 @@
-"""connect(): one pooled redis-py asyncio client for standalone, TLS, unix
-socket, Sentinel or Cluster, verified before it is handed out."""
+"""connect(): one redis-py asyncio client for standalone, TLS, unix socket,
+Sentinel or Cluster, verified before it is handed out. Its ordinary
+commands share a few connections per server (:mod:`redkit._autopipeline`)
+unless ``RedisSettings(autopipeline=False)``; the rest use its pool."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from redis.asyncio.sentinel import (
 )
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ._autopipeline import PipelinedRedis
+from ._autopipeline import ClientStats, PipelinedRedis
 from ._cluster_pipelining import PipelinedRedisCluster
 from ._failures import AUTH_REFUSED, CONNECTION_LOST, NETWORK, describe_error, is_cluster, timed_out
 from ._pool import WaitingConnectionPool, WaitingRedisCluster, WaitingSentinelConnectionPool
@@ -34,6 +36,7 @@ from .settings import RedisSettings
 
 __all__ = [
     "Client",
+    "ClientStats",
     "WrongEventLoop",
     "build_client",
     "close",

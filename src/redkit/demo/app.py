@@ -269,8 +269,10 @@ class Services:
         return task
 
     def metrics(self) -> str:
+        client_stats = getattr(self.client, "stats", None)  # without autopipelining: none
         return prometheus_text(
             {
+                **({"redis_client": client_stats()} if client_stats is not None else {}),
                 "cache": self.cache.stats(),
                 "invalidator": self.invalidator.stats(),
                 "ratelimit": self.limiter.stats(),
