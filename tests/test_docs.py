@@ -21,6 +21,7 @@ README.take("# main.py\n")
 
 test_readme_examples_run_twice = README.test()
 test_cache_examples_run_twice = Doc("docs/cache.md").test()
+test_autopipelining_examples_run_twice = Doc("docs/autopipelining.md").test()
 
 
 @pytest.mark.parametrize("block", README.steps, ids=[b.name for b in README.steps])
