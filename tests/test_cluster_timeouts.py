@@ -128,6 +128,11 @@ KINDS = [False, True] if hasattr(redis_cluster_module, "TransactionStrategy") el
 async def test_timed_out_pipeline_is_not_sent_again(
     client: RedisCluster, make_busy: MakeBusy, transaction: bool
 ) -> None:
+    # A pooled connection to the node, open before it stops answering, for
+    # the pipeline to be written on (pipelines take pooled connections).
+    warm = client.pipeline(transaction=transaction)
+    warm.get("{p}count")
+    assert await warm.execute() == [None]
     busy = await make_busy(client, "{p}count")
     pipe = client.pipeline(transaction=transaction)
     pipe.incr("{p}count")

@@ -96,14 +96,18 @@ def test_the_gauges_among_every_stats_class() -> None:
         for name in redkit.__all__
         if name.endswith("Stats") and dataclasses.is_dataclass(getattr(redkit, name))
     ]
-    assert len(classes) == 9
+    assert len(classes) == 10
     gauges = {
         f"{cls.__name__}.{f.name}"
         for cls in classes
         for f in dataclasses.fields(cls)
         if f.metadata.get("kind") == "gauge"
     }
-    assert gauges == {"SubscriberStats.in_flight", "StreamConsumerStats.in_flight"}
+    assert gauges == {
+        "SubscriberStats.in_flight",
+        "StreamConsumerStats.in_flight",
+        "ClientStats.in_flight",
+    }
 
 
 async def test_a_running_handler_is_exported_as_a_gauge(redis_client: Client) -> None:

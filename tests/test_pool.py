@@ -23,7 +23,10 @@ async def _until_blocked(server: EmbeddedRedis, count: int) -> None:
 
 
 async def test_a_full_pool_makes_callers_wait(redis_server: EmbeddedRedis) -> None:
-    async with connected(redis_server, pool_size=2, connect_timeout=5) as client:
+    # The pool alone: with autopipelining a GET takes no pooled connection.
+    async with connected(
+        redis_server, pool_size=2, connect_timeout=5, autopipeline=False
+    ) as client:
         # Two BLPOPs hold both connections until their lists get an item.
         blockers = [asyncio.create_task(client.blpop([f"wait:{i}"], timeout=5)) for i in range(2)]
         await _until_blocked(redis_server, 2)
@@ -38,7 +41,9 @@ async def test_a_full_pool_makes_callers_wait(redis_server: EmbeddedRedis) -> No
 
 
 async def test_waiting_is_bounded(redis_server: EmbeddedRedis) -> None:
-    async with connected(redis_server, pool_size=1, connect_timeout=0.3) as client:
+    async with connected(
+        redis_server, pool_size=1, connect_timeout=0.3, autopipeline=False
+    ) as client:
         blocker = asyncio.create_task(client.blpop(["never"], timeout=2))
         await _until_blocked(redis_server, 1)
         with pytest.raises(RedisConnectionError, match=r"no free connection within 0\.3s"):

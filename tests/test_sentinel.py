@@ -134,7 +134,10 @@ async def test_burst_of_gets_waits_for_connections(sentinel: int) -> None:
 async def test_waiting_for_a_connection_is_bounded(
     fresh_server: EmbeddedRedis, sentinel: int
 ) -> None:
-    client = await redkit.connect(_through(sentinel, pool_size=1, connect_timeout=0.3))
+    # The pool alone: with autopipelining a GET takes no pooled connection.
+    client = await redkit.connect(
+        _through(sentinel, pool_size=1, connect_timeout=0.3, autopipeline=False)
+    )
     direct = Redis(host=fresh_server.host, port=fresh_server.port)
     try:
         blocker = asyncio.create_task(client.blpop(["never"], timeout=3))

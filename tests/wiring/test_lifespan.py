@@ -78,7 +78,9 @@ async def _until(condition: Any, what: str, timeout: float = 5.0) -> None:
 async def test_start_opens_every_component_and_stop_closes_all_of_it(
     fresh_server: EmbeddedRedis,
 ) -> None:
-    checker = await redkit.connect(settings_for(fresh_server))
+    # One connection of its own (CLIENT LIST takes a pooled one; without
+    # autopipelining its PING used that same one).
+    checker = await redkit.connect(settings_for(fresh_server, autopipeline=False))
     client = redkit.build_client(settings_for(fresh_server))
     redis = Lifespan(client)
     cache = redis.add(Cache(client, prefix="t", local=LocalCache(max_entries=10)))
