@@ -41,12 +41,16 @@ async def main(names: list[str], rounds: int, iterations: int) -> None:
         admin = env.raw_client(counted=False)
         try:
             results = await run_cases(cases, admin, rounds=rounds, iterations=iterations)
+            # read while the clients are open: they describe what they ran
+            footers = [line for footer in env.footers for line in footer()]
         finally:
             for close in reversed(env.closers):
                 await close()
         version = server.binary
         print(f"server: {version} port {server.port}; rounds={rounds} iterations={iterations}")
         print(report(results))
+        for line in footers:
+            print(line)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ that machine drift hits all of them alike, and reports per case the median
 ops/s, the ratio to its group's baseline, client round trips per operation
 (packets written by the counted client) and server commands per operation
 (``INFO commandstats`` deltas, which count commands run inside Lua too).
+An auto-pipelined client writes on sockets of its own, not counted ones: for
+it the round trips are the shared writes its ``stats()`` counts, and the
+table adds how many commands each of those writes carried.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ class Case:
     concurrency: int = 1
     note: str = ""
     counted: bool = True
+    # the name of a case of the same group this one is also compared with
+    # (the "vs" column), e.g. autopipelining on against off
+    versus: str = ""
+    # the auto-pipelined client the op runs on, whose stats() the probe reads
+    autopipelined: Any = None
 
 
 @dataclasses.dataclass
@@ -60,6 +68,8 @@ class Env:
     host: str
     port: int
     closers: list[Callable[[], Awaitable[Any]]] = dataclasses.field(default_factory=list)
+    # lines printed under the table, read once every case has run
+    footers: list[Callable[[], list[str]]] = dataclasses.field(default_factory=list)
 
     def raw_client(self, *, counted: bool = True, **kwargs: Any) -> Redis:
         """A plain redis-py client on the bench server (counted connections)."""
@@ -73,15 +83,22 @@ class Env:
         self.closers.append(client.aclose)
         return client
 
-    async def redkit_client(self) -> Redis:
+    async def redkit_client(self, *, autopipeline: bool = False) -> Redis:
         """A client as :func:`redkit.connect` builds it (same pool, retry and
-        timeouts), with counted connections from its first command on."""
+        timeouts). Auto-pipelining is off unless asked for, so that the
+        benchmarks which compare round trips per command keep counting them:
+        a pooled client's connections are counted from its first command on;
+        an auto-pipelined one (it has ``stats()``) keeps its own sockets."""
         from redkit import RedisSettings
         from redkit.connection import build_client
 
-        client = build_client(RedisSettings(host=self.host, port=self.port, min_idle_conns=0))
+        settings = RedisSettings(
+            host=self.host, port=self.port, min_idle_conns=0, autopipeline=autopipeline
+        )
+        client = build_client(settings)
         assert isinstance(client, Redis)
-        client.connection_pool.connection_class = CountingConnection
+        if pipeline_stats(client) is None:
+            client.connection_pool.connection_class = CountingConnection
         await client.ping()
         self.closers.append(client.aclose)
         return client
@@ -118,12 +135,33 @@ class Components:
     locks: DistributedLock
 
 
+def pipeline_stats(client: Any) -> Any | None:
+    """``client.stats()`` of an auto-pipelined client; None for any other
+    (redis-py's, or redkit's before the auto-pipelining client exists)."""
+    stats = getattr(client, "stats", None)
+    return stats() if callable(stats) else None
+
+
+def _pipeline_counts(client: Any) -> tuple[int, int, int] | None:
+    # commands, batches (shared writes) and dedicated commands so far; None
+    # where stats() lacks any of them, so a change of shape shows as n/a.
+    stats = pipeline_stats(client)
+    counts = tuple(getattr(stats, name, None) for name in ("commands", "batches", "dedicated"))
+    if not all(isinstance(n, int) for n in counts):
+        return None
+    return counts  # type: ignore[return-value]
+
+
 @dataclasses.dataclass
 class Result:
     case: Case
     rates: list[float]
-    sends_per_op: float
+    sends_per_op: float | None
     cmds_per_op: float
+    # an auto-pipelined case's shared writes and dedicated commands per op,
+    # and commands per shared write (None: not auto-pipelined, or no writes)
+    cmds_per_write: float | None = None
+    dedicated_per_op: float | None = None
 
     @property
     def median(self) -> float:
@@ -140,55 +178,94 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> int:
     return sum(after[k] - before.get(k, 0) for k in after if k not in ignored)
 
 
-async def _run_once(case: Case, iterations: int) -> float:
-    started = time.perf_counter()
+async def _drive(case: Case, iterations: int) -> int:
+    # The op as it is measured: in steps of ``concurrency`` copies at once.
+    # Returns how many ops ran.
     if case.concurrency == 1:
         for _ in range(iterations):
             await case.op()
-        ops = iterations
-    else:
-        steps = max(1, iterations // case.concurrency)
-        for _ in range(steps):
-            await asyncio.gather(*(case.op() for _ in range(case.concurrency)))
-        ops = steps * case.concurrency
+        return iterations
+    steps = max(1, iterations // case.concurrency)
+    for _ in range(steps):
+        await asyncio.gather(*(case.op() for _ in range(case.concurrency)))
+    return steps * case.concurrency
+
+
+async def _run_once(case: Case, iterations: int) -> float:
+    started = time.perf_counter()
+    ops = await _drive(case, iterations)
     return ops / (time.perf_counter() - started)
+
+
+async def _probe(case: Case, admin: Redis, ops: int = 200) -> Result:
+    """Round trips and commands per op, at the case's own concurrency: an
+    auto-pipelined client coalesces only commands that are in flight at
+    once, so a sequential probe would hide what it saves."""
+    before = await _commandstats(admin)
+    counts = _pipeline_counts(case.autopipelined)
+    CountingConnection.sends = 0
+    ran = await _drive(case, ops)
+    result = Result(case, [], None, _delta(before, await _commandstats(admin)) / ran)
+    if case.counted:
+        result.sends_per_op = CountingConnection.sends / ran
+    after = _pipeline_counts(case.autopipelined)
+    if counts is not None and after is not None:
+        commands, batches, dedicated = (b - a for a, b in zip(counts, after, strict=True))
+        result.sends_per_op = batches / ran
+        result.cmds_per_write = commands / batches if batches else None
+        result.dedicated_per_op = dedicated / ran
+    return result
 
 
 async def run_cases(
     cases: list[Case], admin: Redis, *, rounds: int = 5, iterations: int = 2000
 ) -> list[Result]:
-    for case in cases:  # warm-up: connections, script caches, local tiers
-        for _ in range(20):
-            await case.op()
-    rates: dict[int, list[float]] = {i: [] for i in range(len(cases))}
-    sends: dict[int, float] = {}
-    cmds: dict[int, float] = {}
+    # Warm-up: script caches, local tiers, and connections: at the case's
+    # concurrency, so that a pool grows here rather than in the first case
+    # measured at a new task count (each new connection adds its handshake
+    # commands and round trips to that case alone).
+    for case in cases:
+        await _drive(case, max(20, 2 * case.concurrency))
+    results = []
     for round_no in range(rounds):
         for i, case in enumerate(cases):
             if round_no == 0:
-                probe = 200
-                before = await _commandstats(admin)
-                CountingConnection.sends = 0
-                for _ in range(probe):
-                    await case.op()
-                sends[i] = CountingConnection.sends / probe
-                cmds[i] = _delta(before, await _commandstats(admin)) / probe
-            rates[i].append(await _run_once(case, iterations))
-    return [Result(c, rates[i], sends[i], cmds[i]) for i, c in enumerate(cases)]
+                results.append(await _probe(case, admin))
+            results[i].rates.append(await _run_once(case, iterations))
+    return results
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}x" if base else "-"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def report(results: list[Result]) -> str:
+    """The table: ``ratio`` against the group's baseline, ``vs`` against the
+    case named in ``versus``; ``RT/op`` is packets written per op, or for an
+    auto-pipelined case shared writes per op; ``cmd/wr`` is commands per
+    shared write (auto-pipelined cases only)."""
     baselines = {r.case.group: r.median for r in results if r.case.baseline}
+    medians = {(r.case.group, r.case.name): r.median for r in results}
+    width = max([40, *(len(r.case.name) for r in results)])
     lines = [
-        f"{'group':<12} {'case':<40} {'ops/s':>9} {'ratio':>6} {'RT/op':>6} {'cmd/op':>6}  note",
-        "-" * 96,
+        f"{'group':<12} {'case':<{width}} {'ops/s':>9} {'ratio':>6} {'vs':>6} "
+        f"{'RT/op':>6} {'cmd/op':>6} {'cmd/wr':>6}  note",
+        "-" * (width + 72),
     ]
     for r in results:
-        base = baselines.get(r.case.group)
-        ratio = f"{r.median / base:.2f}x" if base else "-"
-        rt = f"{r.sends_per_op:.2f}" if r.case.counted else "n/a"
+        versus = medians.get((r.case.group, r.case.versus))
+        note = r.case.note
+        if r.dedicated_per_op:
+            note = f"{note}; " if note else ""
+            note += f"dedicated {r.dedicated_per_op:.2f}/op"
         lines.append(
-            f"{r.case.group:<12} {r.case.name:<40} {r.median:>9.0f} {ratio:>6} "
-            f"{rt:>6} {r.cmds_per_op:>6.2f}  {r.case.note}"
+            f"{r.case.group:<12} {r.case.name:<{width}} {r.median:>9.0f} "
+            f"{_ratio(r.median, baselines.get(r.case.group)):>6} {_ratio(r.median, versus):>6} "
+            f"{_number(r.sends_per_op):>6} {r.cmds_per_op:>6.2f} "
+            f"{_number(r.cmds_per_write):>6}  {note}"
         )
     return "\n".join(lines)
