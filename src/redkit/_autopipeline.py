@@ -190,7 +190,7 @@ class Shared:
             raise wrong_loop(owner)
         if connection.full:
             await connection.wait_for_room(self._timeout)
-        parts = connection.packer.pack_command(*args)
+        parts = connection.pack(args)
         size = len(parts[0]) if len(parts) == 1 else sum(map(len, parts))
         if asking:
             # Its reply is read in turn; only the command's matters.

@@ -48,6 +48,7 @@ from ._failures import (
     describe_error,
     timed_out,
 )
+from ._resp import packer
 from ._timing import bounded
 
 __all__ = [
@@ -114,7 +115,7 @@ class SharedConnection:
         self._timeout = timeout
         self._follow_primary = follow_primary
         # Packs commands (and knows the encoder) before any socket exists.
-        self.packer = make()
+        self.pack = packer(make())
         self._socket: _Socket | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._queued: list[_Queued] = []
