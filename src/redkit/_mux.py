@@ -283,16 +283,16 @@ class SharedConnection:
 
     async def _read(self, sock: _Socket) -> None:
         written = sock.written
-        read = sock.conn.read_response
+        # The parser itself, beneath the connection's read_response (which
+        # only adds what a pooled connection needs: a timeout per read, the
+        # health-check clock, raising error replies): an error reply comes
+        # back as its exception, any failure to read raises.
+        read = sock.conn._parser.read_response  # type: ignore[attr-defined]
         counts = self._counts
         try:
             while True:
-                try:
-                    reply = await read()
-                    failed = False
-                except ERROR_REPLY as exc:
-                    reply = exc
-                    failed = True
+                reply = await read()
+                failed = isinstance(reply, ERROR_REPLY)
                 if not written:
                     raise connection_lost("Redis sent a reply to no command")
                 future, _, size = written.popleft()
