@@ -371,10 +371,12 @@ class SharedConnection:
     async def aclose(self) -> None:
         """Fail what is outstanding and close the socket."""
         self._closed = True
-        if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(Exception):
-                await self._connecting
+        connecting = self._connecting
+        if connecting is not None:
+            connecting.cancel()
+            # Wait for it without taking on its cancellation: awaiting the
+            # task would raise CancelledError in the task closing the client.
+            await asyncio.wait({connecting})
         for sock in [*self._old, *([self._socket] if self._socket is not None else [])]:
             self._fail_written(sock, connection_lost("the client was closed"))
             self._drop(sock)
