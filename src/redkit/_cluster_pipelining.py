@@ -121,11 +121,30 @@ class PipelinedRedisCluster(WaitingRedisCluster):
         finally:
             _routing.reset(token)
 
+    def get_node(
+        self, host: str | None = None, port: int | None = None, node_name: str | None = None
+    ) -> ClusterNode | None:
+        node = super().get_node(host, port, node_name)
+        shared_node = getattr(self, "_shared_node", None)  # None while __init__ runs
+        if shared_node is not None and type(node) is ClusterNode:
+            # An ASK redirect looks its node up here, inside redis-py's
+            # retry loop (past the conversion above), and sends ASKING and
+            # then the command through it: on a plain node those take two
+            # pooled connections, and with more than one free the command
+            # goes without ASKING (MOVED back, until the TTL runs out).
+            node.__class__ = shared_node
+        return node
+
     def stats(self) -> ClientStats:
         """What this client sent, and how."""
         return _counters.snapshot(ClientStats, self._nodes.counts, in_flight=self._nodes.in_flight)
 
     async def aclose(self, *args: Any, **kwargs: Any) -> None:
-        if not _routing.get():
-            await self._nodes.aclose()
+        routing = _routing.get()
+        # The nodes first: a command failed by closing the shared connections
+        # marks the client for a new slot map (redis-py's handling of a lost
+        # connection), and redis-py's aclose() closes nothing once it is so
+        # marked, leaving every node's pooled connections open.
         await super().aclose(*args, **kwargs)
+        if not routing:
+            await self._nodes.aclose()

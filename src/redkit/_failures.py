@@ -65,6 +65,7 @@ __all__ = [
     "failure",
     "is_cluster",
     "mapped",
+    "not_sent",
     "read_timeout",
     "request_bound",
     "timed_out",
@@ -131,6 +132,11 @@ class LostAfterWrite(redis_errors.ConnectionError):
 def connection_lost(message: str) -> Exception:
     """The error of a request whose connection failed after it was written."""
     return LostAfterWrite(message)
+
+
+def not_sent(message: str) -> Exception:
+    """The error of a request that was never written (its client closed)."""
+    return redis_errors.ConnectionError(message)
 
 
 def failure(what: str, exc: BaseException) -> ConnectionUnavailable | RedisReplyError:

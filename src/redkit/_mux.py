@@ -46,6 +46,7 @@ from ._failures import (
     TIMED_OUT,
     connection_lost,
     describe_error,
+    not_sent,
     timed_out,
 )
 from ._resp import packer
@@ -255,7 +256,7 @@ class SharedConnection:
             with contextlib.suppress(Exception):
                 await conn.disconnect()
             queued, self._queued = self._queued, []
-            error = exc if isinstance(exc, Exception) else connection_lost("connection closed")
+            error = exc if isinstance(exc, Exception) else not_sent("the client was closed")
             for future, _, size in queued:
                 self._answered(size)
                 if not future.done():
@@ -387,6 +388,8 @@ class SharedConnection:
         connecting = self._connecting
         if connecting is not None and connecting is not asyncio.current_task():
             connecting.cancel()
+            # Wait for it without taking on its cancellation: awaiting the
+            # task would raise CancelledError in the task closing the client.
             await asyncio.wait({connecting})
         for sock in [*self._old, *([self._socket] if self._socket is not None else [])]:
             self._fail_written(sock, connection_lost("the client was closed"))
@@ -398,7 +401,7 @@ class SharedConnection:
         for future, _, size in queued:
             self._answered(size)
             if not future.done():
-                future.set_exception(connection_lost("the client was closed"))
+                future.set_exception(not_sent("the client was closed before it was sent"))
 
 
 def _closed_while_idle(sock: _Socket) -> bool:
