@@ -59,6 +59,7 @@ __all__ = [
     "TIMED_OUT",
     "UNAVAILABLE",
     "UNREACHABLE",
+    "ClosedBeforeSent",
     "LostAfterWrite",
     "connection_lost",
     "describe_error",
@@ -134,9 +135,15 @@ def connection_lost(message: str) -> Exception:
     return LostAfterWrite(message)
 
 
+class ClosedBeforeSent(redis_errors.ConnectionError):
+    """Raised for a command whose client was closed before the command was
+    written: it did not run, and nothing sends it later (a cluster client
+    would otherwise reopen its connections to retry it)."""
+
+
 def not_sent(message: str) -> Exception:
     """The error of a request that was never written (its client closed)."""
-    return redis_errors.ConnectionError(message)
+    return ClosedBeforeSent(message)
 
 
 def failure(what: str, exc: BaseException) -> ConnectionUnavailable | RedisReplyError:
