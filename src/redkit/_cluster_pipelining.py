@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode
@@ -32,6 +33,9 @@ __all__ = ["PipelinedRedisCluster"]
 # (after CLUSTERDOWN, or every so many MOVED); that must not close the
 # shared connections other tasks are using, only the user's aclose() does.
 _routing = contextvars.ContextVar("redkit_cluster_routing", default=False)
+
+
+_NODE_TAKES_ASKING = "asking" in inspect.signature(ClusterNode.execute_command).parameters
 
 
 class _Nodes:
@@ -63,14 +67,18 @@ class _Nodes:
             self.asking.add((asyncio.current_task(), node.name))
             return True
         asking = kwargs.pop("asking", False)
-        ticket = (asyncio.current_task(), node.name)
-        if ticket in self.asking:
-            self.asking.discard(ticket)
-            asking = True
+        if self.asking:
+            ticket = (asyncio.current_task(), node.name)
+            if ticket in self.asking:
+                self.asking.discard(ticket)
+                asking = True
         if not shares(args, kwargs):
             self.counts["dedicated"] += 1
             if asking:
-                kwargs["asking"] = True  # redis-py then sends both on one connection
+                if _NODE_TAKES_ASKING:
+                    kwargs["asking"] = True  # redis-py sends both on one connection
+                else:  # pragma: no cover - redis-py before 8
+                    await ClusterNode.execute_command(node, "ASKING")
             return await ClusterNode.execute_command(node, *args, **kwargs)
         return await self.shared(node).run(args, kwargs, node.response_callbacks, asking=asking)
 

@@ -41,7 +41,6 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 
 from ._failures import (
-    ERROR_REPLY,
     READ_ONLY,
     TIMED_OUT,
     connection_lost,
@@ -49,6 +48,7 @@ from ._failures import (
     not_sent,
     timed_out,
 )
+from ._feed import feed_directly
 from ._resp import packer
 from ._timing import bounded
 
@@ -214,7 +214,8 @@ class SharedConnection:
             return
         sock.writer.writelines(parts)
         self._counts["batches"] += 1
-        if sock.transport.get_write_buffer_size() > HIGH_WATER:
+        if sock.reader is not None and sock.transport.get_write_buffer_size() > HIGH_WATER:
+            # (A socket fed directly hears pause_writing from its transport.)
             self._paused = True
             self._draining = asyncio.ensure_future(self._drain(sock))
 
@@ -225,6 +226,14 @@ class SharedConnection:
             pass  # the reader sees the loss and fails what was written
         finally:
             self._paused = False
+        self._flush()
+
+    def pause_writing(self) -> None:
+        """The socket's send buffer is full: write nothing more for now."""
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
         self._flush()
 
     def _track(self, sock: _Socket, future: asyncio.Future[Any], now: float, size: int) -> None:
@@ -275,45 +284,49 @@ class SharedConnection:
         sock = _Socket(conn)
         self._socket = sock
         assert self._loop is not None
-        sock.reader = self._loop.create_task(
-            self._read(sock), name="redkit shared connection reader"
-        )
+        if not feed_directly(self, sock):
+            sock.reader = self._loop.create_task(
+                self._read(sock), name="redkit shared connection reader"
+            )
         self._flush()
 
     # -- reading -----------------------------------------------------------
 
     async def _read(self, sock: _Socket) -> None:
-        written = sock.written
         # The parser itself, beneath the connection's read_response (which
         # only adds what a pooled connection needs: a timeout per read, the
         # health-check clock, raising error replies): an error reply comes
         # back as its exception, any failure to read raises.
         read = sock.conn._parser.read_response  # type: ignore[attr-defined]
-        counts = self._counts
+        deliver = self.deliver
         try:
-            while True:
-                reply = await read()
-                failed = isinstance(reply, ERROR_REPLY)
-                if not written:
-                    raise connection_lost("Redis sent a reply to no command")
-                future, _, size = written.popleft()
-                self._answered(size)
-                if future.done():
-                    counts["dropped"] += 1
-                elif failed:
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
-                if failed and self._follow_primary and isinstance(reply, READ_ONLY):
-                    self._retire(sock)
-                if sock.retiring and not written:
-                    break
+            while deliver(sock, await read()):
+                pass
         except BaseException as exc:
-            self._lost(sock, exc)
+            self.lost(sock, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        self._lost(sock, None)
+        self.lost(sock, None)
+
+    def deliver(self, sock: _Socket, reply: Any) -> bool:
+        """Hand ``reply`` to the oldest command written on ``sock``; False
+        once ``sock`` has nothing more to read (it retired)."""
+        written = sock.written
+        if not written:
+            raise connection_lost("Redis sent a reply to no command")
+        future, _, size = written.popleft()
+        self._answered(size)
+        failed = isinstance(reply, Exception)
+        if future.done():
+            self._counts["dropped"] += 1
+        elif failed:
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
+        if failed and self._follow_primary and isinstance(reply, READ_ONLY):
+            self._retire(sock)
+        return not (sock.retiring and not written)
 
     def _check_stall(self, sock: _Socket) -> None:
         sock.timer = None
@@ -330,7 +343,7 @@ class SharedConnection:
         if sock.reader is not None:
             sock.reader.cancel()
 
-    def _lost(self, sock: _Socket, exc: BaseException | None) -> None:
+    def lost(self, sock: _Socket, exc: BaseException | None) -> None:
         if exc is not None and sock.written:
             cause = describe_error(exc) if isinstance(exc, Exception) else "connection closed"
             host = getattr(sock.conn, "host", "Redis")
