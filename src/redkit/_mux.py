@@ -201,20 +201,37 @@ class SharedConnection:
         sock = self._socket
         if sock is None or self._paused or not self._queued:
             return
-        queued, self._queued = self._queued, []
-        parts: list[bytes] = []
+        queued = self._queued
         now = self._loop.time() if self._loop is not None else 0.0
+        parts: list[bytes] = []
+        gathered = taken = 0
         for future, packed, size in queued:
+            taken += 1
             if future.done():  # given up before it was written: never send it
                 self._answered(size)
                 continue
             parts.extend(packed)
+            gathered += size
             self._track(sock, future, now, size)
-        if not parts:
-            return
+            if gathered >= HIGH_WATER:
+                # Large writes go out in pieces, so that a full send buffer
+                # holds back what comes after them.
+                self._write(sock, parts)
+                parts, gathered = [], 0
+                if self._paused:
+                    break
+        del queued[:taken]
+        if parts:
+            self._write(sock, parts)
+
+    def _write(self, sock: _Socket, parts: list[bytes]) -> None:
         sock.writer.writelines(parts)
         self._counts["batches"] += 1
-        if sock.reader is not None and sock.transport.get_write_buffer_size() > HIGH_WATER:
+        if (
+            sock.reader is not None
+            and not self._paused
+            and sock.transport.get_write_buffer_size() > HIGH_WATER
+        ):
             # (A socket fed directly hears pause_writing from its transport.)
             self._paused = True
             self._draining = asyncio.ensure_future(self._drain(sock))
