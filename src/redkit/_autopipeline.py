@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -135,24 +136,10 @@ class ClientStats:
 class Shared:
     """The shared connections to one server (up to :data:`SPREAD`)."""
 
-    def __init__(
-        self,
-        make: Callable[[], AbstractConnection],
-        counts: dict[str, int],
-        *,
-        timeout: float | None,
-        follow_primary: bool = False,
-    ) -> None:
-        self._make = make
-        self._counts = counts
+    def __init__(self, new: Callable[[], SharedConnection], *, timeout: float | None) -> None:
+        self._new = new  # a connection to the server, unopened
         self._timeout = timeout
-        self._follow_primary = follow_primary
-        self._connections = [self._new()]
-
-    def _new(self) -> SharedConnection:
-        return SharedConnection(
-            self._make, self._counts, timeout=self._timeout, follow_primary=self._follow_primary
-        )
+        self._connections = [new()]
 
     def pick(self) -> SharedConnection:
         """The connection the next command goes on."""
@@ -265,8 +252,16 @@ class PipelinedRedis(Redis):
                 connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
                 return connection
 
+            timeout = _pool_timeout(pool)
             shared = self._shared = Shared(
-                make, counts, timeout=_pool_timeout(pool), follow_primary=watch is not None
+                functools.partial(
+                    SharedConnection,
+                    make,
+                    counts,
+                    timeout=timeout,
+                    follow_primary=watch is not None,
+                ),
+                timeout=timeout,
             )
         return shared
 

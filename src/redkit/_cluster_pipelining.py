@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 from typing import Any
 
@@ -25,6 +26,7 @@ from redis.asyncio.cluster import ClusterNode
 
 from . import _counters
 from ._autopipeline import ClientStats, Shared, shares
+from ._mux import SharedConnection
 from ._pool import WaitingRedisCluster
 
 __all__ = ["PipelinedRedisCluster"]
@@ -56,7 +58,10 @@ class _Nodes:
             def make() -> Any:
                 return connection_class(**kwargs)
 
-            found = self.by_address[node.name] = Shared(make, self.counts, timeout=self.timeout)
+            found = self.by_address[node.name] = Shared(
+                functools.partial(SharedConnection, make, self.counts, timeout=self.timeout),
+                timeout=self.timeout,
+            )
         return found
 
     async def execute(
