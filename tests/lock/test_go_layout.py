@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis
 
 from redkit import ConfigError, LockNotAcquired
+from redkit._ids import uuid4_text
 from redkit.lock import DistributedLock
-from redkit.lock._acquire import uuid4_text
 
 from ._go import RECORD, RELEASE_SCRIPT, go_lock, go_release, set_nx_args
 from ._helpers import all_keys, eventually, slot, subscribers, value_is

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, TypeVar
@@ -24,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from .. import _telemetry
+from .._ids import uuid4_text
 from ..codec import _dec_hook, guarded_decoder, strict_json_encoder
 from ..errors import ConfigError, SerializationError
 
@@ -180,14 +180,17 @@ def format_timestamp(moment: datetime) -> str:
     offset = moment.utcoffset()
     if offset is None:
         raise ConfigError(f"timestamp must carry a time zone, got naive {moment!r}")
+    if not offset:
+        # Every event is stamped in UTC: isoformat() (C) writes the same
+        # digits, then "+00:00", in a quarter of the time.
+        text = moment.isoformat()[:-6]
+        return (text.rstrip("0") if moment.microsecond else text) + "Z"
     text = (
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
         f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
     )
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
-    if not offset:
-        return text + "Z"
     minutes = int(offset.total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"
     hours, mins = divmod(abs(minutes), 60)
@@ -207,7 +210,7 @@ def new_event(
         payload=payload,
         timestamp=timestamp or datetime.now(timezone.utc),
         source=source,
-        id=str(uuid.uuid4()),
+        id=uuid4_text(),
     )
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 from .. import _counters, _failures
 from .._failures import describe_error, is_cluster
+from .._ids import uuid4_text
 from .._telemetry import operation
 from .._timing import bounded, raise_if_cancelled
 from .._validate import seconds
@@ -126,7 +126,7 @@ class Publisher:
             check_text(id, "id")
         stamp = format_timestamp(timestamp or datetime.now(timezone.utc))
         try:
-            data = _encode(type, payload, stamp, self.source, id or str(uuid.uuid4()))
+            data = _encode(type, payload, stamp, self.source, id or uuid4_text())
         except Exception:
             self._counts["serialization_errors"] += 1
             raise
@@ -207,7 +207,7 @@ class StreamPublisher:
     ) -> tuple[str, bytes]:
         _check_type(type)
         if event_id is None:
-            event_id = str(uuid.uuid4())
+            event_id = uuid4_text()
         else:
             check_text(event_id, "id")
         stamp = format_timestamp(timestamp or datetime.now(timezone.utc))

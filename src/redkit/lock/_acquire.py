@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from .._failures import ANY, UNAVAILABLE, failure
+from .._ids import uuid4_text
 from .._telemetry import operation
 from .._timing import backoff_delay, bounded, cancel_count
 from ..errors import LockNotAcquired, NotReplicated
@@ -102,17 +103,6 @@ async def _sleep_or_wake(event: asyncio.Event, delay: float) -> bool:
     except (asyncio.TimeoutError, TimeoutError):
         return False
     return True
-
-
-# The UUID variant bits (10xx) over the random nibble that holds them.
-_UUID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-
-def uuid4_text() -> str:
-    """A random (version 4) UUID as text, the form the Go service's
-    ``uuid.New().String()`` stores; a third of ``str(uuid.uuid4())``'s cost."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 Delay = Callable[[int, int], float]
