@@ -245,10 +245,10 @@ class PipelinedRedis(Redis):
             pool = self.connection_pool
             counts = self._stats_counts()
             watch = getattr(pool, "watch_master", None)
+            if watch is not None:  # a Sentinel pool: follow the master's moves
+                watch(self._moved)
 
             def make() -> AbstractConnection:
-                if watch is not None:
-                    watch(self._moved)
                 connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
                 return connection
 

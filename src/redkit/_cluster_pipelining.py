@@ -123,11 +123,14 @@ class PipelinedRedisCluster(WaitingRedisCluster):
             return await super(WaitingRedisCluster, self).execute_command(*args, **kwargs)
         return await super().execute_command(*args, **kwargs)
 
+    def _share(self, node: ClusterNode) -> None:
+        # Same slots, one more method: the node now sends shared commands on
+        # its shared connections.
+        if type(node) is ClusterNode:
+            node.__class__ = self._shared_node
+
     async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
-        if type(target_node) is ClusterNode:
-            # Same slots, one more method: the node now sends shared
-            # commands on its shared connections.
-            target_node.__class__ = self._shared_node
+        self._share(target_node)
         token = _routing.set(True)
         try:
             return await super()._execute_command(target_node, *args, **kwargs)
@@ -138,14 +141,13 @@ class PipelinedRedisCluster(WaitingRedisCluster):
         self, host: str | None = None, port: int | None = None, node_name: str | None = None
     ) -> ClusterNode | None:
         node = super().get_node(host, port, node_name)
-        shared_node = getattr(self, "_shared_node", None)  # None while __init__ runs
-        if shared_node is not None and type(node) is ClusterNode:
+        if node is not None and hasattr(self, "_shared_node"):  # not while __init__ runs
             # An ASK redirect looks its node up here, inside redis-py's
             # retry loop (past the conversion above), and sends ASKING and
             # then the command through it: on a plain node those take two
             # pooled connections, and with more than one free the command
             # goes without ASKING (MOVED back, until the TTL runs out).
-            node.__class__ = shared_node
+            self._share(node)
         return node
 
     def stats(self) -> ClientStats:

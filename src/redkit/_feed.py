@@ -51,9 +51,6 @@ def feed_directly(owner: SharedConnection, sock: _Socket) -> bool:
         return False  # a reply already parsed and kept (redis-py 5)
     feed = _Feed(owner, sock, reader, push_type)
     sock.transport.set_protocol(feed)
-    from ._mux import HIGH_WATER
-
-    sock.transport.set_write_buffer_limits(high=HIGH_WATER)
     return True
 
 

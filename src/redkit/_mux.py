@@ -168,9 +168,8 @@ class SharedConnection:
             now = loop.time()
             if now - sock.used < IDLE_CHECK or not _closed_while_idle(sock):
                 # Idle: no reason to wait for company.
-                sock.writer.writelines(parts)
-                self._counts["batches"] += 1
                 self._track(sock, future, now, size)
+                self._write(sock, parts)
                 return future
             self._drop(sock)
             sock = None
@@ -301,7 +300,10 @@ class SharedConnection:
         sock = _Socket(conn)
         self._socket = sock
         assert self._loop is not None
-        if not feed_directly(self, sock):
+        if feed_directly(self, sock):
+            # Its transport tells pause_writing/resume_writing at this mark.
+            sock.transport.set_write_buffer_limits(high=HIGH_WATER)
+        else:
             sock.reader = self._loop.create_task(
                 self._read(sock), name="redkit shared connection reader"
             )
